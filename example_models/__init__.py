@@ -1,0 +1,1 @@
+"""Example models for safetycheck: definitions, small trained weights and the training script."""

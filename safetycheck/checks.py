@@ -1,0 +1,75 @@
+"""The registry of check families.
+
+A *family* (``pgd_linf``) expands into *checks* (``pgd_linf[eps=0.1]``), one per parameter set
+taken from the run settings. Measuring a check reads the model's shared
+:class:`~safetycheck.evaluation.ModelEvaluation`, so each expensive result is computed once per
+model whichever check asks first. Families live in :mod:`safetycheck.families`, one module per
+concern, and register themselves with :func:`register` when that package is imported.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Literal
+
+from .evaluation import ModelEvaluation, RunSettings
+
+
+@dataclass(frozen=True)
+class Measurement:
+    value: float
+    n: int  # samples the value was measured on
+    details: str  # parameters a person needs to read the value (attack, data, seed)
+
+
+@dataclass(frozen=True)
+class CheckFamily:
+    """``bound="min"``: the value must be at least the threshold; ``"max"``: at most.
+    Default thresholds live in :data:`safetycheck.config.DEFAULT_PROFILE`."""
+
+    name: str
+    metric: str  # what the value is, in words: "clean accuracy", "robust accuracy"
+    bound: Literal["min", "max"]
+    variants: Callable[[RunSettings], list[dict]]
+    measure: Callable[[ModelEvaluation, dict], Measurement]
+    value_range: tuple[float, float] = (0.0, 1.0)
+    param_names: tuple[str, ...] = field(default=())
+
+
+REGISTRY: dict[str, CheckFamily] = {}
+
+
+def register(family: CheckFamily) -> CheckFamily:
+    if family.name in REGISTRY:
+        raise ValueError(f"check family {family.name!r} is registered twice")
+    REGISTRY[family.name] = family
+    return family
+
+
+def check_id(family: str, params: dict) -> str:
+    """``pgd_linf[eps=0.1]``; a family without parameters is its own id."""
+    if not params:
+        return family
+    return f"{family}[{','.join(f'{key}={_format(value)}' for key, value in params.items())}]"
+
+
+def _format(value) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+@dataclass(frozen=True)
+class PlannedCheck:
+    family: CheckFamily
+    params: dict
+
+    @property
+    def id(self) -> str:
+        return check_id(self.family.name, self.params)
+
+
+def plan_checks(settings: RunSettings, families: list[str] | None = None) -> list[PlannedCheck]:
+    """Every check the settings ask for, in registry order."""
+    from . import families as _  # noqa: F401  (registers the built-in families)
+
+    names = families if families is not None else list(REGISTRY)
+    return [PlannedCheck(REGISTRY[name], params) for name in names for params in REGISTRY[name].variants(settings)]

@@ -1,0 +1,189 @@
+"""Threshold files and the built-in default profile.
+
+A threshold file is TOML: either a standalone file (``--safety-thresholds PATH``) or the
+``[tool.safetycheck]`` table of the project's ``pyproject.toml``::
+
+    samples = 1000                    # MNIST test images attacked per sweep
+    seed = 0
+    epsilons = [0.05, 0.1, 0.2, 0.3]  # Linf radii, pixel units
+
+    [thresholds]                      # bounds for every model
+    clean_accuracy = 0.99             # a whole family ...
+    "pgd_linf[eps=0.1]" = 0.6         # ... or one check
+
+    [models.lenet.thresholds]         # overrides for the model named "lenet"
+    "pgd_linf[eps=0.3]" = 0.0
+
+Every key is validated: an unknown key, a wrong type or an impossible bound is a
+:class:`~safetycheck.errors.ConfigError` naming the file, the key and the nearest valid key,
+because a typo that silently disables a threshold is the classic way a gate passes by mistake.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import families as _families  # noqa: F401  (the registry must be full before keys are checked)
+from .checks import REGISTRY, check_id
+from .errors import ConfigError
+
+# The built-in default profile, used where no threshold file speaks. Clean accuracy: a floor that
+# a standard MNIST CNN clears (the example LeNet-5 measures 0.993). Robust accuracy: at small radii
+# (0.05, 0.1) a floor that an undefended CNN clears, so that failing it means a regression below an
+# undefended baseline; at any other radius, that at least half of the attacked images survive,
+# which only adversarially trained models reach at 0.2 and 0.3 (Madry et al.: 0.89 at 0.3).
+# An undefended model therefore fails the large-eps checks, as it should: a project records its
+# own, lower bounds in its threshold file, as this repository does for the example model.
+DEFAULT_PROFILE: dict[str, float] = {
+    "clean_accuracy": 0.98,
+    "pgd_linf": 0.50,
+    "pgd_linf[eps=0.05]": 0.80,
+    "pgd_linf[eps=0.1]": 0.50,
+}
+
+SETTING_KEYS = {"samples": int, "seed": int, "epsilons": list}
+TOP_LEVEL_KEYS = set(SETTING_KEYS) | {"thresholds", "models"}
+MODEL_KEYS = {"thresholds"}
+_CHECK_KEY = re.compile(r"^(?P<family>[A-Za-z_][A-Za-z0-9_]*)(?:\[(?P<params>[^\]]*)\])?$")
+
+
+@dataclass(frozen=True)
+class Threshold:
+    value: float
+    source: str  # where it came from, for reports: "built-in default", "pyproject.toml: thresholds.clean_accuracy"
+
+
+@dataclass
+class SafetyConfig:
+    """The validated content of a threshold file (all empty when there is none)."""
+
+    path: Path | None = None
+    settings: dict = field(default_factory=dict)  # samples, seed, epsilons as given
+    thresholds: dict[str, float] = field(default_factory=dict)
+    model_thresholds: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    def threshold(self, model: str, family: str, check: str) -> Threshold:
+        """The most specific bound: this model's check, this model's family, the file's check,
+        the file's family, the built-in check, the built-in family."""
+        where = self.path.name if self.path else ""
+        for table, label in (
+            (self.model_thresholds.get(model, {}), f"{where}: models.{model}.thresholds"),
+            (self.thresholds, f"{where}: thresholds"),
+            (DEFAULT_PROFILE, "built-in default"),
+        ):
+            for key in (check, family):
+                if key in table:
+                    return Threshold(float(table[key]), label if table is DEFAULT_PROFILE else f"{label}.{key}")
+        raise ConfigError(f"no threshold for {check} (family {family}) in the file or the built-in profile.")
+
+
+def load_config(path: str | Path | None = None, pyproject: str | Path | None = None) -> SafetyConfig:
+    """Read ``path`` (a standalone file) or else the ``[tool.safetycheck]`` table of ``pyproject``."""
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"threshold file {path} not found.")
+        return _parse(_read_toml(path), path, prefix="")
+    if pyproject is not None and Path(pyproject).is_file():
+        table = _read_toml(Path(pyproject)).get("tool", {}).get("safetycheck")
+        if table is not None:
+            return _parse(table, Path(pyproject), prefix="tool.safetycheck.")
+    return SafetyConfig()
+
+
+def _read_toml(path: Path) -> dict:
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}.") from exc
+
+
+def _parse(table: dict, path: Path, prefix: str) -> SafetyConfig:
+    config = SafetyConfig(path=path)
+    for key, value in table.items():
+        if key not in TOP_LEVEL_KEYS:
+            _unknown(path, f"{prefix}{key}", key, TOP_LEVEL_KEYS)
+        if key in SETTING_KEYS:
+            config.settings[key] = _setting(path, f"{prefix}{key}", key, value)
+    config.thresholds = _thresholds(table.get("thresholds", {}), path, f"{prefix}thresholds")
+    models = table.get("models", {})
+    if not isinstance(models, dict):
+        raise ConfigError(f"{path}: {prefix}models must be a table of per-model sections.")
+    for model, section in models.items():
+        where = f"{prefix}models.{model}"
+        if not isinstance(section, dict):
+            raise ConfigError(f"{path}: {where} must be a table, e.g. [{where}.thresholds].")
+        for key in section:
+            if key not in MODEL_KEYS:
+                _unknown(path, f"{where}.{key}", key, MODEL_KEYS)
+        config.model_thresholds[model] = _thresholds(section.get("thresholds", {}), path, f"{where}.thresholds")
+    return config
+
+
+def _setting(path: Path, where: str, key: str, value):
+    if key in ("samples", "seed"):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{path}: {where} must be an integer, not {value!r}.")
+        if key == "samples" and value < 1:
+            raise ConfigError(f"{path}: {where} must be at least 1, not {value}.")
+        if key == "seed" and value < 0:
+            raise ConfigError(f"{path}: {where} must be non-negative, not {value}.")
+        return value
+    if not isinstance(value, list) or not value or any(isinstance(e, bool) or not isinstance(e, (int, float)) for e in value):
+        raise ConfigError(f"{path}: {where} must be a non-empty list of numbers, not {value!r}.")
+    for eps in value:
+        if not 0 < eps <= 1:
+            raise ConfigError(f"{path}: {where} holds {eps}; Linf epsilons lie in (0, 1] (pixel units).")
+    return [float(e) for e in value]
+
+
+def _thresholds(table, path: Path, where: str) -> dict[str, float]:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: {where} must be a table of check = bound.")
+    bounds = {}
+    for key, value in table.items():
+        family, canonical = parse_check_key(key, path, f"{where}.{key}")
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{path}: {where}.{key} must be a number, not {value!r}.")
+        low, high = REGISTRY[family].value_range
+        if not low <= value <= high:
+            raise ConfigError(
+                f"{path}: {where}.{key} = {value} is impossible: a {REGISTRY[family].metric} lies in [{low}, {high}]."
+            )
+        bounds[canonical] = float(value)
+    return bounds
+
+
+def parse_check_key(key: str, path: Path | str, where: str) -> tuple[str, str]:
+    """Validate ``clean_accuracy`` or ``pgd_linf[eps=0.1]``; return (family, canonical check id)."""
+    match = _CHECK_KEY.match(key.strip())
+    if not match:
+        raise ConfigError(f"{path}: {where}: {key!r} is neither a check family nor a check id like pgd_linf[eps=0.1].")
+    family_name = match["family"]
+    if family_name not in REGISTRY:
+        _unknown(path, where, family_name, REGISTRY)
+    family = REGISTRY[family_name]
+    if match["params"] is None:
+        return family_name, family_name
+    params = {}
+    for part in filter(None, (p.strip() for p in match["params"].split(","))):
+        name, _, raw = part.partition("=")
+        name = name.strip()
+        if name not in family.param_names:
+            _unknown(path, where, name, family.param_names or ["(none: this family takes no parameters)"])
+        try:
+            params[name] = float(raw)
+        except ValueError:
+            raise ConfigError(f"{path}: {where}: {name}={raw.strip()!r} is not a number.") from None
+    return family_name, check_id(family_name, params)
+
+
+def _unknown(path, where: str, key: str, valid) -> None:
+    valid = sorted(valid)
+    nearest = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
+    hint = f"did you mean {nearest[0]!r}? " if nearest else ""
+    raise ConfigError(f"{path}: unknown key {where!r}; {hint}valid keys here: {', '.join(valid)}.")

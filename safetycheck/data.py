@@ -1,0 +1,225 @@
+"""The datasets: MNIST (train and test), Fashion-MNIST and KMNIST, as whole tensors.
+
+Images come back as float32 tensors of shape (N, 1, 28, 28) with values in [0, 1] and labels as
+int64 tensors of shape (N,). Files are read through torchvision's dataset classes, which read each
+IDX file with one ``frombuffer`` (no per-sample PIL loop), and every split is loaded once per
+process and then shared.
+
+Where the files live (first one set wins):
+
+1. an explicit root (the plugin's ``--safety-data DIR``);
+2. the ``SAFETYCHECK_DATA`` environment variable;
+3. the user cache folder, ``$XDG_CACHE_HOME/safetycheck/data`` (``~/.cache/safetycheck/data``).
+
+The root holds torchvision's raw layout, ``<root>/MNIST/raw/t10k-images-idx3-ubyte`` and so on.
+Nothing is downloaded unless the caller allows it.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .errors import DataError
+
+DATA_ENV_VAR = "SAFETYCHECK_DATA"
+DOWNLOAD_FLAG = "--safety-download"
+
+IMAGE_SHAPE = (1, 28, 28)
+IDX_IMAGES_MAGIC = 2051
+IDX_LABELS_MAGIC = 2049
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """One dataset in torchvision's raw layout."""
+
+    key: str  # the name users type: "mnist", "fashion_mnist", "kmnist"
+    folder: str  # torchvision's class name, which is also its folder under the root
+    title: str
+    sizes: dict  # split -> number of items
+
+
+DATASETS: dict[str, DatasetInfo] = {
+    info.key: info
+    for info in (
+        DatasetInfo("mnist", "MNIST", "MNIST", {"train": 60_000, "test": 10_000}),
+        DatasetInfo("fashion_mnist", "FashionMNIST", "Fashion-MNIST", {"train": 60_000, "test": 10_000}),
+        DatasetInfo("kmnist", "KMNIST", "Kuzushiji-MNIST", {"train": 60_000, "test": 10_000}),
+    )
+}
+
+_SPLIT_PREFIX = {"train": "train", "test": "t10k"}
+
+
+@dataclass(frozen=True)
+class LabelledImages:
+    """A whole split: ``images`` float32 (N, 1, 28, 28) in [0, 1], ``labels`` int64 (N,)."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    name: str
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+
+@dataclass(frozen=True)
+class DataRoot:
+    path: Path
+    source: str  # where the choice came from, for messages and run metadata
+
+
+def default_cache_root() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "safetycheck" / "data"
+
+
+def resolve_data_root(explicit: str | os.PathLike | None = None) -> DataRoot:
+    """Pick the data root: ``explicit``, then ``$SAFETYCHECK_DATA``, then the user cache folder."""
+    if explicit:
+        return DataRoot(Path(explicit).expanduser().resolve(), "--safety-data")
+    from_env = os.environ.get(DATA_ENV_VAR)
+    if from_env:
+        return DataRoot(Path(from_env).expanduser().resolve(), f"${DATA_ENV_VAR}")
+    return DataRoot(default_cache_root(), "user cache folder")
+
+
+def expected_files(dataset: str) -> list[str]:
+    """The four raw file names torchvision needs before it loads either split."""
+    _info(dataset)
+    return [
+        f"{_SPLIT_PREFIX[split]}-{kind}-idx{dims}-ubyte"
+        for split in ("train", "test")
+        for kind, dims in (("images", 3), ("labels", 1))
+    ]
+
+
+def check_files(dataset: str, root: DataRoot | str | os.PathLike) -> None:
+    """Raise :class:`DataError` unless all raw files of ``dataset`` exist under ``root`` and are whole.
+
+    Each file's IDX header is read and its size compared with what the header promises, so a
+    truncated or corrupt file is reported by name instead of failing later inside numpy.
+    """
+    info = _info(dataset)
+    root = root if isinstance(root, DataRoot) else DataRoot(Path(root), "argument")
+    raw = root.path / info.folder / "raw"
+    names = expected_files(dataset)
+    missing = [name for name in names if not (raw / name).is_file()]
+    if missing:
+        raise DataError(
+            f"{info.title} data not found: expected {', '.join(names)} in {raw} "
+            f"(data root {root.path}, from {root.source}); missing {', '.join(missing)}. "
+            f"Point --safety-data or ${DATA_ENV_VAR} at a folder holding {info.folder}/raw/, "
+            f"or pass {DOWNLOAD_FLAG} to download it with torchvision."
+        )
+    for name in names:
+        _check_idx_file(raw / name, expected_items=info.sizes["train" if name.startswith("train") else "test"])
+
+
+def _check_idx_file(path: Path, expected_items: int) -> None:
+    size = path.stat().st_size
+    with open(path, "rb") as handle:
+        header = handle.read(4)
+        if len(header) < 4:
+            raise DataError(f"{path} is truncated ({size} bytes): not an IDX file. Delete it and download it again.")
+        magic = struct.unpack(">i", header)[0]
+        if magic not in (IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC):
+            raise DataError(
+                f"{path} is not an uncompressed IDX file (magic number {magic:#x}; expected "
+                f"{IDX_IMAGES_MAGIC:#x} or {IDX_LABELS_MAGIC:#x}). If it is still gzipped, gunzip it; "
+                f"otherwise delete it and download it again."
+            )
+        ndim = 3 if magic == IDX_IMAGES_MAGIC else 1
+        dims_bytes = handle.read(4 * ndim)
+    if len(dims_bytes) < 4 * ndim:
+        raise DataError(f"{path} is truncated inside its header ({size} bytes). Delete it and download it again.")
+    dims = struct.unpack(f">{ndim}i", dims_bytes)
+    payload = 1
+    for dim in dims:
+        payload *= dim
+    expected_size = 4 + 4 * ndim + payload
+    if ndim == 3 and tuple(dims[1:]) != IMAGE_SHAPE[1:]:
+        raise DataError(f"{path} holds images of shape {dims[1:]}, not 28x28: it is not an MNIST-style file.")
+    if dims[0] != expected_items:
+        raise DataError(
+            f"{path} holds {dims[0]} items where {expected_items} are expected: it is not the official file. "
+            f"Replace it with the official one."
+        )
+    if size != expected_size:
+        state = "truncated" if size < expected_size else "longer than its header says"
+        raise DataError(
+            f"{path} is {state}: {size} bytes where its header promises {expected_size}. "
+            f"Delete it and download it again (pass {DOWNLOAD_FLAG})."
+        )
+
+
+def load_split(
+    dataset: str,
+    split: str,
+    root: DataRoot | str | os.PathLike | None = None,
+    download: bool = False,
+) -> LabelledImages:
+    """Load one split of a dataset as whole tensors; cached per process.
+
+    Args:
+        dataset: ``"mnist"``, ``"fashion_mnist"`` or ``"kmnist"``.
+        split: ``"train"`` or ``"test"``.
+        root: the data root; ``None`` resolves it with :func:`resolve_data_root`.
+        download: allow torchvision to download missing files into the root.
+
+    Returns:
+        :class:`LabelledImages`; the tensors are shared between callers, so do not modify them
+        in place.
+    """
+    info = _info(dataset)
+    if split not in info.sizes:
+        raise DataError(f"unknown split {split!r} for {info.title}; choose one of {sorted(info.sizes)}.")
+    if not isinstance(root, DataRoot):
+        root = resolve_data_root(root)
+    return _load_split_cached(info.key, split, root, download)
+
+
+@functools.lru_cache(maxsize=None)
+def _load_split_cached(key: str, split: str, root: DataRoot, download: bool) -> LabelledImages:
+    info = DATASETS[key]
+    import torchvision.datasets as tv_datasets
+
+    dataset_class = getattr(tv_datasets, info.folder)
+    raw_present = all((root.path / info.folder / "raw" / name).is_file() for name in expected_files(key))
+    if download and not raw_present:
+        root.path.mkdir(parents=True, exist_ok=True)
+        try:
+            dataset_class(root=str(root.path), train=(split == "train"), download=True)
+        except Exception as exc:  # network errors come in many types; all mean the same here
+            raise DataError(
+                f"could not download {info.title} into {root.path / info.folder / 'raw'}: {exc}. "
+                f"Check the network, or place the raw files there by hand."
+            ) from exc
+    check_files(key, root)
+    try:
+        tv = dataset_class(root=str(root.path), train=(split == "train"), download=False)
+        images = tv.data
+        labels = tv.targets
+    except Exception as exc:
+        raise DataError(
+            f"torchvision could not read {info.title} ({split}) from {root.path / info.folder / 'raw'}: {exc}. "
+            f"Delete the files and download them again."
+        ) from exc
+    images = torch.as_tensor(images).to(torch.float32).div_(255.0).unsqueeze(1).contiguous()
+    labels = torch.as_tensor(labels).to(torch.int64).contiguous()
+    if labels.min() < 0 or labels.max() > 9:
+        raise DataError(f"{info.title} ({split}) labels fall outside 0..9: the label file is corrupt.")
+    return LabelledImages(images=images, labels=labels, name=f"{key}-{split}")
+
+
+def _info(dataset: str) -> DatasetInfo:
+    try:
+        return DATASETS[dataset]
+    except KeyError:
+        raise DataError(f"unknown dataset {dataset!r}; choose one of {sorted(DATASETS)}.") from None

@@ -1,0 +1,74 @@
+"""One model's evaluation in one run: every expensive result is computed once and shared.
+
+A :class:`ModelEvaluation` is the single place where data meets a model. The clean logits on the
+MNIST test set are computed once and serve clean accuracy (and, in later checks, OOD scores and
+calibration); each attack sweep is computed once over all epsilons and serves every check that
+reads one of its epsilons.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Callable
+
+import torch
+
+from .data import DataRoot, LabelledImages, load_split, resolve_data_root
+from .models import ModelUnderTest, evaluation_mode
+from .robustness import SweepResult
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """Everything that shapes a run's numbers, recorded in its metadata."""
+
+    device: torch.device = torch.device("cpu")
+    seed: int = 0
+    attack_samples: int = 1000  # MNIST test images attacked per sweep (a seeded random subset)
+    epsilons: tuple[float, ...] = (0.05, 0.1, 0.2, 0.3)
+    data_root: DataRoot = field(default_factory=resolve_data_root)
+    download: bool = False
+    allow_randomized: bool = False
+    batch_size: int = 500
+
+
+class ModelEvaluation:
+    """Lazily computed, cached results for one model under one :class:`RunSettings`."""
+
+    def __init__(self, mut: ModelUnderTest, settings: RunSettings):
+        self.mut = mut
+        self.settings = settings
+        self.model = mut.module.to(settings.device)
+        self._sweeps: dict[str, SweepResult] = {}
+
+    @cached_property
+    def test_set(self) -> LabelledImages:
+        return load_split("mnist", "test", root=self.settings.data_root, download=self.settings.download)
+
+    @cached_property
+    def clean_logits(self) -> torch.Tensor:
+        """(10000, 10) float32 logits on the MNIST test set, on the CPU."""
+        images, size = self.test_set.images, self.settings.batch_size * 4
+        with evaluation_mode(self.model), torch.inference_mode():
+            return torch.cat([
+                self.model(images[i:i + size].to(self.settings.device)).float().cpu()
+                for i in range(0, len(images), size)
+            ])
+
+    @cached_property
+    def clean_correct(self) -> torch.Tensor:
+        return self.clean_logits.argmax(dim=1) == self.test_set.labels
+
+    @cached_property
+    def attack_indices(self) -> torch.Tensor:
+        """The test images attacked: the first ``attack_samples`` of a seeded permutation."""
+        generator = torch.Generator().manual_seed(self.settings.seed)
+        order = torch.randperm(len(self.test_set), generator=generator)
+        return order[: min(self.settings.attack_samples, len(order))]
+
+    def sweep(self, key: str, run: Callable[["ModelEvaluation"], SweepResult]) -> SweepResult:
+        """The sweep named ``key``, computed by ``run(self)`` the first time it is asked for."""
+        if key not in self._sweeps:
+            self._sweeps[key] = run(self)
+        return self._sweeps[key]

@@ -1,0 +1,7 @@
+"""Check families, one module per concern; importing this package registers them all.
+
+A new family: a module here that calls :func:`safetycheck.checks.register`, imported below, and a
+family-level entry in :data:`safetycheck.config.DEFAULT_PROFILE`.
+"""
+
+from . import accuracy, adversarial  # noqa: F401

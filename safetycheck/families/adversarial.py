@@ -1,0 +1,39 @@
+"""Robust accuracy under attack, per epsilon, from one shared sweep per model and attack."""
+
+from ..attacks.pgd import PGD
+from ..checks import CheckFamily, Measurement, register
+from ..evaluation import ModelEvaluation
+from ..robustness import SweepResult, robust_accuracy_sweep
+
+
+def pgd_sweep(evaluation: ModelEvaluation, norm: str) -> SweepResult:
+    """The PGD sweep over the run's epsilons on the attacked subset, computed once per model."""
+    def run(ev: ModelEvaluation) -> SweepResult:
+        index = ev.attack_indices
+        return robust_accuracy_sweep(
+            ev.model,
+            ev.test_set.images[index].to(ev.settings.device),
+            ev.test_set.labels[index].to(ev.settings.device),
+            ev.settings.epsilons,
+            [(f"pgd_{norm.lower()}", lambda eps: PGD(eps=eps, norm=norm, seed=ev.settings.seed))],
+            clean_correct=ev.clean_correct[index],
+            batch_size=ev.settings.batch_size,
+        )
+    return evaluation.sweep(f"pgd_{norm.lower()}", run)
+
+
+def _measure_pgd_linf(evaluation: ModelEvaluation, params: dict) -> Measurement:
+    sweep = pgd_sweep(evaluation, "Linf")
+    eps = float(params["eps"])
+    return Measurement(sweep.accuracy(eps), sweep.n,
+                       f"{'; '.join(sweep.descriptions[eps])}; seeded random subset of MNIST test")
+
+
+register(CheckFamily(
+    name="pgd_linf",
+    metric="robust accuracy",
+    bound="min",
+    variants=lambda settings: [{"eps": float(eps)} for eps in sorted(settings.epsilons)],
+    measure=_measure_pgd_linf,
+    param_names=("eps",),
+))
