@@ -1,0 +1,44 @@
+"""Shared fixtures of the project's own tests.
+
+Real-data fixtures read ``$SAFETYCHECK_DATA``; without it they skip, and ``.ci/run`` (which sets
+it) fails the run if any real-data test was skipped, so real-data tests always run in CI.
+"""
+
+import os
+
+import pytest
+import torch
+
+from safetycheck.data import load_split, resolve_data_root
+
+REAL_DATA_SKIP = "real data unavailable: set SAFETYCHECK_DATA to a folder with MNIST/FashionMNIST/KMNIST raw files"
+
+
+@pytest.fixture(scope="session")
+def data_root():
+    if not os.environ.get("SAFETYCHECK_DATA"):
+        pytest.skip(REAL_DATA_SKIP)
+    return resolve_data_root()
+
+
+@pytest.fixture(scope="session")
+def mnist_test(data_root):
+    """The real MNIST test set: images float32 (10000, 1, 28, 28) in [0, 1], labels int64."""
+    return load_split("mnist", "test", root=data_root)
+
+
+@pytest.fixture(scope="session")
+def lenet():
+    """The trained example LeNet-5 (0.9927 clean accuracy), in eval mode, on the CPU."""
+    from example_models.lenet import safety_model
+
+    return safety_model()
+
+
+@pytest.fixture
+def tiny_model():
+    """A small untrained CNN honouring the contract, seeded, for fast unit and property tests."""
+    torch.manual_seed(0)
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(1, 4, 5, stride=2), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(4 * 12 * 12, 10)
+    ).eval()
