@@ -34,6 +34,10 @@ class CheckFamily:
     measure: Callable[[ModelEvaluation, dict], Measurement]
     value_range: tuple[float, float] = (0.0, 1.0)
     param_names: tuple[str, ...] = field(default=())
+    # Positional ids read better where a parameter names a thing: "mnist_c[fog]" rather than
+    # "mnist_c[corruption=fog]"; values are then joined with "-" in param_names order.
+    positional: bool = False
+    param_choices: dict = field(default_factory=dict)  # name -> the valid values, for validation
 
 
 REGISTRY: dict[str, CheckFamily] = {}
@@ -47,9 +51,13 @@ def register(family: CheckFamily) -> CheckFamily:
 
 
 def check_id(family: str, params: dict) -> str:
-    """``pgd_linf[eps=0.1]``; a family without parameters is its own id."""
+    """``pgd_linf[eps=0.1]``, or ``mnist_c[fog]`` for a positional family; a family without
+    parameters is its own id."""
     if not params:
         return family
+    registered = REGISTRY.get(family)
+    if registered is not None and registered.positional:
+        return f"{family}[{'-'.join(_format(params[name]) for name in registered.param_names)}]"
     return f"{family}[{','.join(f'{key}={_format(value)}' for key, value in params.items())}]"
 
 

@@ -169,6 +169,16 @@ def parse_check_key(key: str, path: Path | str, where: str) -> tuple[str, str]:
     family = REGISTRY[family_name]
     if match["params"] is None:
         return family_name, family_name
+    if family.positional:
+        values = match["params"].split("-") if len(family.param_names) > 1 else [match["params"]]
+        if len(values) != len(family.param_names):
+            raise ConfigError(f"{path}: {where}: {key!r} needs {len(family.param_names)} values joined by '-' "
+                              f"({', '.join(family.param_names)}).")
+        params = {name: value.strip() for name, value in zip(family.param_names, values)}
+        for name, value in params.items():
+            if name in family.param_choices and value not in family.param_choices[name]:
+                _unknown(path, where, value, family.param_choices[name])
+        return family_name, check_id(family_name, params)
     params = {}
     for part in filter(None, (p.strip() for p in match["params"].split(","))):
         name, _, raw = part.partition("=")
