@@ -1,0 +1,1 @@
+"""The pytest integration of safetycheck (installed as ``safetycheck_pytest``)."""

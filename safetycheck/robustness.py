@@ -39,7 +39,7 @@ class SweepResult:
         return int(self.clean_correct.numel())
 
     def accuracy(self, eps: float) -> float:
-        return float(self.robust[eps].float().mean()) if self.n else float("nan")
+        return int(self.robust[eps].sum()) / self.n if self.n else float("nan")
 
 
 def robust_accuracy_sweep(

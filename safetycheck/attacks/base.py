@@ -41,15 +41,16 @@ def validate_threat(norm: str, eps: float, steps: int | None = None, step_size: 
     """Raise :class:`ConfigError` naming the parameter and its valid range."""
     if norm not in NORMS:
         raise ConfigError(f"unknown norm {norm!r}; valid norms are {', '.join(NORMS)}.")
-    if not isinstance(eps, (int, float)) or not (0.0 <= eps <= MAX_EPS[norm]):
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not (0.0 <= eps <= MAX_EPS[norm]):
         raise ConfigError(f"eps={eps!r} is outside its valid range [0, {MAX_EPS[norm]}] for the {norm} norm "
                           f"(pixel units, images in [0, 1]).")
-    if steps is not None and (not isinstance(steps, int) or steps < 1):
-        raise ConfigError(f"steps={steps!r} must be a positive integer.")
-    if step_size is not None and (not isinstance(step_size, (int, float)) or not step_size > 0):
-        raise ConfigError(f"step_size={step_size!r} must be a positive number.")
-    if restarts is not None and (not isinstance(restarts, int) or restarts < 1):
-        raise ConfigError(f"restarts={restarts!r} must be a positive integer.")
+    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
+        raise ConfigError(f"steps={steps!r} must be a positive integer (1 or more).")
+    if step_size is not None and (isinstance(step_size, bool) or not isinstance(step_size, (int, float))
+                                  or not 0 < step_size <= MAX_EPS[norm]):
+        raise ConfigError(f"step_size={step_size!r} must be a number in (0, {MAX_EPS[norm]}] for the {norm} norm.")
+    if restarts is not None and (isinstance(restarts, bool) or not isinstance(restarts, int) or restarts < 1):
+        raise ConfigError(f"restarts={restarts!r} must be a positive integer (1 or more).")
 
 
 def validate_batch(images: torch.Tensor, labels: torch.Tensor) -> None:
@@ -73,11 +74,48 @@ def input_gradient(model: nn.Module, x: torch.Tensor, labels: torch.Tensor) -> t
 
     The summed (not mean) loss makes each sample's gradient independent of the batch size.
     """
+    return loss_gradient(model, x, labels, lambda logits, y: F.cross_entropy(logits, y, reduction="none"))[::2]
+
+
+def loss_gradient(model: nn.Module, x: torch.Tensor, labels: torch.Tensor,
+                  loss_fn) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Logits (N, C), per-sample loss (N,) and the gradient of the summed loss with respect to ``x``.
+
+    ``loss_fn(logits, labels)`` returns one loss per sample. A model whose output does not depend
+    differentiably on its input (a hard threshold, ``argmax``, a detached preprocessing step) gets a
+    zero gradient instead of an autograd error: that is the gradient masking the diagnostics report.
+    """
     x = x.detach().requires_grad_(True)
-    logits = model(x)
-    loss = F.cross_entropy(logits, labels, reduction="sum")
-    (grad,) = torch.autograd.grad(loss, x)
-    return logits.detach(), grad.detach()
+    with torch.enable_grad():
+        logits = model(x)
+        loss = loss_fn(logits, labels)
+        if loss.requires_grad:
+            (grad,) = torch.autograd.grad(loss.sum(), x, allow_unused=True)
+        else:
+            grad = None
+    grad = torch.zeros_like(x) if grad is None else grad.detach()
+    return logits.detach(), loss.detach(), grad
+
+
+@torch.no_grad()
+def clean_outcome(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
+                  loss_fn=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Evaluate the clean point, the first iterate of every attack: (N,) bool misclassified and
+    (N,) float loss (cross-entropy unless ``loss_fn(logits, labels)`` is given). Checks the labels
+    against the model's number of classes."""
+    logits = model(images)
+    check_label_range(labels, logits)
+    loss = F.cross_entropy(logits.float(), labels, reduction="none") if loss_fn is None else loss_fn(logits, labels)
+    return logits.argmax(dim=1) != labels, loss.float()
+
+
+def check_label_range(labels: torch.Tensor, logits: torch.Tensor) -> None:
+    """Raise :class:`ConfigError` if a label is not a valid class index for these logits."""
+    if logits.dim() != 2:
+        raise ConfigError(f"the model returned shape {tuple(logits.shape)}; attacks need logits of shape (N, classes).")
+    if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= logits.shape[1]):
+        raise ConfigError(f"labels must lie in [0, {logits.shape[1] - 1}] (the model has {logits.shape[1]} classes); "
+                          f"got values from {int(labels.min())} to {int(labels.max())}.")
 
 
 def per_sample_generators(images: torch.Tensor, seed: int, stream: int) -> list[torch.Generator]:

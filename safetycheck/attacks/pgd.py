@@ -11,11 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..models import evaluation_mode, model_device
-from .base import (AttackResult, input_gradient, project, random_start, steepest_ascent_step,
-                   validate_batch, validate_threat)
+from .base import (AttackResult, clean_outcome, input_gradient, project, random_start,
+                   steepest_ascent_step, validate_batch, validate_threat)
 
 
 @dataclass(frozen=True)
@@ -43,24 +44,31 @@ class PGD:
                 f"{self.restarts} restart(s), {start}, seed {self.seed}")
 
     def __call__(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> AttackResult:
+        """Attack ``images`` (N, C, H, W) in [0, 1] with true ``labels`` (N,) int64.
+
+        The clean point counts as an iterate: a sample misclassified as given is fooled at once.
+        Survivors get the point of highest cross-entropy seen (the clean point included), so the
+        loss at the returned point is never below the clean loss.
+        """
         validate_batch(images, labels)
         device = model_device(model)
         images = images.detach().to(device)
         labels = labels.to(device)
         adversarial = images.clone()
-        fooled = torch.zeros(len(labels), dtype=torch.bool, device=device)
-        passes = 0
-        if self.eps == 0 or len(labels) == 0:
-            return AttackResult(adversarial, fooled, passes)
+        if len(labels) == 0:
+            return AttackResult(adversarial, torch.zeros(0, dtype=torch.bool, device=device), 0)
         with evaluation_mode(model):
-            for restart in range(self.restarts):
-                active = (~fooled).nonzero().squeeze(1)
-                if len(active) == 0:
-                    break
-                passes += self._one_run(model, images, labels, active, restart, adversarial, fooled)
+            fooled, best_loss = clean_outcome(model, images, labels)
+            passes = len(labels)
+            if self.eps > 0:
+                for restart in range(self.restarts):
+                    active = (~fooled).nonzero().squeeze(1)
+                    if len(active) == 0:
+                        break
+                    passes += self._one_run(model, images, labels, active, restart, adversarial, fooled, best_loss)
         return AttackResult(adversarial, fooled, passes)
 
-    def _one_run(self, model, images, labels, active, restart, adversarial, fooled) -> int:
+    def _one_run(self, model, images, labels, active, restart, adversarial, fooled, best_loss) -> int:
         """Attack ``images[active]`` from a fresh start; write the points found into the outputs."""
         x0, y = images[active], labels[active]
         x = random_start(x0, self.norm, self.eps, self.seed, restart) if self.random_start else x0.clone()
@@ -72,6 +80,12 @@ class PGD:
                 with torch.no_grad():
                     logits = model(x)
             passes += len(y)
+            # The highest-loss point so far is what survivors return.
+            loss = F.cross_entropy(logits.float(), y, reduction="none")
+            better = loss > best_loss[active]
+            if better.any():
+                adversarial[active[better]] = x[better]
+                best_loss[active[better]] = loss[better]
             # Samples misclassified at this iterate are done: keep the point and drop them.
             hit = logits.argmax(dim=1) != y
             if hit.any():
@@ -85,6 +99,4 @@ class PGD:
                     break
             if step < self.steps:
                 x = project(x + steepest_ascent_step(grad, self.norm, self.step_size), x0, self.norm, self.eps)
-        if len(y):
-            adversarial[active] = x  # survivors: the last iterate, for inspection
         return passes

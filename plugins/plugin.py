@@ -1,0 +1,106 @@
+"""The pytest plugin: thin hooks that delegate to the engine and to this package's modules.
+
+Registered through the ``pytest11`` entry point, so installing safetycheck is all it takes. It is
+inert unless a run names models (``--safety-model``) or a ``safety_model`` fixture exists.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from safetycheck.checks import plan_checks
+from safetycheck.data import check_files
+from safetycheck.errors import SafetyCheckError
+from safetycheck.evaluation import ModelEvaluation
+from safetycheck.models import check_contract
+
+from . import reporting
+from .items import RECORD_PROPERTY, SafetyCheckItem, SafetySuite
+from .models_source import collect_models
+from .options import add_options, load_threshold_config, run_settings
+
+STATE = pytest.StashKey["SafetyRun"]()
+
+
+class SafetyRun:
+    """One pytest run's safety tests: models and settings (where collected) and, on the
+    controller, the records every check reported (they travel in reports, so xdist works)."""
+
+    def __init__(self, config: pytest.Config):
+        self.config = config
+        self.settings = None
+        self.models = []
+        self.records: list[dict] = []
+        self.teardowns: list = []
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if report.when == "call":
+            self.records.extend(json.loads(value) for name, value in report.user_properties if name == RECORD_PROPERTY)
+
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        for teardown in self.teardowns:
+            teardown()
+        path = self.config.getoption("safety_json")
+        if path and self.records and not hasattr(self.config, "workerinput"):
+            reporting.write_results_json(path, self)
+
+    def pytest_terminal_summary(self, terminalreporter) -> None:
+        if self.records:
+            reporting.terminal_summary(terminalreporter, self)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    add_options(parser)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.stash[STATE] = run = SafetyRun(config)
+    config.pluginmanager.register(run, "safetycheck-run")
+    config.addinivalue_line("markers", "safetycheck: a generated safety test (added automatically)")
+
+
+@pytest.hookimpl(tryfirst=True)  # before -k/-m deselection sees the item list
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list) -> None:
+    run = config.stash[STATE]
+    try:
+        models, run.teardowns = collect_models(session)
+        if not models:
+            return
+        file_config = load_threshold_config(config)
+        run.settings = settings = run_settings(config, file_config)
+        for model in models:
+            check_contract(model, settings.device, allow_randomized=settings.allow_randomized)
+        _check_data(settings)
+    except SafetyCheckError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    run.models = models
+    planned = plan_checks(settings)
+    for model in models:
+        evaluation = ModelEvaluation(model, settings)
+        suite_id = f"safety[{model.name}]"
+        suite = SafetySuite.from_parent(session, name=suite_id, nodeid=suite_id, path=_source_path(model, config))
+        generated = []
+        for check in planned:
+            item = SafetyCheckItem.from_parent(suite, name=check.id, planned=check, evaluation=evaluation,
+                                               file_config=file_config)
+            item.add_marker("safetycheck")
+            # Under `pytest -n N --dist loadgroup` a model's checks share one worker and its cache.
+            item.add_marker(pytest.mark.xdist_group(model.name))
+            generated.append(item)
+        # Report the generated items like collected ones, so "collected N items" counts them.
+        config.hook.pytest_collectreport(report=pytest.CollectReport(suite_id, "passed", None, generated))
+        items.extend(generated)
+
+
+def _source_path(model, config: pytest.Config) -> Path:
+    path = Path(model.source.split("[")[0])
+    return path.resolve() if path.is_file() else Path(config.rootpath)
+
+
+def _check_data(settings) -> None:
+    """Fail at collection, once, when the MNIST test set is missing, rather than in every test."""
+    if not settings.download:
+        check_files("mnist", settings.data_root)

@@ -1,0 +1,42 @@
+"""The terminal summary and the JSON results file, written on the controller."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from safetycheck.results import run_metadata, write_json
+
+from .options import load_threshold_config, run_settings
+
+
+def write_results_json(path: str, run) -> None:
+    write_json(path, run.records, _metadata(run))
+
+
+def _metadata(run) -> dict:
+    # Under xdist the controller collects nothing: rebuild the settings from the same options, and
+    # the models from the records the workers sent.
+    settings = run.settings or run_settings(run.config, load_threshold_config(run.config))
+    models = run.models or [
+        SimpleNamespace(name=name, source="(evaluated on an xdist worker)",
+                        randomized=any(r.get("randomized") for r in run.records if r["model"] == name))
+        for name in dict.fromkeys(r["model"] for r in run.records)
+    ]
+    return run_metadata(settings, models)
+
+
+def terminal_summary(terminalreporter, run) -> None:
+    write = terminalreporter.write_line
+    terminalreporter.section("safetycheck results")
+    width = max(len(r["check"]) for r in run.records)
+    for model in dict.fromkeys(r["model"] for r in run.records):
+        records = [r for r in run.records if r["model"] == model]
+        failed = sum(not r["passed"] for r in records)
+        randomized = " (RANDOMISED MODEL: attack results may overstate robustness)" if records[0].get("randomized") else ""
+        write(f"{model}: {len(records) - failed} passed, {failed} failed{randomized}")
+        for r in records:
+            relation = ">=" if r["bound"] == "min" else "<="
+            value = "nan" if r["value"] is None else f"{r['value']:.4f}"
+            status = "PASS" if r["passed"] else "FAIL"
+            write(f"  {status}  {r['check']:<{width}}  {value} (need {relation} {r['threshold']:.4f})  n={r['n']}",
+                  red=not r["passed"], green=r["passed"])

@@ -1,0 +1,106 @@
+"""Check results as records, run metadata, and the JSON results file.
+
+The JSON shape is stable: later versions add keys, never remove or rename them::
+
+    {
+      "format": "safetycheck-results", "format_version": 1,
+      "metadata": {...versions, device, seed, data root, models...},
+      "results": [
+        {"model": "lenet", "check": "pgd_linf[eps=0.1]", "params": {"eps": 0.1},
+         "value": 0.766, "threshold": 0.5, "passed": true, "n": 1000, ...},
+        ...
+      ]
+    }
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import sys
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    model: str
+    check: str
+    family: str
+    params: dict
+    value: float
+    threshold: float
+    threshold_source: str
+    bound: str  # "min": value must be >= threshold; "max": <=
+    passed: bool
+    n: int
+    metric: str
+    details: str
+    randomized: bool = False  # the model's eval-mode outputs are random (allowed by the user)
+
+    def record(self) -> dict:
+        record = asdict(self)
+        record["value"] = _json_number(self.value)
+        return record
+
+    def message(self) -> str:
+        """One line for a failure: measured vs required, parameters, sample count, threshold source."""
+        relation = "<" if self.bound == "min" else ">"
+        verb = "at least" if self.bound == "min" else "at most"
+        return (
+            f"{self.model} {self.check}: measured {self.metric} {self.value:.4f} {relation} required "
+            f"{verb} {self.threshold:.4f} ({self.details}; n={self.n}; threshold from {self.threshold_source})"
+        )
+
+
+def compare(value: float, threshold: float, bound: str) -> bool:
+    """NaN never passes."""
+    if math.isnan(value):
+        return False
+    return value >= threshold if bound == "min" else value <= threshold
+
+
+def _json_number(value: float):
+    return None if value is None or (isinstance(value, float) and not math.isfinite(value)) else value
+
+
+def run_metadata(settings, models: list) -> dict:
+    """Versions, device, seed, sample counts and the models evaluated, for every report."""
+    import numpy
+    import torch
+    import torchvision
+
+    from . import __version__
+
+    return {
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "safetycheck": __version__,
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "numpy": numpy.__version__,
+        "platform": platform.platform(),
+        "device": str(settings.device),
+        "seed": settings.seed,
+        "attack_samples": settings.attack_samples,
+        "epsilons": list(settings.epsilons),
+        "data_root": str(settings.data_root.path),
+        "data_root_source": settings.data_root.source,
+        "models": [
+            {"name": m.name, "source": m.source, "randomized": m.randomized,
+             **({"warning": "randomised model: attack results may overstate robustness"} if m.randomized else {})}
+            for m in models
+        ],
+    }
+
+
+def write_json(path: str | Path, records: list[dict], metadata: dict) -> None:
+    document = {"format": "safetycheck-results", "format_version": FORMAT_VERSION,
+                "metadata": metadata, "results": records}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(document, indent=2, allow_nan=False) + "\n", encoding="utf-8")
