@@ -11,6 +11,7 @@ import importlib.util
 import math
 import re
 import sys
+import warnings
 import zipfile
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -157,7 +158,10 @@ def _object_from_python_file(path: Path) -> Any:
 
 def _load_torchscript(path: Path) -> nn.Module:
     try:
-        return torch.jit.load(str(path), map_location="cpu")
+        with warnings.catch_warnings():
+            # torch 2.9+ marks TorchScript deprecated, but users still ship models in it.
+            warnings.simplefilter("ignore", FutureWarning)
+            return torch.jit.load(str(path), map_location="cpu")
     except Exception as script_error:
         detail = _describe_non_torchscript(path)
         raise ModelLoadError(f"{path} is not a TorchScript file: {detail}") from script_error
