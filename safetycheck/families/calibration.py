@@ -1,0 +1,55 @@
+"""Calibration of the clean MNIST test-set predictions, one check per metric: ``calibration[ece]``.
+
+Every check reads one :class:`~safetycheck.calibration.CalibrationReport` per model, computed once
+from the shared clean logits (bootstrap intervals and temperature scaling included) whichever check
+asks first. The gated value is the metric on all test images; its bootstrap interval and its value
+after temperature scaling go into the details, for reading only.
+
+The maximum calibration error is in the report but not gated: on a model that is right 99% of the
+time it is decided by a handful of predictions in the sparse low-confidence bins (the example
+LeNet-5 measures 0.39 with a 95% bootstrap interval of [0.20, 0.57]), so a bound on it would pass
+or fail by chance.
+"""
+
+from __future__ import annotations
+
+import math
+import weakref
+
+from ..calibration import METRICS, CalibrationReport, calibration_report
+from ..checks import CheckFamily, Measurement, register
+from ..evaluation import ModelEvaluation
+
+GATED_METRICS = ("ece", "adaptive_ece", "rms", "brier", "nll")
+BOOTSTRAP_RESAMPLES = 1000
+
+# Keyed weakly by the evaluation, so a report lives exactly as long as its model's evaluation.
+_REPORTS: "weakref.WeakKeyDictionary[ModelEvaluation, CalibrationReport]" = weakref.WeakKeyDictionary()
+
+
+def calibration_report_for(evaluation: ModelEvaluation) -> CalibrationReport:
+    """The model's calibration report on the MNIST test set, computed once per evaluation
+    (its ``to_dict()`` carries the reliability-diagram data for the HTML report)."""
+    if evaluation not in _REPORTS:
+        _REPORTS[evaluation] = calibration_report(
+            evaluation.clean_logits, evaluation.test_set.labels,
+            resamples=BOOTSTRAP_RESAMPLES, seed=evaluation.settings.seed,
+        )
+    return _REPORTS[evaluation]
+
+
+def _measure_calibration(evaluation: ModelEvaluation, params: dict) -> Measurement:
+    metric = params["metric"]
+    report = calibration_report_for(evaluation)
+    return Measurement(report.metrics[metric].value, report.n, f"{report.describe(metric)}; all MNIST test images")
+
+
+register(CheckFamily(
+    name="calibration",
+    metric="calibration metric (lower is better)",
+    bound="max",
+    variants=lambda settings: [{"metric": metric} for metric in GATED_METRICS],
+    measure=_measure_calibration,
+    value_range=(0.0, math.inf),  # ECE and RMS lie in [0, 1], Brier in [0, 2], NLL in [0, inf)
+    param_names=("metric",),
+))
