@@ -1,0 +1,65 @@
+"""OOD detection AUROC, one check per (OOD set, score): MNIST test (positive) against the set.
+
+All checks of one model share one :class:`~safetycheck.ood.ModelOOD`, cached on its
+:class:`~safetycheck.evaluation.ModelEvaluation`: the MNIST test logits are the evaluation's
+``clean_logits``, each OOD set passes through the model once, the feature detectors are fitted once.
+MSP (Hendrycks & Gimpel 2017) is the gated score of the default profile; the others are measured
+with a floor of chance level.
+"""
+
+from __future__ import annotations
+
+from ..checks import CheckFamily, Measurement, register
+from ..evaluation import ModelEvaluation, RunSettings
+from ..ood import ModelOOD, OODSettings
+
+
+class OODCheckSkipped(Exception):
+    """The model cannot support this score (e.g. no feature layer); ``reason`` says why."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+def ood_settings(settings: RunSettings) -> OODSettings:
+    """The run's OOD settings (``settings.ood`` where the run has them), else the defaults."""
+    return getattr(settings, "ood", None) or OODSettings()
+
+
+def model_ood(evaluation: ModelEvaluation) -> ModelOOD:
+    """The model's shared OOD work, created on first use."""
+    def create(ev: ModelEvaluation) -> ModelOOD:
+        return ModelOOD(ev.model, ood_settings(ev.settings), root=ev.settings.data_root, download=ev.settings.download,
+                        seed=ev.settings.seed, batch_size=ev.settings.batch_size, in_logits=ev.clean_logits)
+    # ``sweep`` is the evaluation's general keyed cache; it holds a ModelOOD here, not a sweep.
+    return evaluation.sweep("ood", create)
+
+
+def _variants(settings: RunSettings) -> list[dict]:
+    ood = ood_settings(settings)
+    return [{"set": name, "score": score} for name in ood.all_sets for score in ood.scores]
+
+
+def _measure_ood_auroc(evaluation: ModelEvaluation, params: dict) -> Measurement:
+    result = model_ood(evaluation).result(str(params["set"]), str(params["score"]))
+    if result.skipped:
+        raise OODCheckSkipped(result.skipped)
+    m = result.metrics
+    low, high = m.auroc_ci
+    return Measurement(
+        m.auroc, m.n_in + m.n_out,
+        f"{result.description}; higher score = in-distribution, MNIST test positive; AUROC {m.confidence:.0%} CI "
+        f"[{low:.4f}, {high:.4f}] (bootstrap {m.bootstrap}, seed {m.seed}); AUPR-in {m.aupr_in:.4f}, "
+        f"AUPR-out {m.aupr_out:.4f}, FPR at 95% TPR {m.fpr_at_95_tpr:.4f}; {m.n_in} in vs {m.n_out} OOD images",
+    )
+
+
+register(CheckFamily(
+    name="ood_auroc",
+    metric="OOD detection AUROC",
+    bound="min",
+    variants=_variants,
+    measure=_measure_ood_auroc,
+    param_names=("set", "score"),
+))
