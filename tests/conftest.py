@@ -8,6 +8,11 @@ import os
 
 import pytest
 import torch
+import torch._dynamo  # noqa: F401
+
+# pytester's in-process runs drop the modules they imported when they end. torch imports
+# torch._dynamo lazily (torch.manual_seed does), and a second import of it re-registers a torch
+# operator library and fails; importing it here, before any run, keeps it loaded throughout.
 
 from safetycheck.data import load_split, resolve_data_root
 

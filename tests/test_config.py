@@ -1,0 +1,79 @@
+"""Threshold files: precedence, and a usage error for every typo, wrong type or impossible bound."""
+
+import pytest
+
+from safetycheck.checks import REGISTRY, check_id
+from safetycheck.config import DEFAULT_PROFILE, SafetyConfig, load_config, parse_check_key
+from safetycheck.errors import ConfigError
+
+
+def config_from(tmp_path, text: str) -> SafetyConfig:
+    path = tmp_path / "thresholds.toml"
+    path.write_text(text)
+    return load_config(path)
+
+
+def test_every_registered_family_has_a_default():
+    assert set(REGISTRY) <= set(DEFAULT_PROFILE) | {k.split("[")[0] for k in DEFAULT_PROFILE}
+    for family in REGISTRY:
+        assert family in DEFAULT_PROFILE, f"{family} has no family-level default threshold"
+
+
+def test_precedence_from_most_to_least_specific(tmp_path):
+    config = config_from(tmp_path, """
+        [thresholds]
+        pgd_linf = 0.4
+        "pgd_linf[eps=0.1]" = 0.6
+        [models.lenet.thresholds]
+        "pgd_linf[eps=0.1]" = 0.7
+        [models.other.thresholds]
+        pgd_linf = 0.2
+    """)
+    assert config.threshold("lenet", "pgd_linf", "pgd_linf[eps=0.1]").value == 0.7
+    assert config.threshold("other", "pgd_linf", "pgd_linf[eps=0.1]").value == 0.2
+    assert config.threshold("third", "pgd_linf", "pgd_linf[eps=0.1]").value == 0.6
+    assert config.threshold("third", "pgd_linf", "pgd_linf[eps=0.3]").value == 0.4
+    fallback = config.threshold("third", "clean_accuracy", "clean_accuracy")
+    assert (fallback.value, fallback.source) == (DEFAULT_PROFILE["clean_accuracy"], "built-in default")
+    assert config.threshold("lenet", "pgd_linf", "pgd_linf[eps=0.1]").source == \
+        "thresholds.toml: models.lenet.thresholds.pgd_linf[eps=0.1]"
+
+
+def test_check_keys_are_canonicalised():
+    assert parse_check_key("pgd_linf[eps=0.10]", "f", "k") == ("pgd_linf", "pgd_linf[eps=0.1]")
+    assert check_id("pgd_linf", {"eps": 0.3}) == "pgd_linf[eps=0.3]"
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("[thresholds]\nclean_acuracy = 0.9", "unknown key 'thresholds.clean_acuracy'; did you mean 'clean_accuracy'?"),
+    ("[tresholds]\nclean_accuracy = 0.9", "unknown key 'tresholds'; did you mean 'thresholds'?"),
+    ("[thresholds]\n\"pgd_linf[epsilon=0.1]\" = 0.5", "did you mean 'eps'?"),
+    ("[thresholds]\n\"pgd_linf[eps=abc]\" = 0.5", "eps='abc' is not a number"),
+    ("[thresholds]\nclean_accuracy = 1.5", "clean_accuracy = 1.5 is impossible: a clean accuracy lies in [0.0, 1.0]"),
+    ("[thresholds]\nclean_accuracy = '0.9'", "must be a number, not '0.9'"),
+    ("[thresholds]\nclean_accuracy = true", "must be a number, not True"),
+    ("[models.lenet]\nthreshold = {clean_accuracy = 0.9}", "unknown key 'models.lenet.threshold'; did you mean 'thresholds'?"),
+    ("samples = 0", "samples must be at least 1"),
+    ("samples = 1.5", "samples must be an integer"),
+    ("epsilons = [0.1, 2]", "Linf epsilons lie in (0, 1]"),
+    ("epsilons = []", "must be a non-empty list of numbers"),
+    ("this is not toml", "is not valid TOML"),
+])
+def test_typos_and_impossible_values_are_usage_errors(tmp_path, text, expected):
+    with pytest.raises(ConfigError) as info:
+        config_from(tmp_path, text)
+    assert expected in str(info.value) and "thresholds.toml" in str(info.value)
+
+
+def test_pyproject_table_is_read_and_prefixed(tmp_path):
+    pyproject = tmp_path / "pyproject.toml"
+    pyproject.write_text("[tool.safetycheck.thresholds]\nclean_acc = 0.9\n")
+    with pytest.raises(ConfigError, match="unknown key 'tool.safetycheck.thresholds.clean_acc'"):
+        load_config(pyproject=pyproject)
+    pyproject.write_text("[project]\nname = 'x'\n")
+    assert load_config(pyproject=pyproject).thresholds == {}
+
+
+def test_missing_threshold_file(tmp_path):
+    with pytest.raises(ConfigError, match="threshold file .* not found"):
+        load_config(tmp_path / "nope.toml")

@@ -1,0 +1,215 @@
+"""The pytest plugin, run through pytester: generated items, pass/fail by threshold, exit codes,
+JSON results, fixture-provided models, and a one-line usage error for every bad input."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+USAGE_ERROR = pytest.ExitCode.USAGE_ERROR
+
+TINY_MODEL = """
+import torch
+from torch import nn
+
+def safety_model():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Flatten(), nn.Linear(784, 10))
+"""
+
+# The plugin is imported before pytester's inner runs, so they cannot assertion-rewrite it.
+QUIET = ("-p", "no:randomly", "-W", "ignore::pytest.PytestAssertRewriteWarning")
+FAST = ("--safety-eps=0.1,0.3", "--safety-samples=20", *QUIET)
+
+
+@pytest.fixture
+def tiny(pytester, data_root):
+    pytester.makepyfile(tiny=TINY_MODEL)
+    return "--safety-model=tiny.py"
+
+
+def run(pytester, *args):
+    return pytester.runpytest(*args, *FAST)
+
+
+def usage_error(pytester, *args) -> str:
+    """Run, expect pytest's usage-error exit, and return the single error line."""
+    result = pytester.runpytest(*args, *QUIET)
+    assert result.ret == USAGE_ERROR, result.stdout.str() + result.stderr.str()
+    errors = [line for line in result.stderr.lines if line.startswith("ERROR: ")]
+    assert len(errors) == 1, result.stderr.str()
+    assert "Traceback" not in result.stderr.str() + result.stdout.str()
+    return errors[0]
+
+
+def test_generated_test_ids(pytester, tiny):
+    result = run(pytester, tiny, "--collect-only", "-q")
+    result.stdout.fnmatch_lines([
+        "safety[[]tiny[]]::clean_accuracy",
+        "safety[[]tiny[]]::pgd_linf[[]eps=0.1[]]",
+        "safety[[]tiny[]]::pgd_linf[[]eps=0.3[]]",
+        "3 tests collected*",
+    ])
+
+
+def test_pass_and_fail_follow_the_thresholds_and_json_records_them(pytester, tiny):
+    pytester.makefile(".toml", gate="[thresholds]\nclean_accuracy = 0.0\npgd_linf = 1.0\n")
+    result = run(pytester, tiny, "--safety-thresholds=gate.toml", "--safety-json=out/r.json")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.assert_outcomes(passed=1, failed=2)
+    result.stdout.fnmatch_lines([
+        "*tiny pgd_linf[[]eps=0.1[]]: measured robust accuracy 0.* < required at least 1.0000 "
+        "(PGD-Linf eps=0.1, 40 steps of 0.01, 1 restart(s), random start, seed 0; *n=20; "
+        "threshold from gate.toml: thresholds.pgd_linf)",
+        "*safetycheck results*",
+        "tiny: 1 passed, 2 failed",
+    ])
+    document = json.loads((pytester.path / "out" / "r.json").read_text())
+    assert document["format"] == "safetycheck-results"
+    assert {"torch", "device", "seed", "models"} <= set(document["metadata"])
+    records = {r["check"]: r for r in document["results"]}
+    assert set(records) == {"clean_accuracy", "pgd_linf[eps=0.1]", "pgd_linf[eps=0.3]"}
+    for record in records.values():
+        assert {"model", "check", "params", "value", "threshold", "passed", "n"} <= set(record)
+        assert record["model"] == "tiny"
+    assert records["clean_accuracy"]["passed"] and records["clean_accuracy"]["n"] == 10_000
+    assert records["pgd_linf[eps=0.1]"]["params"] == {"eps": 0.1} and not records["pgd_linf[eps=0.1]"]["passed"]
+    # Robust accuracy is a per-sample worst case over an ascending sweep: monotone, below clean.
+    assert records["pgd_linf[eps=0.3]"]["value"] <= records["pgd_linf[eps=0.1]"]["value"] <= 1.0
+
+
+def test_keyword_selection_runs_only_the_selected_checks(pytester, tiny):
+    result = run(pytester, tiny, "-k", "clean_accuracy")
+    # An untrained model fails the built-in clean-accuracy floor; the attacks are deselected.
+    result.assert_outcomes(failed=1, deselected=2)
+
+
+def test_inert_without_models(pytester):
+    pytester.makepyfile(test_plain="def test_ok():\n    assert True\n")
+    result = pytester.runpytest()
+    result.assert_outcomes(passed=1)
+    assert "safetycheck results" not in result.stdout.str()
+
+
+def test_safety_model_fixture_dict_gives_named_models_and_restores_them(pytester, data_root):
+    pytester.makeconftest("""
+        import json, pytest, torch
+        from torch import nn
+
+        torch.manual_seed(0)
+        MODELS = {"first": nn.Sequential(nn.Flatten(), nn.Linear(784, 10)),
+                  "second": nn.Sequential(nn.Flatten(), nn.Dropout(0.1), nn.Linear(784, 10))}
+        MODELS["second"].train()
+        MODELS["second"][2].bias.requires_grad_(False)
+
+        @pytest.fixture(scope="session")
+        def safety_model():
+            return MODELS
+
+        def pytest_unconfigure(config):
+            state = {name: [[m.training for m in model.modules()], [p.requires_grad for p in model.parameters()]]
+                     for name, model in MODELS.items()}
+            open("state.json", "w").write(json.dumps(state))
+    """)
+    pytester.makefile(".toml", gate="[thresholds]\nclean_accuracy = 0.0\npgd_linf = 0.0\n")
+    result = run(pytester, "--safety-thresholds=gate.toml")
+    result.assert_outcomes(passed=6)
+    result.stdout.fnmatch_lines(["first: 3 passed, 0 failed", "second: 3 passed, 0 failed"])
+    state = json.loads((pytester.path / "state.json").read_text())
+    assert state["first"] == [[True, True, True], [True, True]]
+    assert state["second"] == [[True, True, True, True], [True, False]]
+
+
+def test_randomised_model_runs_only_when_allowed_and_is_flagged(pytester, data_root):
+    pytester.makepyfile(noisy="""
+        import torch
+        from torch import nn
+
+        class Noisy(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.net = nn.Sequential(nn.Flatten(), nn.Linear(784, 10))
+
+            def forward(self, x):
+                return self.net(x) + torch.randn(len(x), 10)
+
+        model = Noisy()
+    """)
+    assert "model 'noisy' is randomised" in usage_error(pytester, "--safety-model=noisy.py")
+    pytester.makefile(".toml", gate="[thresholds]\nclean_accuracy = 0.0\npgd_linf = 0.0\n")
+    result = run(pytester, "--safety-model=noisy.py", "--safety-allow-randomized", "--safety-thresholds=gate.toml",
+                 "--safety-json=r.json")
+    result.assert_outcomes(passed=3)
+    result.stdout.fnmatch_lines(["noisy: 3 passed, 0 failed (RANDOMISED MODEL*"])
+    document = json.loads((pytester.path / "r.json").read_text())
+    assert document["metadata"]["models"][0]["randomized"] is True
+    assert all(record["randomized"] for record in document["results"])
+
+
+BAD_MODELS = {
+    "probabilities": ("model = __import__('torch').nn.Sequential(__import__('torch').nn.Flatten(), "
+                      "__import__('torch').nn.Linear(784, 10), __import__('torch').nn.Softmax(dim=1))",
+                      "returns probabilities"),
+    "nans": ("import torch\nclass M(torch.nn.Module):\n    def forward(self, x):\n"
+             "        return torch.full((len(x), 10), float('nan'))\nmodel = M()", "returns non-finite values"),
+    "shape": ("import torch\nmodel = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 7))",
+              "returns shape (8, 7) for a batch of 8; expected (8, 10) logits"),
+    "pair": ("import torch\nclass M(torch.nn.Module):\n    def forward(self, x):\n"
+             "        return x.flatten(1)[:, :10], x\nmodel = M()", "returns a tuple of 2 items"),
+    "nofactory": ("x = 1", "defines none of safety_model(), build_model() or a module-level `model`"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_MODELS))
+def test_bad_models_give_one_usage_error(pytester, name):
+    source, expected = BAD_MODELS[name]
+    pytester.makepyfile(**{name: source})
+    assert expected in usage_error(pytester, f"--safety-model={name}.py")
+
+
+def test_other_bad_inputs_give_one_usage_error(pytester, tiny, tmp_path):
+    import torch
+
+    torch.save(torch.nn.Linear(784, 10).state_dict(), pytester.path / "weights.pt")
+    assert "bare state_dict" in usage_error(pytester, "--safety-model=weights.pt")
+    assert "model file missing.py not found" in usage_error(pytester, "--safety-model=missing.py")
+    message = usage_error(pytester, tiny, f"--safety-data={tmp_path}")
+    assert "MNIST data not found" in message and "--safety-download" in message and str(tmp_path) in message
+    pytester.makefile(".toml", typo="[thresholds]\nclean_acuracy = 0.9\n")
+    assert "did you mean 'clean_accuracy'" in usage_error(pytester, tiny, "--safety-thresholds=typo.toml")
+    assert "Linf epsilons lie in (0, 1]" in usage_error(pytester, tiny, "--safety-samples=5", "--safety-eps=0.1,3")
+    assert "--safety-device 'tpu'" in usage_error(pytester, tiny, "--safety-device=tpu")
+    assert "two models are named 'tiny'" in usage_error(pytester, tiny, tiny)
+
+
+def test_fixture_with_arguments_is_refused(pytester, data_root):
+    pytester.makeconftest("""
+        import pytest
+
+        @pytest.fixture
+        def safety_model(tmp_path):
+            return None
+    """)
+    assert "requests tmp_path" in usage_error(pytester)
+
+
+def test_xdist_controller_writes_every_record(pytester, tiny):
+    pytester.makefile(".toml", gate="[thresholds]\nclean_accuracy = 0.0\npgd_linf = 0.0\n")
+    result = pytester.runpytest_subprocess(tiny, *FAST, "-n", "2", "--dist", "loadgroup",
+                                           "--safety-thresholds=gate.toml", "--safety-json=r.json")
+    result.assert_outcomes(passed=3)
+    document = json.loads((pytester.path / "r.json").read_text())
+    assert sorted(r["check"] for r in document["results"]) == ["clean_accuracy", "pgd_linf[eps=0.1]",
+                                                               "pgd_linf[eps=0.3]"]
+
+
+def test_main_job_on_the_trained_example_model(pytester, data_root):
+    """The README's main job on real MNIST: lenet's clean accuracy is at least 0.990."""
+    result = pytester.runpytest(f"--safety-model={REPO / 'example_models' / 'lenet.py'}", "--safety-eps=0.1",
+                                "--safety-samples=100", "--safety-json=r.json", *QUIET)
+    result.assert_outcomes(passed=2)
+    records = {r["check"]: r for r in json.loads((pytester.path / "r.json").read_text())["results"]}
+    assert records["clean_accuracy"]["model"] == "lenet"
+    assert records["clean_accuracy"]["value"] >= 0.990
+    assert 0.5 <= records["pgd_linf[eps=0.1]"]["value"] <= records["clean_accuracy"]["value"]
