@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .data import DataRoot, load_split
+from .data import DataRoot, LabelledImages, load_split
 from .errors import ConfigError, DataError
 from .models import Ensemble
 from .ood_metrics import DEFAULT_BOOTSTRAP, OODMetrics, ood_metrics, roc_curve_data
@@ -265,6 +265,9 @@ class ModelOOD:
         batch_size: images per forward pass.
         in_logits: the model's logits on the whole MNIST test set, if already computed; the
             logit scores of a plain model then need no forward pass of their own.
+        train: the in-distribution training set the detectors are fitted on (default: MNIST train).
+        image_sets: sets given directly, by name; they take precedence over the built-in and user
+            sets, and ``"mnist"`` replaces MNIST test as the in-distribution set.
     """
 
     model: nn.Module
@@ -274,6 +277,8 @@ class ModelOOD:
     seed: int = 0
     batch_size: int = 500
     in_logits: torch.Tensor | None = None
+    train: LabelledImages | None = None
+    image_sets: dict[str, OODSet] = field(default_factory=dict)
     _outputs: dict = field(default_factory=dict, repr=False)
     _scores: dict = field(default_factory=dict, repr=False)
     _results: dict = field(default_factory=dict, repr=False)
@@ -282,7 +287,9 @@ class ModelOOD:
 
     def images(self, set_name: str) -> OODSet:
         if set_name not in self._sets:
-            if set_name == IN_DISTRIBUTION:
+            if set_name in self.image_sets:
+                self._sets[set_name] = self.image_sets[set_name]
+            elif set_name == IN_DISTRIBUTION:
                 split = load_split("mnist", "test", root=self.root, download=self.download)
                 self._sets[set_name] = OODSet(set_name, split.images, f"MNIST test ({len(split)} images)")
             else:
@@ -298,7 +305,9 @@ class ModelOOD:
     def detectors(self) -> list[dict]:
         """Per member: score name -> fitted detector, or a string saying why it is unavailable."""
         if self._detectors is None:
-            train = load_split("mnist", "train", root=self.root, download=self.download)
+            train = self.train
+            if train is None:
+                train = load_split("mnist", "train", root=self.root, download=self.download)
             generator = torch.Generator().manual_seed(self.seed)
             order = torch.randperm(len(train), generator=generator)
             fit = order[: self.settings.fit_samples] if self.settings.fit_samples else order
@@ -336,6 +345,9 @@ class ModelOOD:
             # MSP of an ensemble is that of its averaged probabilities, which its logits encode.
             if set_name == IN_DISTRIBUTION and self.in_logits is not None:
                 logits = self.in_logits
+                if logits.shape[0] != self.images(set_name).images.shape[0]:
+                    raise ConfigError(f"in_logits has {logits.shape[0]} rows but the in-distribution set holds "
+                                      f"{self.images(set_name).images.shape[0]} images; pass the logits of that set.")
             else:
                 logits = self.outputs(set_name)[0]
             return ScoreResult({"msp": msp, "max_logit": max_logit, "energy": energy}[info.name](logits))
@@ -360,7 +372,8 @@ class ModelOOD:
         validate_score_name(score)
         key = (set_name, score)
         if key not in self._results:
-            description = f"{SCORES[score].title} ({SCORES[score].reference}); MNIST test vs {self.images(set_name).description}"
+            info, inside_set = SCORES[score], self.images(IN_DISTRIBUTION).description
+            description = f"{info.title} ({info.reference}); {inside_set} vs {self.images(set_name).description}"
             inside, outside = self.scores(IN_DISTRIBUTION, score), self.scores(set_name, score)
             if inside.skipped or outside.skipped:
                 self._results[key] = OODResult(set_name, score, description, skipped=inside.skipped or outside.skipped)

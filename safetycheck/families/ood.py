@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from ..checks import CheckFamily, Measurement, register
 from ..evaluation import ModelEvaluation, RunSettings
-from ..ood import ModelOOD, OODSettings
+from ..ood import IN_DISTRIBUTION, ModelOOD, OODSet, OODSettings
 
 
 class OODCheckSkipped(Exception):
@@ -30,8 +30,11 @@ def ood_settings(settings: RunSettings) -> OODSettings:
 def model_ood(evaluation: ModelEvaluation) -> ModelOOD:
     """The model's shared OOD work, created on first use."""
     def create(ev: ModelEvaluation) -> ModelOOD:
+        # The evaluation's test set and its clean logits are the in-distribution side of every check.
+        test_set = OODSet(IN_DISTRIBUTION, ev.test_set.images, f"MNIST test ({len(ev.test_set)} images)")
         return ModelOOD(ev.model, ood_settings(ev.settings), root=ev.settings.data_root, download=ev.settings.download,
-                        seed=ev.settings.seed, batch_size=ev.settings.batch_size, in_logits=ev.clean_logits)
+                        seed=ev.settings.seed, batch_size=ev.settings.batch_size, in_logits=ev.clean_logits,
+                        image_sets={IN_DISTRIBUTION: test_set})
     # ``sweep`` is the evaluation's general keyed cache; it holds a ModelOOD here, not a sweep.
     return evaluation.sweep("ood", create)
 
