@@ -28,7 +28,6 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Callable, Literal
 
-import numpy as np
 import torch
 
 from .errors import ConfigError, DataError, ModelContractError
@@ -298,7 +297,8 @@ def _bootstrap_replicates(p: _Predictions, metrics: list[str], n_bins: int, resa
     replicates = {name: [] for name in metrics}
     for start in range(0, resamples, block):
         index = torch.randint(count, (min(block, resamples - start), count), generator=generator)
-        weights = torch.zeros(index.shape, dtype=torch.float64).scatter_add_(1, index, torch.ones_like(index, dtype=torch.float64))
+        weights = torch.zeros(index.shape, dtype=torch.float64)
+        weights.scatter_add_(1, index, torch.ones(index.shape, dtype=torch.float64))  # draws per sample
         values = _weighted_metrics(p, weights, n_bins)
         for name in metrics:
             replicates[name].append(values[name])

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import weakref
 
-from ..calibration import METRICS, CalibrationReport, calibration_report
+from ..calibration import CalibrationReport, calibration_report
 from ..checks import CheckFamily, Measurement, register
 from ..evaluation import ModelEvaluation
 
@@ -52,4 +52,6 @@ register(CheckFamily(
     measure=_measure_calibration,
     value_range=(0.0, math.inf),  # ECE and RMS lie in [0, 1], Brier in [0, 2], NLL in [0, inf)
     param_names=("metric",),
+    positional=True,  # calibration[ece]
+    param_choices={"metric": GATED_METRICS},
 ))
