@@ -6,20 +6,29 @@ from ..evaluation import ModelEvaluation
 from ..robustness import SweepResult, robust_accuracy_sweep
 
 
-def pgd_sweep(evaluation: ModelEvaluation, norm: str) -> SweepResult:
-    """The PGD sweep over the run's epsilons on the attacked subset, computed once per model."""
+def attack_sweep(evaluation: ModelEvaluation, key: str, attacks: list, epsilons=None) -> SweepResult:
+    """The sweep of the cascade ``attacks`` (``(name, factory(eps))`` pairs, cheapest first) over
+    ``epsilons`` (the run's Linf epsilons by default) on the attacked subset, computed once per
+    model under ``key`` and shared by every check that reads it."""
     def run(ev: ModelEvaluation) -> SweepResult:
         index = ev.attack_indices
         return robust_accuracy_sweep(
             ev.model,
             ev.test_set.images[index].to(ev.settings.device),
             ev.test_set.labels[index].to(ev.settings.device),
-            ev.settings.epsilons,
-            [(f"pgd_{norm.lower()}", lambda eps: PGD(eps=eps, norm=norm, seed=ev.settings.seed))],
+            ev.settings.epsilons if epsilons is None else epsilons,
+            attacks,
             clean_correct=ev.clean_correct[index],
             batch_size=ev.settings.batch_size,
         )
-    return evaluation.sweep(f"pgd_{norm.lower()}", run)
+    return evaluation.sweep(key, run)
+
+
+def pgd_sweep(evaluation: ModelEvaluation, norm: str) -> SweepResult:
+    """The PGD sweep over the run's epsilons on the attacked subset, computed once per model."""
+    seed = evaluation.settings.seed
+    return attack_sweep(evaluation, f"pgd_{norm.lower()}",
+                        [(f"pgd_{norm.lower()}", lambda eps: PGD(eps=eps, norm=norm, seed=seed))])
 
 
 def _measure_pgd_linf(evaluation: ModelEvaluation, params: dict) -> Measurement:
