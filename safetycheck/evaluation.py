@@ -10,13 +10,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Callable
+from typing import Callable, TypeVar
 
 import torch
 
 from .data import DataRoot, LabelledImages, load_split, resolve_data_root
 from .models import ModelUnderTest, evaluation_mode
 from .robustness import SweepResult
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -40,7 +42,7 @@ class ModelEvaluation:
         self.mut = mut
         self.settings = settings
         self.model = mut.module.to(settings.device)
-        self._sweeps: dict[str, SweepResult] = {}
+        self._cache: dict[str, object] = {}
 
     @cached_property
     def test_set(self) -> LabelledImages:
@@ -67,8 +69,13 @@ class ModelEvaluation:
         order = torch.randperm(len(self.test_set), generator=generator)
         return order[: min(self.settings.attack_samples, len(order))]
 
+    def cached(self, key: str, compute: Callable[["ModelEvaluation"], T]) -> T:
+        """The result named ``key``, computed by ``compute(self)`` the first time it is asked for;
+        every check family shares its expensive results through this one cache."""
+        if key not in self._cache:
+            self._cache[key] = compute(self)
+        return self._cache[key]
+
     def sweep(self, key: str, run: Callable[["ModelEvaluation"], SweepResult]) -> SweepResult:
-        """The sweep named ``key``, computed by ``run(self)`` the first time it is asked for."""
-        if key not in self._sweeps:
-            self._sweeps[key] = run(self)
-        return self._sweeps[key]
+        """An attack sweep, cached like any other result."""
+        return self.cached(f"sweep:{key}", run)

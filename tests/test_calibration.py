@@ -7,6 +7,8 @@ import math
 
 import numpy as np
 import pytest
+
+from safetycheck.evaluation import ModelEvaluation
 import torch
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
@@ -309,6 +311,9 @@ class FakeEvaluation:
         self.clean_logits = logits
         self.test_set = type("LabelledImages", (), {"labels": labels})()
         self.settings = type("RunSettings", (), {"seed": 0})()
+        self._cache = {}
+
+    cached = ModelEvaluation.cached
 
 
 def test_family_registers_gated_metrics_and_computes_one_report_per_model(monkeypatch):

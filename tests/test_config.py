@@ -2,7 +2,8 @@
 
 import pytest
 
-from safetycheck.checks import REGISTRY, check_id
+from safetycheck.checks import REGISTRY, check_id, plan_checks
+from safetycheck.evaluation import RunSettings
 from safetycheck.config import DEFAULT_PROFILE, SafetyConfig, load_config, parse_check_key
 from safetycheck.errors import ConfigError
 
@@ -13,10 +14,17 @@ def config_from(tmp_path, text: str) -> SafetyConfig:
     return load_config(path)
 
 
-def test_every_registered_family_has_a_default():
-    assert set(REGISTRY) <= set(DEFAULT_PROFILE) | {k.split("[")[0] for k in DEFAULT_PROFILE}
-    for family in REGISTRY:
-        assert family in DEFAULT_PROFILE, f"{family} has no family-level default threshold"
+def test_every_default_check_has_a_built_in_threshold_in_range():
+    for planned in plan_checks(RunSettings()):
+        threshold = SafetyConfig().threshold("any", planned.family.name, planned.id)
+        low, high = planned.family.value_range
+        assert low <= threshold.value <= high, planned.id
+
+
+def test_built_in_profile_keys_are_valid():
+    for key in DEFAULT_PROFILE:
+        family, canonical = parse_check_key(key, "DEFAULT_PROFILE", key)
+        assert canonical == key and family in REGISTRY
 
 
 def test_precedence_from_most_to_least_specific(tmp_path):

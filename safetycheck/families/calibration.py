@@ -14,7 +14,6 @@ or fail by chance.
 from __future__ import annotations
 
 import math
-import weakref
 
 from ..calibration import CalibrationReport, calibration_report
 from ..checks import CheckFamily, Measurement, register
@@ -23,19 +22,12 @@ from ..evaluation import ModelEvaluation
 GATED_METRICS = ("ece", "adaptive_ece", "rms", "brier", "nll")
 BOOTSTRAP_RESAMPLES = 1000
 
-# Keyed weakly by the evaluation, so a report lives exactly as long as its model's evaluation.
-_REPORTS: "weakref.WeakKeyDictionary[ModelEvaluation, CalibrationReport]" = weakref.WeakKeyDictionary()
-
-
 def calibration_report_for(evaluation: ModelEvaluation) -> CalibrationReport:
     """The model's calibration report on the MNIST test set, computed once per evaluation
     (its ``to_dict()`` carries the reliability-diagram data for the HTML report)."""
-    if evaluation not in _REPORTS:
-        _REPORTS[evaluation] = calibration_report(
-            evaluation.clean_logits, evaluation.test_set.labels,
-            resamples=BOOTSTRAP_RESAMPLES, seed=evaluation.settings.seed,
-        )
-    return _REPORTS[evaluation]
+    return evaluation.cached("calibration_report", lambda ev: calibration_report(
+        ev.clean_logits, ev.test_set.labels, resamples=BOOTSTRAP_RESAMPLES, seed=ev.settings.seed,
+    ))
 
 
 def _measure_calibration(evaluation: ModelEvaluation, params: dict) -> Measurement:
