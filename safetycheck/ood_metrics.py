@@ -71,7 +71,8 @@ def as_score_array(scores, name: str) -> np.ndarray:
         array = np.asarray(scores)
     except Exception as exc:  # ragged lists and the like: numpy's own error says which
         raise ConfigError(f"{name} scores cannot be read as a numeric array: {exc}.") from exc
-    if array.dtype == bool or not np.issubdtype(array.dtype, np.number) or np.issubdtype(array.dtype, np.complexfloating):
+    real = np.issubdtype(array.dtype, np.number) and not np.issubdtype(array.dtype, np.complexfloating)
+    if array.dtype == bool or not real:
         raise ConfigError(f"{name} scores must be real numbers, not {array.dtype} values.")
     if array.ndim != 1:
         raise ConfigError(f"{name} scores must be a 1-D vector, one score per input; got shape {array.shape}.")

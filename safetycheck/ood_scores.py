@@ -90,7 +90,8 @@ def _odin_member(model: nn.Module, images: torch.Tensor, temperature: float, eps
 
 def _as_logits(logits: torch.Tensor) -> torch.Tensor:
     if not isinstance(logits, torch.Tensor) or logits.dim() != 2 or not logits.is_floating_point():
-        what = f"a {logits.dtype} tensor of shape {tuple(logits.shape)}" if isinstance(logits, torch.Tensor) else f"a {type(logits).__name__}"
+        what = (f"a {logits.dtype} tensor of shape {tuple(logits.shape)}" if isinstance(logits, torch.Tensor)
+                else f"a {type(logits).__name__}")
         raise ConfigError(f"logits must be a float tensor of shape (N, C); got {what}.")
     return logits.detach().to(torch.float64)
 
@@ -203,7 +204,9 @@ def member_outputs(model: nn.Module, images: torch.Tensor, batch_size: int = 500
 
 
 def _bias(layer: nn.Linear) -> torch.Tensor:
-    return layer.bias.detach().double() if layer.bias is not None else torch.zeros(layer.out_features, dtype=torch.float64)
+    if layer.bias is None:
+        return torch.zeros(layer.out_features, dtype=torch.float64)
+    return layer.bias.detach().double()
 
 
 def _checked_features(feats, n: int) -> torch.Tensor:
@@ -226,7 +229,8 @@ def _is_head(layer_input, layer_output, feats, logits) -> bool:
     return _close(layer_output, logits) and _close(layer_input, feats)
 
 
-def model_outputs(model: nn.Module, images: torch.Tensor, batch_size: int = 500) -> tuple[torch.Tensor, list[MemberOutputs]]:
+def model_outputs(model: nn.Module, images: torch.Tensor,
+                  batch_size: int = 500) -> tuple[torch.Tensor, list[MemberOutputs]]:
     """(the model's own logits (N, C) float32, [outputs of each member]) on ``images``.
 
     A plain model is its own single member. For an :class:`~safetycheck.models.Ensemble` each
@@ -307,7 +311,8 @@ class ViM:
         dim = x.shape[1]
         principal_dim = cls.default_principal_dim(dim) if principal_dim is None else principal_dim
         if not 1 <= principal_dim < dim:
-            raise ConfigError(f"ViM principal_dim={principal_dim} must lie in [1, {dim - 1}] for {dim}-dimensional features.")
+            raise ConfigError(f"ViM principal_dim={principal_dim} must lie in [1, {dim - 1}] "
+                              f"for {dim}-dimensional features.")
         origin = -torch.linalg.pinv(weight.double()) @ bias.double()
         centred = x - origin
         _, vectors = torch.linalg.eigh(centred.T @ centred / x.shape[0])  # eigenvalues ascending
