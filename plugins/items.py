@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from safetycheck.checks import PlannedCheck
+from safetycheck.checks import CheckSkipped, PlannedCheck
 from safetycheck.config import SafetyConfig
 from safetycheck.errors import SafetyCheckError
 from safetycheck.evaluation import ModelEvaluation
@@ -36,7 +36,10 @@ class SafetyCheckItem(pytest.Item):
     def runtest(self) -> None:
         family, model = self.planned.family, self.evaluation.mut.name
         threshold = self.file_config.threshold(model, family.name, self.planned.id)
-        measurement = family.measure(self.evaluation, self.planned.params)
+        try:
+            measurement = family.measure(self.evaluation, self.planned.params)
+        except CheckSkipped as skipped:
+            pytest.skip(f"{model} {self.planned.id}: {skipped.reason}")
         result = CheckResult(
             model=model, check=self.planned.id, family=family.name, params=self.planned.params,
             value=measurement.value, threshold=threshold.value, threshold_source=threshold.source,

@@ -12,7 +12,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Literal
 
+from .errors import SafetyCheckError
 from .evaluation import ModelEvaluation, RunSettings
+
+
+class CheckSkipped(SafetyCheckError):
+    """A check that cannot be measured for this model (say, a feature-based OOD score on a model
+    with no feature layer); ``reason`` says why, and the plugin reports the check as skipped."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ import torch
 
 from .data import DataRoot, LabelledImages, load_split, resolve_data_root
 from .models import ModelUnderTest, evaluation_mode
+from .ood import OODSettings
 from .robustness import SweepResult
 
 T = TypeVar("T")
@@ -33,6 +34,7 @@ class RunSettings:
     download: bool = False
     allow_randomized: bool = False
     batch_size: int = 500
+    ood: OODSettings = field(default_factory=OODSettings)
 
 
 class ModelEvaluation:

@@ -7,6 +7,8 @@ import math
 
 import numpy as np
 import pytest
+
+from safetycheck.checks import CheckSkipped
 import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
@@ -375,7 +377,12 @@ def test_the_family_is_registered_with_set_and_score_params():
     family = REGISTRY["ood_auroc"]
     assert family.bound == "min" and family.param_names == ("set", "score")
     ids = [check_id(family.name, params) for params in family.variants(RunSettings())]
-    assert "ood_auroc[set=fmnist,score=msp]" in ids and "ood_auroc[set=kmnist,score=energy]" in ids
+    assert "ood_auroc[fmnist-msp]" in ids and "ood_auroc[kmnist-energy]" in ids
+    from safetycheck.config import parse_check_key
+
+    assert parse_check_key("ood_auroc[kmnist-energy]", "t.toml", "k") == ("ood_auroc", "ood_auroc[kmnist-energy]")
+    with pytest.raises(ConfigError, match="did you mean 'energy'"):
+        parse_check_key("ood_auroc[kmnist-enrgy]", "t.toml", "k")
     assert len(ids) == len(family_module.ood_settings(RunSettings()).all_sets) * 6
 
 
@@ -428,5 +435,5 @@ def test_the_family_measures_lenet_through_a_shared_evaluation(lenet, mnist_test
 
     no_features = ModelEvaluation(ModelUnderTest("conv", NoLinear(), "test"), RunSettings(data_root=data_root))
     no_features.__dict__["test_set"] = evaluation.test_set
-    with pytest.raises(family_module.OODCheckSkipped, match="knn skipped: the model has neither"):
+    with pytest.raises(CheckSkipped, match="knn skipped: the model has neither"):
         family.measure(no_features, {"set": "uniform", "score": "knn"})

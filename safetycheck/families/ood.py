@@ -9,22 +9,13 @@ with a floor of chance level.
 
 from __future__ import annotations
 
-from ..checks import CheckFamily, Measurement, register
+from ..checks import CheckFamily, CheckSkipped, Measurement, register
 from ..evaluation import ModelEvaluation, RunSettings
-from ..ood import IN_DISTRIBUTION, ModelOOD, OODSet, OODSettings
-
-
-class OODCheckSkipped(Exception):
-    """The model cannot support this score (e.g. no feature layer); ``reason`` says why."""
-
-    def __init__(self, reason: str):
-        super().__init__(reason)
-        self.reason = reason
+from ..ood import IN_DISTRIBUTION, SCORES, ModelOOD, OODSet, OODSettings
 
 
 def ood_settings(settings: RunSettings) -> OODSettings:
-    """The run's OOD settings (``settings.ood`` where the run has them), else the defaults."""
-    return getattr(settings, "ood", None) or OODSettings()
+    return settings.ood
 
 
 def model_ood(evaluation: ModelEvaluation) -> ModelOOD:
@@ -35,8 +26,7 @@ def model_ood(evaluation: ModelEvaluation) -> ModelOOD:
         return ModelOOD(ev.model, ood_settings(ev.settings), root=ev.settings.data_root, download=ev.settings.download,
                         seed=ev.settings.seed, batch_size=ev.settings.batch_size, in_logits=ev.clean_logits,
                         image_sets={IN_DISTRIBUTION: test_set})
-    # ``sweep`` is the evaluation's general keyed cache; it holds a ModelOOD here, not a sweep.
-    return evaluation.sweep("ood", create)
+    return evaluation.cached("ood", create)
 
 
 def _variants(settings: RunSettings) -> list[dict]:
@@ -47,7 +37,7 @@ def _variants(settings: RunSettings) -> list[dict]:
 def _measure_ood_auroc(evaluation: ModelEvaluation, params: dict) -> Measurement:
     result = model_ood(evaluation).result(str(params["set"]), str(params["score"]))
     if result.skipped:
-        raise OODCheckSkipped(result.skipped)
+        raise CheckSkipped(result.skipped)
     m = result.metrics
     low, high = m.auroc_ci
     return Measurement(
@@ -65,4 +55,6 @@ register(CheckFamily(
     variants=_variants,
     measure=_measure_ood_auroc,
     param_names=("set", "score"),
+    positional=True,  # ood_auroc[fmnist-msp]
+    param_choices={"score": tuple(SCORES)},
 ))
