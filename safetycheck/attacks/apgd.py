@@ -46,7 +46,7 @@ def checkpoints(steps: int) -> list[int]:
     fractions = [0.0, 0.22]
     while fractions[-1] < 1.0:
         fractions.append(fractions[-1] + max(fractions[-1] - fractions[-2] - 0.03, 0.06))
-    points = sorted({math.ceil(p * steps) for p in fractions if 0 < p < 1.0})
+    points = sorted({math.ceil(round(p * steps, 9)) for p in fractions if 0 < p < 1.0})  # 0.57 * 100 is 57.0000001 in floats
     return [w for w in points if 0 < w < steps]
 
 

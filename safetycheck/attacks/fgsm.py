@@ -13,10 +13,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..models import evaluation_mode, model_device
-from .base import AttackResult, check_label_range, input_gradient, validate_batch, validate_threat
+from .base import AttackResult, check_label_range, loss_gradient, validate_batch, validate_threat
 
 
 @dataclass(frozen=True)
@@ -47,8 +48,7 @@ class FGSM:
         if len(labels) == 0:
             return AttackResult(images.clone(), torch.zeros(0, dtype=torch.bool, device=device), 0)
         with evaluation_mode(model):
-            logits, grad = input_gradient(model, images, labels)
-            check_label_range(labels, logits)
+            logits, _, grad = loss_gradient(model, images, labels, _checked_cross_entropy)
             clean_wrong = logits.argmax(dim=1) != labels
             if self.eps == 0:
                 return AttackResult(images.clone(), clean_wrong, len(labels))
@@ -57,3 +57,9 @@ class FGSM:
                 stepped_wrong = model(stepped).argmax(dim=1) != labels
         adversarial = torch.where(clean_wrong.view(-1, 1, 1, 1), images, stepped)
         return AttackResult(adversarial, clean_wrong | stepped_wrong, 2 * len(labels))
+
+
+def _checked_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    # FGSM's only gradient pass is also its clean pass: check the labels before torch indexes with them.
+    check_label_range(labels, logits)
+    return F.cross_entropy(logits.float(), labels, reduction="none")
