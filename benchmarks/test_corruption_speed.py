@@ -1,0 +1,73 @@
+"""Speed of the MNIST-C engine against the per-image reference form (pytest-benchmark).
+
+    SAFETYCHECK_DATA=/path/to/data pytest benchmarks/test_corruption_speed.py -p no:randomly
+
+``test_engine_all_15`` corrupts the whole MNIST test set with each of the 15 corruptions (150,000
+images). The per-image reference (tests/mnist_c_reference.py) is far too slow for that, so
+``test_reference_per_image`` times it on a few images per corruption and records the
+extrapolation to 10,000 images per corruption in ``extra_info`` (said so in the report).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from safetycheck.corruptions import CORRUPTIONS, corrupt
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from mnist_c_reference import reference_corrupt  # noqa: E402
+
+REFERENCE_IMAGES = 10  # per corruption; the reference's time is extrapolated to 10,000
+
+
+@pytest.fixture(scope="module")
+def test_images():
+    if not os.environ.get("SAFETYCHECK_DATA"):
+        pytest.skip("set SAFETYCHECK_DATA to a folder with the MNIST raw files")
+    from safetycheck.data import load_split
+
+    return load_split("mnist", "test").images
+
+
+def test_engine_all_15(benchmark, test_images):
+    seconds = {}
+
+    def run():
+        for name in CORRUPTIONS:
+            start = time.perf_counter()
+            corrupt(test_images, name, seed=0)
+            seconds[name] = time.perf_counter() - start
+
+    benchmark.pedantic(run, rounds=1, iterations=1)
+    benchmark.extra_info.update({f"{name}_s": round(s, 3) for name, s in seconds.items()})
+    benchmark.extra_info["images"] = len(test_images) * len(CORRUPTIONS)
+    benchmark.extra_info["torch_threads"] = torch.get_num_threads()
+    # A wall-clock gate only where the machine is known to be quiet: on a shared runner other
+    # jobs' load, not this code, decides the figure.
+    limit = float(os.environ.get("SAFETYCHECK_SPEED_LIMIT_S", "inf"))
+    assert sum(seconds.values()) < limit, f"all 15 corruptions took {sum(seconds.values()):.1f} s (limit {limit} s)"
+
+
+def test_reference_per_image(benchmark, test_images):
+    subset = torch.round(test_images[:REFERENCE_IMAGES, 0] * 255).to(torch.uint8).numpy()
+    seconds = {}
+
+    def run():
+        for name in CORRUPTIONS:
+            start = time.perf_counter()
+            reference_corrupt(subset, name)
+            seconds[name] = time.perf_counter() - start
+
+    benchmark.pedantic(run, rounds=1, iterations=1)
+    scale = len(test_images) / REFERENCE_IMAGES
+    benchmark.extra_info["measured_images_per_corruption"] = REFERENCE_IMAGES
+    benchmark.extra_info["extrapolated_total_s_for_150000_images"] = round(sum(seconds.values()) * scale, 1)
+    benchmark.extra_info.update({f"{name}_extrapolated_s": round(s * scale, 1) for name, s in seconds.items()})
+    assert np.isfinite(sum(seconds.values()))
