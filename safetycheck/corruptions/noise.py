@@ -1,7 +1,7 @@
 """Pixel noise: shot (Poisson) noise and impulse (salt-and-pepper) noise.
 
 Both act on each pixel independently, so they vectorise exactly: one draw per pixel of the batch.
-Inputs are float64 (N, 1, 28, 28) in [0, 1]; outputs are unclipped and unquantised (the caller
+Inputs are float32 (N, 1, 28, 28) in [0, 1]; outputs are unclipped and unquantised (the caller
 clips and rounds to 8 bits once).
 """
 
