@@ -34,6 +34,9 @@ def add_options(parser: pytest.Parser) -> None:
                     help="threshold file (TOML); default: [tool.safetycheck] in the rootdir's pyproject.toml, "
                          "else the built-in profile.")
     group.addoption("--safety-json", default=None, metavar="PATH", help="write every measured check to PATH as JSON.")
+    group.addoption("--safety-mnist-c", choices=("generated", "official"), default="generated",
+                    help="MNIST-C images: generated here (seeded, cached; default) or the official static set "
+                         "under <data root>/mnist_c/.")
     group.addoption("--safety-allow-randomized", action="store_true", default=False,
                     help="evaluate models whose eval-mode outputs are random (reports say so).")
 
@@ -61,6 +64,7 @@ def run_settings(config: pytest.Config, file_config: SafetyConfig) -> RunSetting
         data_root=resolve_data_root(config.getoption("safety_data")),
         download=config.getoption("safety_download"),
         allow_randomized=config.getoption("safety_allow_randomized"),
+        mnist_c_source=config.getoption("safety_mnist_c"),
     )
 
 

@@ -59,6 +59,12 @@ DEFAULT_PROFILE: dict[str, float] = {
     "ood_auroc[kmnist-msp]": 0.95,
     "ood_auroc[uniform-msp]": 0.90,
     "ood_auroc[gaussian-msp]": 0.90,
+    # MNIST-C (Mu & Gilmer 2019): the example LeNet-5 measures a mean of 0.901 (the reference
+    # article reports about 0.9) and a drop of 0.092; per corruption, translate (0.60) and canny
+    # edges (0.59) are hard for any undefended CNN, so the per-corruption floor is low.
+    "mnist_c_mean": 0.85,
+    "mnist_c_drop": 0.15,
+    "mnist_c": 0.50,
 }
 
 SETTING_KEYS = {"samples": int, "seed": int, "epsilons": list}

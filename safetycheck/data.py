@@ -28,6 +28,7 @@ import torch
 from .errors import DataError
 
 DATA_ENV_VAR = "SAFETYCHECK_DATA"
+CACHE_ENV_VAR = "SAFETYCHECK_CACHE"
 DOWNLOAD_FLAG = "--safety-download"
 
 IMAGE_SHAPE = (1, 28, 28)
@@ -78,6 +79,27 @@ class DataRoot:
 def default_cache_root() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "safetycheck" / "data"
+
+
+def cache_dir(root: DataRoot) -> Path:
+    """Where derived data (generated MNIST-C sets) is cached: ``$SAFETYCHECK_CACHE``; else
+    ``<data root>/safetycheck-cache`` when the data root is writable; else the user cache
+    (``~/.cache/safetycheck/cache``), so that a read-only shared data folder is never written."""
+    explicit = os.environ.get(CACHE_ENV_VAR)
+    if explicit:
+        return Path(explicit).expanduser()
+    if _writable(root.path):
+        return root.path / "safetycheck-cache"
+    return default_cache_root().parent / "cache"
+
+
+def _writable(folder: Path) -> bool:
+    # Write bits as well as access(): a superuser may write anywhere, but a folder shipped without
+    # write bits is meant to stay as it is.
+    try:
+        return bool(folder.stat().st_mode & 0o200) and os.access(folder, os.W_OK)
+    except OSError:
+        return False
 
 
 def resolve_data_root(explicit: str | os.PathLike | None = None) -> DataRoot:

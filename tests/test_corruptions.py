@@ -272,7 +272,7 @@ def test_families_are_registered():
 
     variants = REGISTRY["mnist_c"].variants(RunSettings())
     assert [v["corruption"] for v in variants] == list(CORRUPTIONS)
-    assert check_id("mnist_c", variants[0]) == "mnist_c[corruption=shot_noise]"
+    assert check_id("mnist_c", variants[0]) == "mnist_c[shot_noise]"
     assert REGISTRY["mnist_c_mean"].bound == "min" and REGISTRY["mnist_c_drop"].bound == "max"
 
 

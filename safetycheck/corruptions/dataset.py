@@ -1,8 +1,9 @@
 """MNIST-C as datasets: generated once and cached on disk, or read from the official static files.
 
-Generated sets live under the data root (see :func:`safetycheck.data.resolve_data_root`)::
+Generated sets live in the cache folder (:func:`safetycheck.data.cache_dir`: ``$SAFETYCHECK_CACHE``,
+else ``<data root>/safetycheck-cache`` when the data root is writable, else the user cache)::
 
-    <root>/safetycheck-cache/mnist_c/v<IMPLEMENTATION_VERSION>/<corruption>-seed<seed>.npy
+    <cache>/mnist_c/v<IMPLEMENTATION_VERSION>/<corruption>-seed<seed>.npy
 
 one uint8 array (10000, 28, 28) per corruption and seed, made from the MNIST test set. The
 implementation version is part of the path, so a file written by another version of the code is
@@ -27,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..data import DataRoot, LabelledImages, load_split, resolve_data_root
+from ..data import DataRoot, LabelledImages, cache_dir, load_split, resolve_data_root
 from ..errors import DataError
 from ._common import to_uint8
 
@@ -40,12 +41,11 @@ def _root(root: DataRoot | str | os.PathLike | None) -> DataRoot:
 
 
 def cache_path(name: str, seed: int = 0, root: DataRoot | str | os.PathLike | None = None) -> Path:
-    """Where the generated set for (``name``, ``seed``) is cached under the data root."""
+    """Where the generated set for (``name``, ``seed``) is cached (see :func:`safetycheck.data.cache_dir`)."""
     from . import IMPLEMENTATION_VERSION, get_corruption
 
     get_corruption(name)
-    return (_root(root).path / "safetycheck-cache" / "mnist_c" / f"v{IMPLEMENTATION_VERSION}"
-            / f"{name}-seed{seed}.npy")
+    return cache_dir(_root(root)) / "mnist_c" / f"v{IMPLEMENTATION_VERSION}" / f"{name}-seed{seed}.npy"
 
 
 def generate_corrupted(name: str, seed: int = 0, root: DataRoot | str | os.PathLike | None = None,

@@ -21,7 +21,7 @@ from ..models import evaluation_mode
 
 
 def _source(evaluation: ModelEvaluation) -> str:
-    return getattr(evaluation.settings, "mnist_c_source", "generated")
+    return evaluation.settings.mnist_c_source
 
 
 def corrupted_correct(evaluation: ModelEvaluation, name: str) -> torch.Tensor:
@@ -38,9 +38,11 @@ def corrupted_correct(evaluation: ModelEvaluation, name: str) -> torch.Tensor:
             ])
         return predictions == data.labels
 
-    cached = getattr(evaluation, "cached", None)  # the proposed general cache, when present
-    key = f"mnist_c/{_source(evaluation)}/{name}"
-    return cached(key, run) if cached is not None else evaluation.sweep(key, run)
+    return evaluation.cached(f"mnist_c/{_source(evaluation)}/{name}", run)
+
+
+def _accuracy(correct: torch.Tensor) -> float:
+    return int(correct.sum()) / max(int(correct.numel()), 1)
 
 
 def _details(evaluation: ModelEvaluation) -> str:
@@ -50,7 +52,7 @@ def _details(evaluation: ModelEvaluation) -> str:
 
 
 def _mean_accuracy(evaluation: ModelEvaluation) -> tuple[float, int]:
-    accuracies = [float(corrupted_correct(evaluation, name).float().mean()) for name in CORRUPTIONS]
+    accuracies = [_accuracy(corrupted_correct(evaluation, name)) for name in CORRUPTIONS]
     return sum(accuracies) / len(accuracies), 10_000 * len(accuracies)
 
 
@@ -61,13 +63,13 @@ def _measure_mean(evaluation: ModelEvaluation, params: dict) -> Measurement:
 
 def _measure_one(evaluation: ModelEvaluation, params: dict) -> Measurement:
     correct = corrupted_correct(evaluation, params["corruption"])
-    return Measurement(float(correct.float().mean()), int(correct.numel()),
+    return Measurement(_accuracy(correct), int(correct.numel()),
                        f"corruption {params['corruption']}; {_details(evaluation)}")
 
 
 def _measure_drop(evaluation: ModelEvaluation, params: dict) -> Measurement:
     mean, n = _mean_accuracy(evaluation)
-    clean = float(evaluation.clean_correct.float().mean())
+    clean = _accuracy(evaluation.clean_correct)
     return Measurement(clean - mean, n, f"clean accuracy {clean:.4f} minus MNIST-C mean {mean:.4f}; "
                                         f"{_details(evaluation)}")
 
@@ -87,6 +89,8 @@ register(CheckFamily(
     variants=lambda settings: [{"corruption": name} for name in CORRUPTIONS],
     measure=_measure_one,
     param_names=("corruption",),
+    positional=True,  # mnist_c[fog]
+    param_choices={"corruption": tuple(CORRUPTIONS)},
 ))
 
 register(CheckFamily(
