@@ -11,6 +11,7 @@ from safetycheck.data import resolve_data_root
 from safetycheck.errors import ConfigError
 from safetycheck.evaluation import RunSettings
 from safetycheck.models import resolve_device
+from safetycheck.ood import OODSettings
 
 
 def add_options(parser: pytest.Parser) -> None:
@@ -65,6 +66,7 @@ def run_settings(config: pytest.Config, file_config: SafetyConfig) -> RunSetting
         download=config.getoption("safety_download"),
         allow_randomized=config.getoption("safety_allow_randomized"),
         mnist_c_source=config.getoption("safety_mnist_c"),
+        ood=OODSettings(**file_config.ood),
     )
 
 

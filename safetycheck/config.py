@@ -14,6 +14,11 @@ A threshold file is TOML: either a standalone file (``--safety-thresholds PATH``
     [models.lenet.thresholds]         # overrides for the model named "lenet"
     "pgd_linf[eps=0.3]" = 0.0
 
+    [ood]                             # OOD sets and scores (safetycheck.ood)
+    sets = ["fmnist", "kmnist"]
+    scores = ["msp", "energy"]
+    user_sets = { letters = "data/emnist_letters.npy" }   # relative to this file
+
 Every key is validated: an unknown key, a wrong type or an impossible bound is a
 :class:`~safetycheck.errors.ConfigError` naming the file, the key and the nearest valid key,
 because a typo that silently disables a threshold is the classic way a gate passes by mistake.
@@ -68,7 +73,8 @@ DEFAULT_PROFILE: dict[str, float] = {
 }
 
 SETTING_KEYS = {"samples": int, "seed": int, "epsilons": list}
-TOP_LEVEL_KEYS = set(SETTING_KEYS) | {"thresholds", "models"}
+TOP_LEVEL_KEYS = set(SETTING_KEYS) | {"thresholds", "models", "ood"}
+OOD_KEYS = {"sets": list, "scores": list, "user_sets": dict}
 MODEL_KEYS = {"thresholds"}
 _CHECK_KEY = re.compile(r"^(?P<family>[A-Za-z_][A-Za-z0-9_]*)(?:\[(?P<params>[^\]]*)\])?$")
 
@@ -85,6 +91,7 @@ class SafetyConfig:
 
     path: Path | None = None
     settings: dict = field(default_factory=dict)  # samples, seed, epsilons as given
+    ood: dict = field(default_factory=dict)  # OODSettings keyword arguments, validated
     thresholds: dict[str, float] = field(default_factory=dict)
     model_thresholds: dict[str, dict[str, float]] = field(default_factory=dict)
 
@@ -132,6 +139,7 @@ def _parse(table: dict, path: Path, prefix: str) -> SafetyConfig:
         if key in SETTING_KEYS:
             config.settings[key] = _setting(path, f"{prefix}{key}", key, value)
     config.thresholds = _thresholds(table.get("thresholds", {}), path, f"{prefix}thresholds")
+    config.ood = _ood(table.get("ood", {}), path, f"{prefix}ood")
     models = table.get("models", {})
     if not isinstance(models, dict):
         raise ConfigError(f"{path}: {prefix}models must be a table of per-model sections.")
@@ -144,6 +152,29 @@ def _parse(table: dict, path: Path, prefix: str) -> SafetyConfig:
                 _unknown(path, f"{where}.{key}", key, MODEL_KEYS)
         config.model_thresholds[model] = _thresholds(section.get("thresholds", {}), path, f"{where}.thresholds")
     return config
+
+
+def _ood(table, path: Path, where: str) -> dict:
+    """Keyword arguments for :class:`safetycheck.ood.OODSettings`; user set paths are relative to the file."""
+    from .ood import OODSettings
+
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: {where} must be a table with keys {', '.join(sorted(OOD_KEYS))}.")
+    options = {}
+    for key, value in table.items():
+        if key not in OOD_KEYS:
+            _unknown(path, f"{where}.{key}", key, OOD_KEYS)
+        if not isinstance(value, OOD_KEYS[key]) or (key != "user_sets" and not all(isinstance(v, str) for v in value)):
+            raise ConfigError(f"{path}: {where}.{key} must be a {'table of name = path' if key == 'user_sets' else 'list of names'}.")
+        if key == "user_sets":
+            options[key] = tuple((str(name), str((path.parent / str(file)).resolve())) for name, file in value.items())
+        else:
+            options[key] = tuple(value)
+    try:
+        OODSettings(**options)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {where}: {exc}") from None
+    return options
 
 
 def _setting(path: Path, where: str, key: str, value):

@@ -73,6 +73,29 @@ def test_typos_and_impossible_values_are_usage_errors(tmp_path, text, expected):
     assert expected in str(info.value) and "thresholds.toml" in str(info.value)
 
 
+def test_ood_table_selects_sets_scores_and_user_sets(tmp_path):
+    config = config_from(tmp_path, """
+        [ood]
+        sets = ["kmnist"]
+        scores = ["msp", "energy"]
+        user_sets = { letters = "letters.npy" }
+    """)
+    assert config.ood == {"sets": ("kmnist",), "scores": ("msp", "energy"),
+                          "user_sets": (("letters", str((tmp_path / "letters.npy").resolve())),)}
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("[ood]\nscores = ['msp', 'enrgy']", "unknown OOD score 'enrgy'"),
+    ("[ood]\nsets = ['cifar']", "unknown OOD set 'cifar'"),
+    ("[ood]\nset = ['fmnist']", "did you mean 'sets'?"),
+    ("[ood]\nuser_sets = { fmnist = 'x.npy' }", "OOD set name 'fmnist' is taken"),
+])
+def test_ood_table_errors(tmp_path, text, expected):
+    with pytest.raises(ConfigError) as info:
+        config_from(tmp_path, text)
+    assert expected in str(info.value) and "thresholds.toml" in str(info.value)
+
+
 def test_pyproject_table_is_read_and_prefixed(tmp_path):
     pyproject = tmp_path / "pyproject.toml"
     pyproject.write_text("[tool.safetycheck.thresholds]\nclean_acc = 0.9\n")
