@@ -47,7 +47,7 @@ def _batch(n=5, seed=0):
     (lambda: APGD(0.1, targeted=True, n_target_classes=10), "n_target_classes=10", "[1, 9]"),
     (lambda: Square(0.1, n_queries=0), "n_queries=0", "1 or more"),
     (lambda: Square(0.1, p_init=1.5), "p_init=1.5", "(0, 1]"),
-    (lambda: cascade("pgd"), "'pgd'", "fgsm, pgd_linf, pgd_l2, apgd, autoattack"),
+    (lambda: cascade("pgd"), "'pgd'", "fgsm, pgd_linf, pgd_l2, fast_linf, apgd, autoattack"),
     (lambda: cascade("autoattack", budget="huge"), "'huge'", "standard, fast"),
 ])
 def test_bad_parameters_raise_config_error_naming_parameter_and_range(make, parameter, valid_range):

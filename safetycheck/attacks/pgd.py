@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..models import evaluation_mode, model_device
-from .base import (AttackResult, clean_outcome, input_gradient, project, random_start,
+from .base import (AttackResult, clean_outcome, loss_gradient, project, random_start,
                    steepest_ascent_step, validate_batch, validate_threat)
 
 
@@ -75,13 +75,13 @@ class PGD:
         passes = 0
         for step in range(self.steps + 1):
             if step < self.steps:
-                logits, grad = input_gradient(model, x, y)
+                logits, loss, grad = loss_gradient(model, x, y, _cross_entropy)
             else:
                 with torch.no_grad():
                     logits = model(x)
+                loss = _cross_entropy(logits, y)
             passes += len(y)
             # The highest-loss point so far is what survivors return.
-            loss = F.cross_entropy(logits.float(), y, reduction="none")
             better = loss > best_loss[active]
             if better.any():
                 adversarial[active[better]] = x[better]
@@ -100,3 +100,7 @@ class PGD:
             if step < self.steps:
                 x = project(x + steepest_ascent_step(grad, self.norm, self.step_size), x0, self.norm, self.eps)
         return passes
+
+
+def _cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(logits.float(), labels, reduction="none")
