@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from safetycheck.checks import validate_families
 from safetycheck.config import SafetyConfig, load_config
 from safetycheck.data import resolve_data_root
 from safetycheck.errors import ConfigError
@@ -31,6 +32,9 @@ def add_options(parser: pytest.Parser) -> None:
                     help="seed for the attacked subset and random starts (default 0).")
     group.addoption("--safety-eps", default=None, metavar="E1,E2,...",
                     help="Linf epsilons to test, comma-separated (default 0.05,0.1,0.2,0.3).")
+    group.addoption("--safety-checks", default=None, metavar="F1,F2,...",
+                    help="check families to run, comma-separated (default: the threshold file's checks, "
+                         "else the default suite).")
     group.addoption("--safety-thresholds", default=None, metavar="PATH",
                     help="threshold file (TOML); default: [tool.safetycheck] in the rootdir's pyproject.toml, "
                          "else the built-in profile.")
@@ -67,7 +71,14 @@ def run_settings(config: pytest.Config, file_config: SafetyConfig) -> RunSetting
         allow_randomized=config.getoption("safety_allow_randomized"),
         mnist_c_source=config.getoption("safety_mnist_c"),
         ood=OODSettings(**file_config.ood),
+        checks=_families(config.getoption("safety_checks")) or tuple(file_config.settings.get("checks", ())),
     )
+
+
+def _families(text: str | None) -> tuple[str, ...]:
+    if not text:
+        return ()
+    return validate_families([part.strip() for part in text.split(",") if part.strip()], "--safety-checks")
 
 
 def _epsilons(text: str | None) -> list[float] | None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Literal
 
-from .errors import SafetyCheckError
+from .errors import ConfigError, SafetyCheckError
 from .evaluation import ModelEvaluation, RunSettings
 
 
@@ -48,6 +48,9 @@ class CheckFamily:
     # "mnist_c[corruption=fog]"; values are then joined with "-" in param_names order.
     positional: bool = False
     param_choices: dict = field(default_factory=dict)  # name -> the valid values, for validation
+    # In the default suite; families too costly for a CPU gate (AutoAttack-grade cascades) are
+    # opt-in through the ``checks`` setting.
+    default: bool = True
 
 
 REGISTRY: dict[str, CheckFamily] = {}
@@ -85,9 +88,30 @@ class PlannedCheck:
         return check_id(self.family.name, self.params)
 
 
-def plan_checks(settings: RunSettings, families: list[str] | None = None) -> list[PlannedCheck]:
-    """Every check the settings ask for, in registry order."""
+def default_families() -> list[str]:
     from . import families as _  # noqa: F401  (registers the built-in families)
 
-    names = families if families is not None else list(REGISTRY)
+    return [name for name, family in REGISTRY.items() if family.default]
+
+
+def plan_checks(settings: RunSettings) -> list[PlannedCheck]:
+    """Every check the settings ask for: the families in ``settings.checks`` (validated when the
+    settings were read), else the default suite, in registry order."""
+    from . import families as _  # noqa: F401  (registers the built-in families)
+
+    names = [name for name in REGISTRY if name in settings.checks] if settings.checks else default_families()
     return [PlannedCheck(REGISTRY[name], params) for name in names for params in REGISTRY[name].variants(settings)]
+
+
+def validate_families(names, where: str) -> tuple[str, ...]:
+    """Raise ConfigError for an unknown family name, suggesting the nearest one."""
+    import difflib
+
+    from . import families as _  # noqa: F401
+
+    for name in names:
+        if name not in REGISTRY:
+            nearest = difflib.get_close_matches(name, list(REGISTRY), n=1, cutoff=0.5)
+            hint = f"did you mean {nearest[0]!r}? " if nearest else ""
+            raise ConfigError(f"{where}: unknown check family {name!r}; {hint}valid: {', '.join(REGISTRY)}.")
+    return tuple(names)

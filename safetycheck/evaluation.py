@@ -35,6 +35,7 @@ class RunSettings:
     allow_randomized: bool = False
     batch_size: int = 500
     ood: OODSettings = field(default_factory=OODSettings)
+    checks: tuple[str, ...] = ()  # check families to run; empty: the default suite
     mnist_c_source: str = "generated"  # or "official": the static MNIST-C files under the data root
 
 

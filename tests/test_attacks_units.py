@@ -1,6 +1,5 @@
 """Unit tests of the attacks: bad input, side effects on inputs and model, device, schedules."""
 
-import sys
 
 import pytest
 import torch
@@ -176,17 +175,9 @@ def test_every_cascade_builds_attacks_cheapest_first():
 
 @pytest.fixture
 def attack_families():
-    """Import the attack families for one test and remove them again, so the shared registry
-    stays as the package's own ``families/__init__`` leaves it for other tests."""
-    from safetycheck.checks import REGISTRY
-
-    before = dict(REGISTRY)
     import safetycheck.families.attacks as module
 
-    yield module
-    REGISTRY.clear()
-    REGISTRY.update(before)
-    sys.modules.pop("safetycheck.families.attacks", None)
+    return module
 
 
 def test_attack_families_register_variants(attack_families):

@@ -20,7 +20,7 @@ def safety_model():
 
 # The plugin is imported before pytester's inner runs, so they cannot assertion-rewrite it.
 QUIET = ("-p", "no:randomly", "-W", "ignore::pytest.PytestAssertRewriteWarning")
-FAST = ("--safety-eps=0.1,0.3", "--safety-samples=20", *QUIET)
+FAST = ("--safety-checks=clean_accuracy,pgd_linf", "--safety-eps=0.1,0.3", "--safety-samples=20", *QUIET)
 
 
 @pytest.fixture
@@ -181,6 +181,7 @@ def test_other_bad_inputs_give_one_usage_error(pytester, tiny, tmp_path):
     assert "Linf epsilons lie in (0, 1]" in usage_error(pytester, tiny, "--safety-samples=5", "--safety-eps=0.1,3")
     assert "--safety-device 'tpu'" in usage_error(pytester, tiny, "--safety-device=tpu")
     assert "two models are named 'tiny'" in usage_error(pytester, tiny, tiny)
+    assert "did you mean 'pgd_linf'" in usage_error(pytester, tiny, "--safety-checks=clean_accuracy,pgd_lnf")
 
 
 def test_fixture_with_arguments_is_refused(pytester, data_root):
@@ -207,9 +208,23 @@ def test_xdist_controller_writes_every_record(pytester, tiny):
 def test_main_job_on_the_trained_example_model(pytester, data_root):
     """The README's main job on real MNIST: lenet's clean accuracy is at least 0.990."""
     result = pytester.runpytest(f"--safety-model={REPO / 'example_models' / 'lenet.py'}", "--safety-eps=0.1",
+                                "--safety-checks=clean_accuracy,pgd_linf",
                                 "--safety-samples=100", "--safety-json=r.json", *QUIET)
     result.assert_outcomes(passed=2)
     records = {r["check"]: r for r in json.loads((pytester.path / "r.json").read_text())["results"]}
     assert records["clean_accuracy"]["model"] == "lenet"
     assert records["clean_accuracy"]["value"] >= 0.990
     assert 0.5 <= records["pgd_linf[eps=0.1]"]["value"] <= records["clean_accuracy"]["value"]
+
+
+def test_gradient_masking_model_is_flagged_not_reported_robust(pytester, data_root):
+    """A LeNet behind a hard input threshold looks robust to gradient attacks; the trust checks fail."""
+    result = pytester.runpytest(f"--safety-model={REPO / 'example_models' / 'masked.py'}",
+                                "--safety-checks=pgd_linf,attack_trust", "--safety-eps=0.3", "--safety-samples=50",
+                                "-k", "pgd_linf or gradients or large_eps", "--safety-json=r.json", *QUIET)
+    records = {r["check"]: r for r in json.loads((pytester.path / "r.json").read_text())["results"]}
+    assert records["pgd_linf[eps=0.3]"]["value"] > 0.5  # the attack is blind to the masked model...
+    assert not records["attack_trust[gradients]"]["passed"]  # ...and the trust checks say so
+    assert not records["attack_trust[large_eps]"]["passed"]
+    assert "zero on 100.0%" in records["attack_trust[gradients]"]["details"]
+    result.assert_outcomes(passed=1, failed=2, deselected=3)  # the PGD check alone would have passed

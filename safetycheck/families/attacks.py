@@ -68,4 +68,6 @@ for _name, _variants in (("fgsm", _run_epsilons), ("pgd_l2", _l2_epsilons), ("ap
         variants=_variants,
         measure=_measurer(_name),
         param_names=("eps",),
+        # FGSM is nearly free; the others cost minutes on a CPU and are opt-in (``checks``).
+        default=_name == "fgsm",
     ))

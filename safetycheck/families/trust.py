@@ -1,0 +1,55 @@
+"""Is the model's robust accuracy trustworthy? Gradient-masking diagnostics as checks.
+
+``attack_trust[gradients]``, ``[iterative]``, ``[budget]``, ``[large_eps]`` and ``[black_box]``
+run :mod:`safetycheck.attacks.diagnostics` (AutoAttack's runtime checks and the checklists of
+Athalye et al. 2018 and Carlini et al. 2019) on the first :data:`TRUST_SAMPLES` images of the
+attacked subset. The value is 1 when no symptom was found and 0 when one was; the default bound is
+1, so a model that masks its gradients fails here instead of being reported robust. The details
+carry the diagnostic's own sentence and numbers.
+"""
+
+from __future__ import annotations
+
+from ..attacks import diagnostics
+from ..checks import CheckFamily, Measurement, register
+from ..evaluation import ModelEvaluation
+
+TRUST_SAMPLES = 200
+DIAGNOSTICS = {
+    "gradients": diagnostics.gradient_health,
+    "iterative": diagnostics.iterative_vs_single_step,
+    "budget": diagnostics.more_budget_not_weaker,
+    "large_eps": diagnostics.large_eps_accuracy,
+    "black_box": diagnostics.black_box_vs_white_box,
+}
+_SEEDED = {"iterative", "budget", "large_eps", "black_box"}
+
+
+def run_diagnostic(evaluation: ModelEvaluation, name: str) -> diagnostics.Diagnostic:
+    def compute(ev: ModelEvaluation) -> diagnostics.Diagnostic:
+        index = ev.attack_indices[:TRUST_SAMPLES]
+        images = ev.test_set.images[index].to(ev.settings.device)
+        labels = ev.test_set.labels[index].to(ev.settings.device)
+        options = {"seed": ev.settings.seed} if name in _SEEDED else {}
+        return DIAGNOSTICS[name](ev.model, images, labels, **options)
+    return evaluation.cached(f"trust:{name}", compute)
+
+
+def _measure(evaluation: ModelEvaluation, params: dict) -> Measurement:
+    result = run_diagnostic(evaluation, params["diagnostic"])
+    numbers = ", ".join(f"{key}={value:.4g}" if isinstance(value, float) else f"{key}={value}"
+                        for key, value in result.measured.items())
+    n = int(result.measured.get("n", min(TRUST_SAMPLES, len(evaluation.attack_indices))))
+    return Measurement(1.0 if result.passed else 0.0, n, f"{result.message} ({numbers}; 1 = no symptom)")
+
+
+register(CheckFamily(
+    name="attack_trust",
+    metric="trustworthiness (1 = no gradient-masking symptom)",
+    bound="min",
+    variants=lambda settings: [{"diagnostic": name} for name in DIAGNOSTICS],
+    measure=_measure,
+    param_names=("diagnostic",),
+    positional=True,  # attack_trust[gradients]
+    param_choices={"diagnostic": tuple(DIAGNOSTICS)},
+))
