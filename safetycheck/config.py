@@ -57,6 +57,7 @@ DEFAULT_PROFILE: dict[str, float] = {
     "pgd_l2": 0.50, "pgd_l2[eps=0.5]": 0.80, "pgd_l2[eps=1]": 0.60,
     # Gradient-masking diagnostics: 1 means no symptom; a masking model must not pass as robust.
     "attack_trust": 1.0,
+    "attack_invariants": 1.0,
     # Calibration: upper bounds several times the example LeNet-5's values (ECE 0.0018, adaptive
     # ECE 0.0015, RMS 0.014, Brier 0.011, NLL 0.020); Brier and NLL loose enough for a model at the
     # clean-accuracy floor of 0.98. MCE is reported but not gated (see families/calibration.py).

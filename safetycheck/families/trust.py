@@ -1,4 +1,5 @@
-"""Is the model's robust accuracy trustworthy? Gradient-masking diagnostics as checks.
+"""Is the model's robust accuracy trustworthy? Gradient-masking diagnostics and attack
+invariants as checks.
 
 ``attack_trust[gradients]``, ``[iterative]``, ``[budget]``, ``[large_eps]`` and ``[black_box]``
 run :mod:`safetycheck.attacks.diagnostics` (AutoAttack's runtime checks and the checklists of
@@ -11,6 +12,7 @@ carry the diagnostic's own sentence and numbers.
 from __future__ import annotations
 
 from ..attacks import diagnostics
+from ..attacks.invariants import PROPERTIES, check_invariant
 from ..checks import CheckFamily, Measurement, register
 from ..evaluation import ModelEvaluation
 
@@ -52,4 +54,36 @@ register(CheckFamily(
     param_names=("diagnostic",),
     positional=True,  # attack_trust[gradients]
     param_choices={"diagnostic": tuple(DIAGNOSTICS)},
+))
+
+
+# ---------------------------------------------------------------------------------------------
+# attack_invariants[...]: the attack invariants, searched with Hypothesis on the model under test
+
+INVARIANT_SAMPLES = 8
+
+
+def _measure_invariant(evaluation: ModelEvaluation, params: dict) -> Measurement:
+    name = params["invariant"]
+
+    def compute(ev: ModelEvaluation):
+        index = ev.attack_indices[:INVARIANT_SAMPLES]
+        return check_invariant(name, ev.model, ev.test_set.images[index].to(ev.settings.device),
+                               ev.test_set.labels[index].to(ev.settings.device))
+
+    result = evaluation.cached(f"invariant:{name}", compute)
+    return Measurement(1.0 if result.passed else 0.0, result.examples,
+                       f"{result.message} (Hypothesis, derandomised, on {INVARIANT_SAMPLES} MNIST test images; "
+                       f"n counts the drawn examples)")
+
+
+register(CheckFamily(
+    name="attack_invariants",
+    metric="attack invariant holds (1 = no violation found)",
+    bound="min",
+    variants=lambda settings: [{"invariant": name} for name in PROPERTIES],
+    measure=_measure_invariant,
+    param_names=("invariant",),
+    positional=True,  # attack_invariants[in_ball]
+    param_choices={"invariant": tuple(PROPERTIES)},
 ))
