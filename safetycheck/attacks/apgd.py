@@ -31,9 +31,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
-from ..models import evaluation_mode, model_device
-from .base import (AttackResult, check_label_range, loss_gradient, project, random_start, steepest_ascent_step,
-                   validate_batch, validate_threat)
+from ..models import evaluation_mode
+from .base import (AttackResult, check_label_range, empty_result, loss_gradient, prepare_batch, project,
+                   random_start, steepest_ascent_step, validate_threat)
 
 LOSSES = ("ce", "dlr")
 MOMENTUM = 0.75
@@ -110,13 +110,10 @@ class APGD:
 
     def __call__(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> AttackResult:
         """Attack ``images`` (N, C, H, W) in [0, 1] with true ``labels`` (N,) int64."""
-        validate_batch(images, labels)
-        device = model_device(model)
-        images = images.detach().to(device)
-        labels = labels.to(device)
-        adversarial = images.clone()
+        images, labels, adversarial = prepare_batch(model, images, labels)
+        device = images.device
         if len(labels) == 0:
-            return AttackResult(adversarial, torch.zeros(0, dtype=torch.bool, device=device), 0)
+            return empty_result(images)
         with evaluation_mode(model):
             with torch.no_grad():
                 clean_logits = model(images)

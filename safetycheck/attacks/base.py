@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
+from ..models import model_device
 
 NORMS = ("Linf", "L2")
 # Pixel values live in [0, 1]; an Linf ball of radius 1 already holds every image, and an L2 ball
@@ -61,6 +62,19 @@ def validate_batch(images: torch.Tensor, labels: torch.Tensor) -> None:
                           f"got {_describe(labels)}.")
     if labels.dtype != torch.int64:
         raise ConfigError(f"labels must be int64 class indices; got {labels.dtype}.")
+
+
+def prepare_batch(model: nn.Module, images: torch.Tensor, labels: torch.Tensor):
+    """Validate a batch and move it to the model's device: returns ``(images, labels, adversarial)``
+    with ``adversarial`` a fresh copy of the images that the attack fills in (never the input)."""
+    validate_batch(images, labels)
+    device = model_device(model)
+    images = images.detach().to(device)
+    return images, labels.to(device), images.clone()
+
+
+def empty_result(images: torch.Tensor) -> AttackResult:
+    return AttackResult(images.clone(), torch.zeros(0, dtype=torch.bool, device=images.device), 0)
 
 
 def _describe(value) -> str:

@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..models import evaluation_mode, model_device
-from .base import AttackResult, check_label_range, loss_gradient, validate_batch, validate_threat
+from ..models import evaluation_mode
+from .base import empty_result, prepare_batch, AttackResult, check_label_range, loss_gradient, validate_threat
 
 
 @dataclass(frozen=True)
@@ -41,12 +41,9 @@ class FGSM:
         A sample is fooled if the clean image or the stepped image is misclassified; the returned
         point is then the misclassified one, else the stepped image.
         """
-        validate_batch(images, labels)
-        device = model_device(model)
-        images = images.detach().to(device)
-        labels = labels.to(device)
+        images, labels, _ = prepare_batch(model, images, labels)
         if len(labels) == 0:
-            return AttackResult(images.clone(), torch.zeros(0, dtype=torch.bool, device=device), 0)
+            return empty_result(images)
         with evaluation_mode(model):
             logits, _, grad = loss_gradient(model, images, labels, _checked_cross_entropy)
             clean_wrong = logits.argmax(dim=1) != labels

@@ -14,9 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..models import evaluation_mode, model_device
-from .base import (AttackResult, clean_outcome, loss_gradient, project, random_start,
-                   steepest_ascent_step, validate_batch, validate_threat)
+from ..models import evaluation_mode
+from .base import (AttackResult, clean_outcome, empty_result, loss_gradient, prepare_batch, project, random_start,
+                   steepest_ascent_step, validate_threat)
 
 
 @dataclass(frozen=True)
@@ -50,13 +50,9 @@ class PGD:
         Survivors get the point of highest cross-entropy seen (the clean point included), so the
         loss at the returned point is never below the clean loss.
         """
-        validate_batch(images, labels)
-        device = model_device(model)
-        images = images.detach().to(device)
-        labels = labels.to(device)
-        adversarial = images.clone()
+        images, labels, adversarial = prepare_batch(model, images, labels)
         if len(labels) == 0:
-            return AttackResult(adversarial, torch.zeros(0, dtype=torch.bool, device=device), 0)
+            return empty_result(images)
         with evaluation_mode(model):
             fooled, best_loss = clean_outcome(model, images, labels)
             passes = len(labels)

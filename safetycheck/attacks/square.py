@@ -25,8 +25,8 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from ..models import evaluation_mode, model_device
-from .base import AttackResult, check_label_range, per_sample_generators, validate_batch, validate_threat
+from ..models import evaluation_mode
+from .base import empty_result, prepare_batch, AttackResult, check_label_range, per_sample_generators, validate_threat
 
 # The paper's schedule of p on a 10 000-query budget: (last query of the stage, divisor of p_init).
 _P_SCHEDULE = ((10, 1), (50, 2), (200, 4), (500, 8), (1000, 16), (2000, 32), (4000, 64), (6000, 128),
@@ -79,13 +79,9 @@ class Square:
         """Attack ``images`` (N, C, H, W) in [0, 1] with true ``labels`` (N,) int64.
 
         Survivors return their lowest-margin point (never above the clean margin)."""
-        validate_batch(images, labels)
-        device = model_device(model)
-        images = images.detach().to(device)
-        labels = labels.to(device)
-        adversarial = images.clone()
+        images, labels, adversarial = prepare_batch(model, images, labels)
         if len(labels) == 0:
-            return AttackResult(adversarial, torch.zeros(0, dtype=torch.bool, device=device), 0)
+            return empty_result(images)
         with evaluation_mode(model):
             clean_logits = model(images)
             check_label_range(labels, clean_logits)
