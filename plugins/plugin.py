@@ -7,6 +7,7 @@ inert unless a run names models (``--safety-model``) or a ``safety_model`` fixtu
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -71,6 +72,7 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
             return
         file_config = load_threshold_config(config)
         run.settings = settings = run_settings(config, file_config)
+        _check_report_path(config.getoption("safety_json"))
         for model in models:
             check_contract(model, settings.device, allow_randomized=settings.allow_randomized)
         _check_data(settings)
@@ -98,6 +100,21 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
 def _source_path(model, config: pytest.Config) -> Path:
     path = Path(model.source.split("[")[0])
     return path.resolve() if path.is_file() else Path(config.rootpath)
+
+
+def _check_report_path(path: str | None) -> None:
+    """An unwritable report path is an error before any expensive work, not after it."""
+    if not path:
+        return
+    target = Path(path)
+    if target.is_dir():
+        raise SafetyCheckError(f"--safety-json {path} is a folder; give a file name such as {target / 'results.json'}.")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SafetyCheckError(f"--safety-json {path}: cannot create its folder ({exc.strerror}).") from None
+    if not os.access(target.parent, os.W_OK) or (target.exists() and not os.access(target, os.W_OK)):
+        raise SafetyCheckError(f"--safety-json {path} is not writable; choose another path.")
 
 
 def _check_data(settings) -> None:

@@ -182,6 +182,9 @@ def test_other_bad_inputs_give_one_usage_error(pytester, tiny, tmp_path):
     assert "--safety-device 'tpu'" in usage_error(pytester, tiny, "--safety-device=tpu")
     assert "two models are named 'tiny'" in usage_error(pytester, tiny, tiny)
     assert "did you mean 'pgd_linf'" in usage_error(pytester, tiny, "--safety-checks=clean_accuracy,pgd_lnf")
+    (pytester.path / "a_file").write_text("")
+    assert "cannot create its folder" in usage_error(pytester, tiny, "--safety-json=a_file/r.json")
+    assert "is a folder" in usage_error(pytester, tiny, f"--safety-json={pytester.path}")
 
 
 def test_fixture_with_arguments_is_refused(pytester, data_root):
