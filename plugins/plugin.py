@@ -81,7 +81,7 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     run.models = models
     planned = plan_checks(settings)
     for model in models:
-        evaluation = ModelEvaluation(model, settings)
+        evaluation = ModelEvaluation(model, settings, progress=reporting.progress_writer(config))
         suite_id = f"safety[{model.name}]"
         suite = SafetySuite.from_parent(session, name=suite_id, nodeid=suite_id, path=_source_path(model, config))
         generated = []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from types import SimpleNamespace
 
 from safetycheck.results import run_metadata, write_json
@@ -23,6 +24,27 @@ def _metadata(run) -> dict:
         for name in dict.fromkeys(r["model"] for r in run.records)
     ]
     return run_metadata(settings, models)
+
+
+def progress_writer(config):
+    """Announce each shared computation (an attack sweep, a corrupted set, the OOD detectors) on the
+    terminal as it starts and ends, so a minute-long sweep is not a silent terminal. Quiet under
+    ``-q``, and on xdist workers (they have no terminal)."""
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    capture = config.pluginmanager.get_plugin("capturemanager")
+    if reporter is None or config.get_verbosity() < 0 or hasattr(config, "workerinput"):
+        return None
+
+    def report(what: str, seconds: float | None) -> None:
+        # Checks run with output captured; step outside it, as pytest's live logging does.
+        with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
+            if seconds is None:
+                reporter.write(f" [{what} ...", cyan=True)
+            else:
+                reporter.write(f" {seconds:.1f} s]", cyan=True)
+            reporter.flush()
+
+    return report
 
 
 def terminal_summary(terminalreporter, run) -> None:

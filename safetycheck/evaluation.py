@@ -8,6 +8,7 @@ reads one of its epsilons.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Callable, TypeVar
@@ -42,10 +43,14 @@ class RunSettings:
 class ModelEvaluation:
     """Lazily computed, cached results for one model under one :class:`RunSettings`."""
 
-    def __init__(self, mut: ModelUnderTest, settings: RunSettings):
+    def __init__(self, mut: ModelUnderTest, settings: RunSettings,
+                 progress: Callable[[str, float | None], None] | None = None):
+        """``progress(what, seconds)``, if given, hears of each shared result as it starts
+        (``seconds`` None) and when it is done, so that long computations are never silent."""
         self.mut = mut
         self.settings = settings
         self.model = mut.module.to(settings.device)
+        self.progress = progress
         self._cache: dict[str, object] = {}
 
     @cached_property
@@ -77,7 +82,14 @@ class ModelEvaluation:
         """The result named ``key``, computed by ``compute(self)`` the first time it is asked for;
         every check family shares its expensive results through this one cache."""
         if key not in self._cache:
-            self._cache[key] = compute(self)
+            if self.progress is None:
+                self._cache[key] = compute(self)
+            else:
+                what = f"{self.mut.name}: {key}"
+                self.progress(what, None)
+                started = time.perf_counter()
+                self._cache[key] = compute(self)
+                self.progress(what, time.perf_counter() - started)
         return self._cache[key]
 
     def sweep(self, key: str, run: Callable[["ModelEvaluation"], SweepResult]) -> SweepResult:

@@ -231,3 +231,11 @@ def test_gradient_masking_model_is_flagged_not_reported_robust(pytester, data_ro
     assert not records["attack_trust[large_eps]"]["passed"]
     assert "zero on 100.0%" in records["attack_trust[gradients]"]["details"]
     result.assert_outcomes(passed=1, failed=2, deselected=3)  # the PGD check alone would have passed
+
+
+def test_shared_computations_report_progress_unless_quiet(pytester, tiny):
+    pytester.makefile(".toml", gate="[thresholds]\nclean_accuracy = 0.0\npgd_linf = 0.0\n")
+    result = run(pytester, tiny, "--safety-thresholds=gate.toml")
+    result.stdout.fnmatch_lines(["safety[[]tiny[]] *[[]tiny: sweep:pgd_linf ... *s[]]*"])
+    quiet = run(pytester, tiny, "--safety-thresholds=gate.toml", "-q")
+    assert "sweep:pgd_linf" not in quiet.stdout.str()
