@@ -312,6 +312,7 @@ class FakeEvaluation:
         self.test_set = type("LabelledImages", (), {"labels": labels})()
         self.settings = type("RunSettings", (), {"seed": 0})()
         self._cache = {}
+        self.progress = None
 
     cached = ModelEvaluation.cached
 
