@@ -18,6 +18,7 @@ from ..checks import CheckFamily, Measurement, register
 from ..corruptions import CORRUPTIONS, load_corrupted
 from ..evaluation import ModelEvaluation
 from ..models import evaluation_mode
+from .accuracy import accuracy
 
 
 def _source(evaluation: ModelEvaluation) -> str:
@@ -41,10 +42,6 @@ def corrupted_correct(evaluation: ModelEvaluation, name: str) -> torch.Tensor:
     return evaluation.cached(f"mnist_c/{_source(evaluation)}/{name}", run)
 
 
-def _accuracy(correct: torch.Tensor) -> float:
-    return int(correct.sum()) / max(int(correct.numel()), 1)
-
-
 def _details(evaluation: ModelEvaluation) -> str:
     source = _source(evaluation)
     seed = f", seed {evaluation.settings.seed}" if source == "generated" else ""
@@ -52,7 +49,7 @@ def _details(evaluation: ModelEvaluation) -> str:
 
 
 def _mean_accuracy(evaluation: ModelEvaluation) -> tuple[float, int]:
-    accuracies = [_accuracy(corrupted_correct(evaluation, name)) for name in CORRUPTIONS]
+    accuracies = [accuracy(corrupted_correct(evaluation, name)) for name in CORRUPTIONS]
     return sum(accuracies) / len(accuracies), 10_000 * len(accuracies)
 
 
@@ -63,13 +60,13 @@ def _measure_mean(evaluation: ModelEvaluation, params: dict) -> Measurement:
 
 def _measure_one(evaluation: ModelEvaluation, params: dict) -> Measurement:
     correct = corrupted_correct(evaluation, params["corruption"])
-    return Measurement(_accuracy(correct), int(correct.numel()),
+    return Measurement(accuracy(correct), int(correct.numel()),
                        f"corruption {params['corruption']}; {_details(evaluation)}")
 
 
 def _measure_drop(evaluation: ModelEvaluation, params: dict) -> Measurement:
     mean, n = _mean_accuracy(evaluation)
-    clean = _accuracy(evaluation.clean_correct)
+    clean = accuracy(evaluation.clean_correct)
     return Measurement(clean - mean, n, f"clean accuracy {clean:.4f} minus MNIST-C mean {mean:.4f}; "
                                         f"{_details(evaluation)}")
 
