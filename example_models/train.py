@@ -1,9 +1,12 @@
-"""Train the example models on the real MNIST training set, seeded and reproducible.
+"""Train the example models (the zoo) on the real MNIST training set, seeded and reproducible.
 
     SAFETYCHECK_DATA=../shared/data python -m example_models.train --model lenet
+    SAFETYCHECK_DATA=../shared/data python -m example_models.train --all      # the whole zoo
+    python -m example_models.train --list
 
-writes ``example_models/weights/<model>.pt`` (a state_dict) and records the hyperparameters,
-the training time and the test accuracy in ``example_models/weights/manifest.json``.
+writes ``example_models/weights/<model>.pt`` (a state_dict) and records the recipe, the
+hyperparameters, the training time and the test accuracy in ``example_models/weights/manifest.json``.
+The recipes are in :mod:`example_models.recipes`.
 """
 
 from __future__ import annotations
@@ -15,39 +18,43 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from example_models.lenet import LeNet5
+from example_models.recipes import ZOO, Phase, Recipe, batch_loss
 from safetycheck.data import load_split
 
 WEIGHTS_DIR = Path(__file__).with_name("weights")
-ARCHITECTURES = {
-    "lenet": lambda: LeNet5(width=1),
-}
 
 
 def train(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, *, epochs: int,
-          batch_size: int, lr: float, seed: int) -> list[float]:
-    """Adam with a cosine learning-rate decay; returns the mean training loss per epoch."""
+          batch_size: int, lr: float, seed: int, phases: tuple[Phase, ...] | None = None) -> list[float]:
+    """Adam with a cosine learning-rate decay over all phases; returns the mean training loss per
+    epoch. ``phases`` default to plain cross-entropy for ``epochs`` epochs."""
+    phases = phases or (Phase("plain", epochs),)
+    epochs = sum(phase.epochs for phase in phases)
+    schedule_of_epochs = [phase for phase in phases for _ in range(phase.epochs)]
     generator = torch.Generator().manual_seed(seed)
     optimiser = torch.optim.Adam(model.parameters(), lr=lr)
     steps_per_epoch = (len(labels) + batch_size - 1) // batch_size
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=epochs * steps_per_epoch)
     losses = []
     model.train()
-    for epoch in range(epochs):
+    for epoch, phase in enumerate(schedule_of_epochs):
         order = torch.randperm(len(labels), generator=generator)
         total = 0.0
-        for start in range(0, len(labels), batch_size):
+        first_epoch_of_phase = epoch == 0 or schedule_of_epochs[epoch - 1] is not phase
+        for step, start in enumerate(range(0, len(labels), batch_size)):
             batch = order[start:start + batch_size]
-            loss = F.cross_entropy(model(images[batch]), labels[batch])
+            # Adversarial phases ramp eps up over their first epoch (from a tenth of it).
+            warmup = min(1.0, 0.1 + 0.9 * step / steps_per_epoch) if first_epoch_of_phase else 1.0
+            loss = batch_loss(model, phase, images[batch], labels[batch], generator, warmup)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
             schedule.step()
             total += loss.item() * len(batch)
         losses.append(total / len(labels))
-        print(f"epoch {epoch + 1}/{epochs}: train loss {losses[-1]:.4f}", flush=True)
+        print(f"epoch {epoch + 1}/{epochs} ({phase.kind}): train loss {losses[-1]:.4f}", flush=True)
     return losses
 
 
@@ -63,46 +70,61 @@ def accuracy(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor)
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", choices=sorted(ARCHITECTURES), default="lenet")
-    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--model", action="append", choices=sorted(ZOO), help="zoo model to train; repeatable")
+    parser.add_argument("--all", action="store_true", help="train every zoo model that has no weights yet")
+    parser.add_argument("--list", action="store_true", help="list the zoo's recipes and exit")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2, help="CPU threads; fixed for reproducibility")
     parser.add_argument("--data", default=None, help="data root (default: $SAFETYCHECK_DATA)")
-    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--out-dir", type=Path, default=WEIGHTS_DIR)
     args = parser.parse_args(argv)
+    if args.list:
+        for name, recipe in ZOO.items():
+            print(f"{name:<20} {recipe.family:<22} width {recipe.width}, seed {recipe.seed}: {recipe.describe()}")
+        return
+    names = args.model or ([name for name in ZOO if not (args.out_dir / f"{name}.pt").exists()] if args.all else [])
+    if not names:
+        parser.error("name a model with --model NAME, or give --all (see --list)")
 
-    torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
     torch.use_deterministic_algorithms(True)
     train_set = load_split("mnist", "train", root=args.data)
     test_set = load_split("mnist", "test", root=args.data)
-    model = ARCHITECTURES[args.model]()
+    for name in names:
+        train_one(name, ZOO[name], train_set, test_set, args)
 
+
+def train_one(name: str, recipe: Recipe, train_set, test_set, args) -> None:
+    torch.manual_seed(recipe.seed)
+    model = LeNet5(width=recipe.width)
+    print(f"{name}: {recipe.describe()}", flush=True)
     started = time.perf_counter()
-    losses = train(model, train_set.images, train_set.labels, epochs=args.epochs,
-                   batch_size=args.batch_size, lr=args.lr, seed=args.seed)
+    losses = train(model, train_set.images, train_set.labels, epochs=recipe.epochs, batch_size=args.batch_size,
+                   lr=args.lr, seed=recipe.seed, phases=recipe.phases)
     seconds = time.perf_counter() - started
     test_accuracy = accuracy(model, test_set.images, test_set.labels)
-    print(f"{args.model}: test accuracy {test_accuracy:.4f} after {seconds:.0f} s", flush=True)
+    print(f"{name}: test accuracy {test_accuracy:.4f} after {seconds:.0f} s", flush=True)
 
-    out = args.out or WEIGHTS_DIR / f"{args.model}.pt"
+    out = args.out_dir / f"{name}.pt"
     out.parent.mkdir(parents=True, exist_ok=True)
     torch.save(model.state_dict(), out)
     manifest_path = out.parent / "manifest.json"
     manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
-    manifest[args.model] = {
+    manifest[name] = {
         "weights": out.name,
-        "architecture": type(model).__name__,
+        "family": recipe.family,
+        "architecture": f"LeNet5(width={recipe.width})",
         "parameters": sum(p.numel() for p in model.parameters()),
-        "hyperparameters": {k: getattr(args, k) for k in ("epochs", "batch_size", "lr", "seed", "threads")},
-        "optimiser": "Adam, cosine learning-rate decay to 0, cross-entropy, no augmentation",
+        "recipe": recipe.describe(),
+        "hyperparameters": {"epochs": recipe.epochs, "batch_size": args.batch_size, "lr": args.lr,
+                            "seed": recipe.seed, "threads": args.threads},
+        "optimiser": "Adam, cosine learning-rate decay to 0 over all epochs, cross-entropy",
         "train_loss_per_epoch": [round(x, 5) for x in losses],
         "training_seconds": round(seconds, 1),
         "mnist_test_accuracy": test_accuracy,
         "trained_on": f"{platform.machine()}, {torch.get_num_threads()} CPU threads, torch {torch.__version__}",
-        "command": f"python -m example_models.train --model {args.model} --epochs {args.epochs} --seed {args.seed}",
+        "command": f"python -m example_models.train --model {name}",
     }
     manifest_path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
 
