@@ -59,8 +59,9 @@ outline-offset:-3px}
 .cell .rnd{color:#a3487c;font-size:11px;margin-left:6px}
 .key-row{font-size:12px;color:#616e7c;margin:8px 0 0}.key-row span{margin-right:14px}
 .plots{display:flex;flex-wrap:wrap;gap:18px 28px;align-items:flex-start}
-figure{margin:0}figure.plot figcaption{font-weight:600;font-size:13px;margin-bottom:4px}
-figure.plot.small{width:330px}figure.plot.small .note{margin:2px 0 0}
+figure{margin:0}figure.plot{max-width:540px}figure.plot.wide{max-width:680px}figure.plot figcaption{font-weight:600;font-size:13px;margin-bottom:4px}
+figure.plot.small{width:330px}figure.plot.small figcaption{white-space:nowrap;overflow:hidden;
+text-overflow:ellipsis}figure.plot.small .note{margin:2px 0 0}
 svg.chart{max-width:100%;height:auto;display:block}svg.chart text{fill:#52606d}
 svg.chart .axis-label{fill:#1f2933;font-size:11.5px}svg.key{vertical-align:middle;margin-right:5px}
 ul.legend{list-style:none;padding:0;margin:6px 0 0;font-size:12px;display:flex;flex-wrap:wrap;gap:2px 16px}
@@ -106,12 +107,18 @@ def _models(metadata: dict, records: list[dict]) -> list[str]:
     return list(dict.fromkeys(names + [str(r["model"]) for r in records if "model" in r]))
 
 
-def _pair(value: float | None, threshold: float | None) -> tuple[str, str]:
-    """Value and threshold with enough decimals to tell unequal numbers apart (3 at least)."""
+def _decimals(records: list[dict]) -> int:
+    """3 decimals, or 4 where any value or threshold among ``records`` is below 0.1 (ECE, Brier)."""
+    numbers = [num(r.get(k)) for r in records for k in ("value", "threshold")]
+    return 4 if any(x is not None and 0 < abs(x) < 0.1 for x in numbers) else 3
+
+
+def _pair(value: float | None, threshold: float | None, decimals: int = 3) -> tuple[str, str]:
+    """Value and threshold to ``decimals``, or more where needed to tell unequal numbers apart."""
     if value is None or threshold is None:
-        return ("NaN" if value is None else f"{value:.4f}", "" if threshold is None else f"{threshold:.4f}")
-    small = any(0 < abs(v) < 0.1 for v in (value, threshold))
-    for decimals in range(4 if small else 3, 8):
+        return ("NaN" if value is None else f"{value:.{decimals}f}",
+                "" if threshold is None else f"{threshold:.{decimals}f}")
+    for decimals in range(decimals, 8):
         a, b = f"{value:.{decimals}f}", f"{threshold:.{decimals}f}"
         if (a != b) == (value != threshold):
             break
@@ -120,8 +127,8 @@ def _pair(value: float | None, threshold: float | None) -> tuple[str, str]:
 
 def _relation(record: dict, passed: bool) -> str:
     if record.get("bound") == "max":
-        return "\u2264" if passed else ">"
-    return "\u2265" if passed else "<"
+        return "\u2264" if passed else "&gt;"
+    return "\u2265" if passed else "&lt;"
 
 
 def _tooltip(record: dict, state: str) -> str:
@@ -157,7 +164,7 @@ def _tooltip(record: dict, state: str) -> str:
     return "\n".join(lines)
 
 
-def _cell(model: str, check: str, record: dict | None) -> str:
+def _cell(model: str, check: str, record: dict | None, decimals: int = 3) -> str:
     attrs = f'data-model="{escape(model)}" data-check="{escape(check)}"'
     if record is None:
         return (f'<td class="cell absent" {attrs} title="not run for this model">'
@@ -170,7 +177,7 @@ def _cell(model: str, check: str, record: dict | None) -> str:
         return (f'<td class="cell skip" {attrs} title="{title}"><span class="sym">{_SYMBOL["skip"]}</span>'
                 f'SKIP<span class="why">{escape(short)}</span></td>')
     value, threshold = num(record.get("value")), num(record.get("threshold"))
-    a, b = _pair(value, threshold)
+    a, b = _pair(value, threshold, decimals)
     main = escape(a) if threshold is None else f"{escape(a)} {_relation(record, state == 'pass')} {escape(b)}"
     extra, classes = "", f"cell {state}"
     if record.get("n") is not None:
@@ -178,7 +185,7 @@ def _cell(model: str, check: str, record: dict | None) -> str:
     base = record.get("baseline")
     if isinstance(base, dict):
         bv = num(base.get("value"))
-        extra += f'<span class="base">base {"n/a" if bv is None else _pair(bv, bv)[0]}</span>'
+        extra += f'<span class="base">base {"n/a" if bv is None else _pair(bv, bv, decimals)[0]}</span>'
         if base.get("regressed"):
             extra += '<span class="regr">\u25bc regressed</span>'
             classes += " regressed"
@@ -208,13 +215,14 @@ def _matrix(records: list[dict], models: list[str]) -> str:
     rows, row_id = [], 0
     for fam, checks in by_family.items():
         note = _FAMILY_NOTES.get(fam, "")
+        decimals = _decimals([r for r in records if family(r) == fam])
         rows.append(f'<tr class="family"><th colspan="{len(models) + 1}">{escape(fam)} '
                     f'<span class="sub">{escape(note)}</span></th></tr>')
         for check in checks:
             row_id += 1
             label = escape(check) + (f'<div class="sub">{escape(metric[check])}</div>' if check in metric else "")
             rows.append(f'<tr id="row-{row_id}"><th scope="row" class="check">{label}</th>'
-                        + "".join(_cell(m, check, cells.get((m, check))) for m in models) + "</tr>")
+                        + "".join(_cell(m, check, cells.get((m, check)), decimals) for m in models) + "</tr>")
     key = ('<p class="key-row"><span>\u2713 pass</span><span>\u2717 fail</span><span>\u2013 skipped</span>'
            '<span>\u00b7 not run</span><span>\u25bc regressed against the baseline</span>'
            "<span>hover a cell for details, threshold source and interval</span></p>")
@@ -230,7 +238,7 @@ def _verdict(records: list[dict], metadata: dict, models: list[str]) -> str:
     if failed:
         items = []
         for r in [r for r in records if status(r) == "fail"][:12]:
-            a, b = _pair(num(r.get("value")), num(r.get("threshold")))
+            a, b = _pair(num(r.get("value")), num(r.get("threshold")), _decimals([r]))
             items.append(f"<li><strong>{escape(str(r.get('model')))}</strong> {escape(str(r.get('check')))}: "
                          f"{escape(a)} {_relation(r, False)} {escape(b)}</li>")
         if failed > 12:
