@@ -7,7 +7,6 @@ inert unless a run names models (``--safety-model``) or a ``safety_model`` fixtu
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -19,9 +18,10 @@ from safetycheck.evaluation import ModelEvaluation
 from safetycheck.models import check_contract
 
 from . import reporting
-from .items import RECORD_PROPERTY, SafetyCheckItem, SafetySuite
+from .items import SafetyCheckItem, SafetySuite
 from .models_source import collect_models
 from .options import add_options, load_threshold_config, run_settings
+from .outputs import Outputs
 
 STATE = pytest.StashKey["SafetyRun"]()
 
@@ -36,17 +36,28 @@ class SafetyRun:
         self.models = []
         self.records: list[dict] = []
         self.teardowns: list = []
+        self.outputs: Outputs | None = None  # validated report paths, baseline, threshold update target
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(self, item: pytest.Item, call):
+        report = yield
+        record = getattr(item, "safety_record", None)
+        if call.when == "call" and record is not None:
+            # A plain attribute travels with the report to the xdist controller (as JSON text).
+            report.safetycheck_record = json.dumps(record)
+        return report
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        if report.when == "call":
-            self.records.extend(json.loads(value) for name, value in report.user_properties if name == RECORD_PROPERTY)
+        if report.when == "call" and getattr(report, "safetycheck_record", None):
+            record = json.loads(report.safetycheck_record)
+            self.records.append(record)
+            reporting.add_junit_suite_property(self.config, record)
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         for teardown in self.teardowns:
             teardown()
-        path = self.config.getoption("safety_json")
-        if path and self.records and not hasattr(self.config, "workerinput"):
-            reporting.write_results_json(path, self)
+        if self.records and self.outputs is not None and not hasattr(self.config, "workerinput"):
+            self.outputs.write(self)
 
     def pytest_terminal_summary(self, terminalreporter) -> None:
         if self.records:
@@ -61,6 +72,12 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[STATE] = run = SafetyRun(config)
     config.pluginmanager.register(run, "safetycheck-run")
     config.addinivalue_line("markers", "safetycheck: a generated safety test (added automatically)")
+    # Report paths, the baseline and the threshold file to update are checked here, on the
+    # controller and on every worker, before any model is loaded or attacked.
+    try:
+        run.outputs = Outputs.from_config(config)
+    except SafetyCheckError as exc:
+        raise pytest.UsageError(str(exc)) from None
 
 
 @pytest.hookimpl(tryfirst=True)  # before -k/-m deselection sees the item list
@@ -72,7 +89,6 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
             return
         file_config = load_threshold_config(config)
         run.settings = settings = run_settings(config, file_config)
-        _check_report_path(config.getoption("safety_json"))
         for model in models:
             check_contract(model, settings.device, allow_randomized=settings.allow_randomized)
         _check_data(settings)
@@ -87,7 +103,7 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
         generated = []
         for check in planned:
             item = SafetyCheckItem.from_parent(suite, name=check.id, planned=check, evaluation=evaluation,
-                                               file_config=file_config)
+                                               file_config=file_config, baseline=run.outputs.baseline)
             item.add_marker("safetycheck")
             # Under `pytest -n N --dist loadgroup` a model's checks share one worker and its cache.
             item.add_marker(pytest.mark.xdist_group(model.name))
@@ -100,21 +116,6 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
 def _source_path(model, config: pytest.Config) -> Path:
     path = Path(model.source.split("[")[0])
     return path.resolve() if path.is_file() else Path(config.rootpath)
-
-
-def _check_report_path(path: str | None) -> None:
-    """An unwritable report path is an error before any expensive work, not after it."""
-    if not path:
-        return
-    target = Path(path)
-    if target.is_dir():
-        raise SafetyCheckError(f"--safety-json {path} is a folder; give a file name such as {target / 'results.json'}.")
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise SafetyCheckError(f"--safety-json {path}: cannot create its folder ({exc.strerror}).") from None
-    if not os.access(target.parent, os.W_OK) or (target.exists() and not os.access(target, os.W_OK)):
-        raise SafetyCheckError(f"--safety-json {path} is not writable; choose another path.")
 
 
 def _check_data(settings) -> None:

@@ -1,29 +1,75 @@
-"""The terminal summary and the JSON results file, written on the controller."""
+"""The terminal summary, the results document, the gallery and the JUnit suite properties."""
 
 from __future__ import annotations
 
 import contextlib
 from types import SimpleNamespace
 
-from safetycheck.results import run_metadata, write_json
+from safetycheck.results import results_document as build_document
+from safetycheck.results import run_metadata
 
 from .options import load_threshold_config, run_settings
 
+GALLERY_IMAGES = 16  # MNIST test images corrupted together for the HTML report's gallery (the first is shown)
 
-def write_results_json(path: str, run) -> None:
-    write_json(path, run.records, _metadata(run))
+
+def results_document(run) -> dict:
+    """Every record of the run with its metadata: what the JSON file holds and the HTML shows."""
+    return build_document(run.records, _metadata(run))
 
 
 def _metadata(run) -> dict:
     # Under xdist the controller collects nothing: rebuild the settings from the same options, and
     # the models from the records the workers sent.
-    settings = run.settings or run_settings(run.config, load_threshold_config(run.config))
+    settings = _settings(run)
     models = run.models or [
         SimpleNamespace(name=name, source="(evaluated on an xdist worker)",
                         randomized=any(r.get("randomized") for r in run.records if r["model"] == name))
         for name in dict.fromkeys(r["model"] for r in run.records)
     ]
-    return run_metadata(settings, models)
+    metadata = run_metadata(settings, models)
+    baseline = run.outputs.baseline if run.outputs is not None else None
+    if baseline is not None:
+        metadata["baseline"] = {"path": str(baseline.path), "created": baseline.metadata.get("created")}
+    return metadata
+
+
+def _settings(run):
+    return run.settings or run_settings(run.config, load_threshold_config(run.config))
+
+
+def corruption_gallery(run) -> dict[str, bytes] | None:
+    """One MNIST test image under each corruption, as PNG bytes, when the run measured MNIST-C."""
+    if not any(r["family"].startswith("mnist_c") for r in run.records):
+        return None
+    from safetycheck.corruptions.gallery import gallery
+    from safetycheck.data import load_split
+
+    settings = _settings(run)
+    images = load_split("mnist", "test", root=settings.data_root, download=settings.download).images
+    return gallery(images[:GALLERY_IMAGES], seed=settings.seed, index=0)
+
+
+def add_junit_suite_property(config, record: dict) -> None:
+    """Put the check's measured value, bound and parameters on the JUnit <testsuite> as well as on
+    its <testcase>: pytest's default family, xunit2, has no properties on testcases in its schema
+    (that is why ``record_property`` warns there), and suite properties are what strict xunit2
+    readers keep. A no-op without ``--junitxml`` and on xdist workers."""
+    from _pytest.junitxml import xml_key
+
+    xml = config.stash.get(xml_key, None)
+    if xml is None:
+        return
+    name = f"safety[{record['model']}]::{record['check']}"
+    if record.get("skipped"):
+        xml.add_global_property(name, f"skipped: {record['skipped']}")
+        return
+    relation = ">=" if record["bound"] == "min" else "<="
+    value = "nan" if record["value"] is None else f"{record['value']:.4f}"
+    params = ", ".join(f"{key}={value}" for key, value in record["params"].items())
+    xml.add_global_property(name, f"{'PASS' if record['passed'] else 'FAIL'}: {record['metric']} {value} "
+                                  f"(need {relation} {record['threshold']:.4f}; n={record['n']}"
+                                  f"{'; ' + params if params else ''})")
 
 
 def progress_writer(config):
@@ -50,15 +96,37 @@ def progress_writer(config):
 def terminal_summary(terminalreporter, run) -> None:
     write = terminalreporter.write_line
     terminalreporter.section("safetycheck results")
-    width = max(len(r["check"]) for r in run.records)
+    measured = [r for r in run.records if not r.get("skipped")]
+    settings = _settings(run)
+    if settings.samples is not None:
+        write(f"QUICK MODE: every family saw a stratified subset of {settings.samples} MNIST test images "
+              f"(--safety-samples); the full gate runs without it.", yellow=True)
+    width = max((len(r["check"]) for r in measured), default=10)
     for model in dict.fromkeys(r["model"] for r in run.records):
-        records = [r for r in run.records if r["model"] == model]
-        failed = sum(not r["passed"] for r in records)
-        randomized = " (RANDOMISED MODEL: attack results may overstate robustness)" if records[0].get("randomized") else ""
-        write(f"{model}: {len(records) - failed} passed, {failed} failed{randomized}")
+        records = [r for r in measured if r["model"] == model]
+        failed = sum(not r["passed"] or (r.get("baseline") or {}).get("regressed", False) for r in records)
+        skipped = sum(1 for r in run.records if r["model"] == model and r.get("skipped"))
+        randomized = " (RANDOMISED MODEL: attack results may overstate robustness)" if any(
+            r.get("randomized") for r in records) else ""
+        write(f"{model}: {len(records) - failed} passed, {failed} failed, {skipped} skipped{randomized}")
         for r in records:
             relation = ">=" if r["bound"] == "min" else "<="
             value = "nan" if r["value"] is None else f"{r['value']:.4f}"
-            status = "PASS" if r["passed"] else "FAIL"
-            write(f"  {status}  {r['check']:<{width}}  {value} (need {relation} {r['threshold']:.4f})  n={r['n']}",
-                  red=not r["passed"], green=r["passed"])
+            base = r.get("baseline") or {}
+            regressed = base.get("regressed", False)
+            ok = r["passed"] and not regressed
+            note = ""
+            if base.get("value") is not None:
+                note = f"  baseline {base['value']:.4f}{' REGRESSED' if regressed else ''}"
+            write(f"  {'PASS' if ok else 'FAIL'}  {r['check']:<{width}}  {value} (need {relation} "
+                  f"{r['threshold']:.4f})  n={r['n']}{note}", red=not ok, green=ok)
+    outputs = run.outputs
+    if outputs is not None and outputs.update_target:
+        from safetycheck.threshold_update import format_changes
+
+        write("")
+        write(f"thresholds updated in {outputs.update_target} (margin {outputs.margin:g}):", bold=True)
+        for line in format_changes(outputs.changes).splitlines():
+            write(f"  {line}")
+    for what, path in outputs.written if outputs is not None else ():
+        write(f"{what}: {path}")

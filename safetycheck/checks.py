@@ -30,6 +30,11 @@ class Measurement:
     value: float
     n: int  # samples the value was measured on
     details: str  # parameters a person needs to read the value (attack, data, seed)
+    # A 95% interval of the value (binomial for accuracies, bootstrap for AUROC and calibration),
+    # which baselines use as the metric's sampling noise; None where there is none.
+    ci: tuple[float, float] | None = None
+    # JSON-serialisable data the reports plot (ROC curve, reliability bins, per-corruption accuracy).
+    artifacts: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,8 @@
 A threshold file is TOML: either a standalone file (``--safety-thresholds PATH``) or the
 ``[tool.safetycheck]`` table of the project's ``pyproject.toml``::
 
-    samples = 1000                    # MNIST test images attacked per sweep
+    attack_samples = 1000             # MNIST test images attacked per sweep (a seeded random subset)
+    samples = 2000                    # optional: every family on a stratified subset (quick gating)
     seed = 0
     checks = ["clean_accuracy", "pgd_linf", "apgd"]   # families to run (default: the default suite)
     epsilons = [0.05, 0.1, 0.2, 0.3]  # Linf radii, pixel units
@@ -82,7 +83,7 @@ DEFAULT_PROFILE: dict[str, float] = {
     "mnist_c": 0.50,
 }
 
-SETTING_KEYS = {"samples": int, "seed": int, "epsilons": list, "checks": list}
+SETTING_KEYS = {"samples": int, "attack_samples": int, "seed": int, "epsilons": list, "checks": list}
 TOP_LEVEL_KEYS = set(SETTING_KEYS) | {"thresholds", "models", "ood"}
 OOD_KEYS = {"sets": list, "scores": list, "user_sets": dict}
 MODEL_KEYS = {"thresholds"}
@@ -100,7 +101,7 @@ class SafetyConfig:
     """The validated content of a threshold file (all empty when there is none)."""
 
     path: Path | None = None
-    settings: dict = field(default_factory=dict)  # samples, seed, epsilons as given
+    settings: dict = field(default_factory=dict)  # samples, attack_samples, seed, epsilons, checks as given
     ood: dict = field(default_factory=dict)  # OODSettings keyword arguments, validated
     thresholds: dict[str, float] = field(default_factory=dict)
     model_thresholds: dict[str, dict[str, float]] = field(default_factory=dict)
@@ -192,10 +193,10 @@ def _setting(path: Path, where: str, key: str, value):
         if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
             raise ConfigError(f"{path}: {where} must be a non-empty list of check family names.")
         return list(validate_families(value, f"{path}: {where}"))
-    if key in ("samples", "seed"):
+    if key in ("samples", "attack_samples", "seed"):
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"{path}: {where} must be an integer, not {value!r}.")
-        if key == "samples" and value < 1:
+        if key != "seed" and value < 1:
             raise ConfigError(f"{path}: {where} must be at least 1, not {value}.")
         if key == "seed" and value < 0:
             raise ConfigError(f"{path}: {where} must be non-negative, not {value}.")

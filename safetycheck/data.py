@@ -18,6 +18,7 @@ Nothing is downloaded unless the caller allows it.
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 import struct
 from dataclasses import dataclass
@@ -142,6 +143,28 @@ def check_files(dataset: str, root: DataRoot | str | os.PathLike) -> None:
         )
     for name in names:
         _check_idx_file(raw / name, expected_items=info.sizes["train" if name.startswith("train") else "test"])
+
+
+def data_checksums(root: DataRoot | str | os.PathLike) -> dict[str, str]:
+    """SHA-256 of every raw file present under ``root`` (``"MNIST/t10k-images-idx3-ubyte"`` ->
+    hex digest), for the run metadata: two runs on the same numbers read the same bytes."""
+    root = root if isinstance(root, DataRoot) else DataRoot(Path(root), "argument")
+    digests = {}
+    for info in DATASETS.values():
+        for name in expected_files(info.key):
+            path = root.path / info.folder / "raw" / name
+            if path.is_file():
+                digests[f"{info.folder}/{name}"] = _sha256(path)
+    return digests
+
+
+@functools.lru_cache(maxsize=32)
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _check_idx_file(path: Path, expected_items: int) -> None:

@@ -30,6 +30,9 @@ class RunSettings:
     device: torch.device = torch.device("cpu")
     seed: int = 0
     attack_samples: int = 1000  # MNIST test images attacked per sweep (a seeded random subset)
+    # None: every family reads the whole MNIST test set (and whole OOD sets); N: a stratified, seeded
+    # subset of N test images (and N images of each OOD set), for quick pull-request gating.
+    samples: int | None = None
     epsilons: tuple[float, ...] = (0.05, 0.1, 0.2, 0.3)
     data_root: DataRoot = field(default_factory=resolve_data_root)
     download: bool = False
@@ -54,8 +57,30 @@ class ModelEvaluation:
         self._cache: dict[str, object] = {}
 
     @cached_property
-    def test_set(self) -> LabelledImages:
+    def full_test_set(self) -> LabelledImages:
         return load_split("mnist", "test", root=self.settings.data_root, download=self.settings.download)
+
+    @cached_property
+    def test_indices(self) -> torch.Tensor | None:
+        """Indices into the full MNIST test set of the evaluated images, or None for all of them."""
+        if self.settings.samples is None or self.settings.samples >= len(self.full_test_set):
+            return None
+        return stratified_indices(self.full_test_set.labels, self.settings.samples, self.settings.seed)
+
+    @cached_property
+    def test_set(self) -> LabelledImages:
+        """The MNIST test images every family evaluates: all 10000, or the stratified subset."""
+        full, index = self.full_test_set, self.test_indices
+        if index is None:
+            return full
+        return LabelledImages(full.images[index], full.labels[index], f"{full.name} (stratified subset of {len(index)})")
+
+    def describe_test_set(self) -> str:
+        """How the evaluated MNIST test images were chosen, for a check's details."""
+        n = len(self.test_set)
+        if self.test_indices is None:
+            return f"all {n} MNIST test images"
+        return f"a stratified subset of {n} MNIST test images (seed {self.settings.seed}; --safety-samples)"
 
     @cached_property
     def clean_logits(self) -> torch.Tensor:
@@ -78,6 +103,11 @@ class ModelEvaluation:
         order = torch.randperm(len(self.test_set), generator=generator)
         return order[: min(self.settings.attack_samples, len(order))]
 
+    def select(self, values: torch.Tensor) -> torch.Tensor:
+        """The rows of a per-test-image tensor (e.g. predictions on a corrupted test set) that
+        belong to the evaluated images."""
+        return values if self.test_indices is None else values[self.test_indices]
+
     def cached(self, key: str, compute: Callable[["ModelEvaluation"], T]) -> T:
         """The result named ``key``, computed by ``compute(self)`` the first time it is asked for;
         every check family shares its expensive results through this one cache."""
@@ -95,3 +125,24 @@ class ModelEvaluation:
     def sweep(self, key: str, run: Callable[["ModelEvaluation"], SweepResult]) -> SweepResult:
         """An attack sweep, cached like any other result."""
         return self.cached(f"sweep:{key}", run)
+
+
+def stratified_indices(labels: torch.Tensor, n: int, seed: int) -> torch.Tensor:
+    """``n`` indices into ``labels`` (N,) int64, drawn without replacement so that each class keeps
+    its share of the whole (largest-remainder rounding), seeded; returned sorted.
+
+    Raises ValueError unless 1 <= n <= N."""
+    if not 1 <= n <= len(labels):
+        raise ValueError(f"a stratified subset needs 1 <= n <= {len(labels)}; got {n}")
+    classes, counts = torch.unique(labels, return_counts=True)
+    exact = counts.double() * n / len(labels)
+    quota = exact.floor().long()
+    remainder = n - int(quota.sum())
+    quota[torch.argsort(exact - quota, descending=True, stable=True)[:remainder]] += 1
+    generator = torch.Generator().manual_seed(seed)
+    chosen = []
+    for label, take in zip(classes.tolist(), quota.tolist()):
+        members = torch.nonzero(labels == label).flatten()
+        chosen.append(members[torch.randperm(len(members), generator=generator)[:take]])
+    return torch.sort(torch.cat(chosen)).values
+

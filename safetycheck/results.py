@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import platform
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -41,10 +42,15 @@ class CheckResult:
     metric: str
     details: str
     randomized: bool = False  # the model's eval-mode outputs are random (allowed by the user)
+    ci: tuple[float, float] | None = None  # 95% interval of the value (see checks.Measurement)
+    artifacts: dict = field(default_factory=dict)  # plot data for the reports
+    skipped: str | None = None  # why the check could not be measured (value is then NaN)
+    baseline: dict | None = None  # the comparison with --safety-baseline, when one was given
 
     def record(self) -> dict:
         record = asdict(self)
         record["value"] = _json_number(self.value)
+        record["ci"] = None if self.ci is None else [_json_number(float(v)) for v in self.ci]
         return record
 
     def message(self) -> str:
@@ -75,6 +81,7 @@ def run_metadata(settings, models: list) -> dict:
     import torchvision
 
     from . import __version__
+    from .data import data_checksums
 
     return {
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -87,9 +94,12 @@ def run_metadata(settings, models: list) -> dict:
         "device": str(settings.device),
         "seed": settings.seed,
         "attack_samples": settings.attack_samples,
+        # None: whole test sets; N: every family saw a stratified, seeded subset of N MNIST test images.
+        "samples": settings.samples,
         "epsilons": list(settings.epsilons),
         "data_root": str(settings.data_root.path),
         "data_root_source": settings.data_root.source,
+        "data_checksums": data_checksums(settings.data_root),
         "models": [
             {"name": m.name, "source": m.source, "randomized": m.randomized,
              **({"warning": "randomised model: attack results may overstate robustness"} if m.randomized else {})}
@@ -98,9 +108,20 @@ def run_metadata(settings, models: list) -> dict:
     }
 
 
-def write_json(path: str | Path, records: list[dict], metadata: dict) -> None:
-    document = {"format": "safetycheck-results", "format_version": FORMAT_VERSION,
-                "metadata": metadata, "results": records}
+def results_document(records: list[dict], metadata: dict) -> dict:
+    """The JSON results document (the shape in this module's docstring)."""
+    return {"format": "safetycheck-results", "format_version": FORMAT_VERSION, "metadata": metadata,
+            "results": records}
+
+
+def write_document(path: str | Path, document: dict) -> None:
+    """Write a results document atomically (a reader never sees half a file)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(document, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(json.dumps(document, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    os.replace(temporary, path)
+
+
+def write_json(path: str | Path, records: list[dict], metadata: dict) -> None:
+    write_document(path, results_document(records, metadata))

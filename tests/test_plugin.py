@@ -20,7 +20,7 @@ def safety_model():
 
 # The plugin is imported before pytester's inner runs, so they cannot assertion-rewrite it.
 QUIET = ("-p", "no:randomly", "-W", "ignore::pytest.PytestAssertRewriteWarning")
-FAST = ("--safety-checks=clean_accuracy,pgd_linf", "--safety-eps=0.1,0.3", "--safety-samples=20", *QUIET)
+FAST = ("--safety-checks=clean_accuracy,pgd_linf", "--safety-eps=0.1,0.3", "--safety-attack-samples=20", *QUIET)
 
 
 @pytest.fixture
@@ -63,7 +63,7 @@ def test_pass_and_fail_follow_the_thresholds_and_json_records_them(pytester, tin
         "(PGD-Linf eps=0.1, 40 steps of 0.01, 1 restart(s), random start, seed 0; *n=20; "
         "threshold from gate.toml: thresholds.pgd_linf)",
         "*safetycheck results*",
-        "tiny: 1 passed, 2 failed",
+        "tiny: 1 passed, 2 failed, 0 skipped",
     ])
     document = json.loads((pytester.path / "out" / "r.json").read_text())
     assert document["format"] == "safetycheck-results"
@@ -115,7 +115,7 @@ def test_safety_model_fixture_dict_gives_named_models_and_restores_them(pytester
     pytester.makefile(".toml", gate="[thresholds]\nclean_accuracy = 0.0\npgd_linf = 0.0\n")
     result = run(pytester, "--safety-thresholds=gate.toml")
     result.assert_outcomes(passed=6)
-    result.stdout.fnmatch_lines(["first: 3 passed, 0 failed", "second: 3 passed, 0 failed"])
+    result.stdout.fnmatch_lines(["first: 3 passed, 0 failed*", "second: 3 passed, 0 failed*"])
     state = json.loads((pytester.path / "state.json").read_text())
     assert state["first"] == [[True, True, True], [True, True]]
     assert state["second"] == [[True, True, True, True], [True, False]]
@@ -141,7 +141,7 @@ def test_randomised_model_runs_only_when_allowed_and_is_flagged(pytester, data_r
     result = run(pytester, "--safety-model=noisy.py", "--safety-allow-randomized", "--safety-thresholds=gate.toml",
                  "--safety-json=r.json")
     result.assert_outcomes(passed=3)
-    result.stdout.fnmatch_lines(["noisy: 3 passed, 0 failed (RANDOMISED MODEL*"])
+    result.stdout.fnmatch_lines(["noisy: 3 passed, 0 failed, 0 skipped (RANDOMISED MODEL*"])
     document = json.loads((pytester.path / "r.json").read_text())
     assert document["metadata"]["models"][0]["randomized"] is True
     assert all(record["randomized"] for record in document["results"])
@@ -212,7 +212,7 @@ def test_main_job_on_the_trained_example_model(pytester, data_root):
     """The README's main job on real MNIST: lenet's clean accuracy is at least 0.990."""
     result = pytester.runpytest(f"--safety-model={REPO / 'example_models' / 'lenet.py'}", "--safety-eps=0.1",
                                 "--safety-checks=clean_accuracy,pgd_linf",
-                                "--safety-samples=100", "--safety-json=r.json", *QUIET)
+                                "--safety-attack-samples=100", "--safety-json=r.json", *QUIET)
     result.assert_outcomes(passed=2)
     records = {r["check"]: r for r in json.loads((pytester.path / "r.json").read_text())["results"]}
     assert records["clean_accuracy"]["model"] == "lenet"
@@ -223,7 +223,7 @@ def test_main_job_on_the_trained_example_model(pytester, data_root):
 def test_gradient_masking_model_is_flagged_not_reported_robust(pytester, data_root):
     """A LeNet behind a hard input threshold looks robust to gradient attacks; the trust checks fail."""
     result = pytester.runpytest(f"--safety-model={REPO / 'example_models' / 'masked.py'}",
-                                "--safety-checks=pgd_linf,attack_trust", "--safety-eps=0.3", "--safety-samples=50",
+                                "--safety-checks=pgd_linf,attack_trust", "--safety-eps=0.3", "--safety-attack-samples=50",
                                 "-k", "pgd_linf or gradients or large_eps", "--safety-json=r.json", *QUIET)
     records = {r["check"]: r for r in json.loads((pytester.path / "r.json").read_text())["results"]}
     assert records["pgd_linf[eps=0.3]"]["value"] > 0.5  # the attack is blind to the masked model...

@@ -4,6 +4,7 @@ from ..attacks.pgd import PGD
 from ..checks import CheckFamily, Measurement, register
 from ..evaluation import ModelEvaluation
 from ..robustness import SweepResult, robust_accuracy_sweep
+from .accuracy import wilson_interval
 
 
 def attack_sweep(evaluation: ModelEvaluation, key: str, attacks: list, epsilons=None) -> SweepResult:
@@ -31,11 +32,26 @@ def pgd_sweep(evaluation: ModelEvaluation, norm: str) -> SweepResult:
                         [(f"pgd_{norm.lower()}", lambda eps: PGD(eps=eps, norm=norm, seed=seed))])
 
 
+def sweep_measurement(sweep: SweepResult, eps: float, details: str) -> Measurement:
+    """Robust accuracy at ``eps`` with its Wilson interval; the artifacts say which attack of the
+    cascade broke how many images there, for the reports."""
+    robust = int(sweep.robust[eps].sum())
+    return Measurement(sweep.accuracy(eps), sweep.n, details, ci=wilson_interval(robust, sweep.n),
+                       artifacts={"broken_by": {name: int(count) for name, count in sweep.broken_by[eps].items()}})
+
+
+def attacked_subset(evaluation: ModelEvaluation) -> str:
+    """Which images were attacked, for a check's details."""
+    attacked, evaluated = len(evaluation.attack_indices), evaluation.describe_test_set()
+    if attacked == len(evaluation.test_set):
+        return f"attacked: {evaluated}"
+    return f"attacked: a seeded random {attacked} of {evaluated}"
+
+
 def _measure_pgd_linf(evaluation: ModelEvaluation, params: dict) -> Measurement:
     sweep = pgd_sweep(evaluation, "Linf")
     eps = float(params["eps"])
-    return Measurement(sweep.accuracy(eps), sweep.n,
-                       f"{'; '.join(sweep.descriptions[eps])}; seeded random subset of MNIST test")
+    return sweep_measurement(sweep, eps, f"{'; '.join(sweep.descriptions[eps])}; {attacked_subset(evaluation)}")
 
 
 register(CheckFamily(

@@ -17,7 +17,7 @@ from ..errors import ConfigError
 from ..checks import CheckFamily, Measurement, register
 from ..evaluation import ModelEvaluation, RunSettings
 from ..robustness import SweepResult
-from .adversarial import attack_sweep
+from .adversarial import attack_sweep, attacked_subset, sweep_measurement
 
 # L2 radii in pixel units, fixed rather than taken from the run's Linf epsilons: the MNIST range
 # where undefended CNNs go from mostly robust (0.5) to mostly broken (2.0), and where L2-trained
@@ -43,10 +43,10 @@ def _measurer(name: str):
             raise ConfigError(f"{name} is not measured at eps={eps:g}; its radii are {', '.join(map(str, sweep.epsilons))}.")
         broken = ", ".join(f"{attack} broke {count}" for attack, count in sweep.broken_by[eps].items())
         budget = f"; {_budget(evaluation)} budget" if name in ("apgd", "autoattack") else ""
-        return Measurement(
-            sweep.accuracy(eps), sweep.n,
+        return sweep_measurement(
+            sweep, eps,
             f"{NORM[name]} worst case over {'; '.join(sweep.descriptions[eps])}{budget}; {broken}; "
-            f"seeded random subset of MNIST test",
+            f"{attacked_subset(evaluation)}",
         )
     return measure
 

@@ -33,7 +33,15 @@ def calibration_report_for(evaluation: ModelEvaluation) -> CalibrationReport:
 def _measure_calibration(evaluation: ModelEvaluation, params: dict) -> Measurement:
     metric = params["metric"]
     report = calibration_report_for(evaluation)
-    return Measurement(report.metrics[metric].value, report.n, f"{report.describe(metric)}; all MNIST test images")
+    estimate = report.metrics[metric]
+    artifacts = {}
+    if metric == "ece":  # one copy of the reliability diagram per model is enough for the reports
+        diagram = report.reliability
+        artifacts["reliability"] = {"bin_lower": diagram.lower, "bin_upper": diagram.upper,
+                                    "confidence": diagram.mean_confidence, "accuracy": diagram.accuracy,
+                                    "count": diagram.count}
+    return Measurement(estimate.value, report.n, f"{report.describe(metric)}; {evaluation.describe_test_set()}",
+                       ci=(estimate.interval.low, estimate.interval.high), artifacts=artifacts)
 
 
 register(CheckFamily(

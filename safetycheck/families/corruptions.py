@@ -18,7 +18,7 @@ from ..checks import CheckFamily, Measurement, register
 from ..corruptions import CORRUPTIONS, load_corrupted
 from ..evaluation import ModelEvaluation
 from ..models import evaluation_mode
-from .accuracy import accuracy
+from .accuracy import accuracy, accuracy_measurement, wilson_interval
 
 
 def _source(evaluation: ModelEvaluation) -> str:
@@ -26,11 +26,15 @@ def _source(evaluation: ModelEvaluation) -> str:
 
 
 def corrupted_correct(evaluation: ModelEvaluation, name: str) -> torch.Tensor:
-    """(10000,) bool: which corrupted test images of ``name`` the model classifies correctly."""
+    """(N,) bool: which of the evaluated test images (all 10000, or the ``samples`` subset) the
+    model classifies correctly under corruption ``name``."""
     def run(ev: ModelEvaluation) -> torch.Tensor:
         settings = ev.settings
-        data = load_corrupted(name, source=_source(ev), root=settings.data_root, seed=settings.seed,
-                              download=settings.download)
+        corrupted = load_corrupted(name, source=_source(ev), root=settings.data_root, seed=settings.seed,
+                                   download=settings.download)
+        # Corrupted sets are generated (and cached) whole, so a subset's images are exactly the
+        # full set's: a quick run and a full run agree image by image.
+        data = type(corrupted)(ev.select(corrupted.images), ev.select(corrupted.labels), corrupted.name)
         size = settings.batch_size * 4
         with evaluation_mode(ev.model), torch.inference_mode():
             predictions = torch.cat([
@@ -45,30 +49,43 @@ def corrupted_correct(evaluation: ModelEvaluation, name: str) -> torch.Tensor:
 def _details(evaluation: ModelEvaluation) -> str:
     source = _source(evaluation)
     seed = f", seed {evaluation.settings.seed}" if source == "generated" else ""
-    return f"MNIST-C ({source}{seed}), all 10000 test images per corruption"
+    return f"MNIST-C ({source}{seed}), {evaluation.describe_test_set()} per corruption"
 
 
-def _mean_accuracy(evaluation: ModelEvaluation) -> tuple[float, int]:
-    accuracies = [accuracy(corrupted_correct(evaluation, name)) for name in CORRUPTIONS]
-    return sum(accuracies) / len(accuracies), 10_000 * len(accuracies)
+def _mean_accuracy(evaluation: ModelEvaluation) -> tuple[float, int, tuple[float, float] | None, dict]:
+    """(mean accuracy, images, 95% interval, accuracy per corruption). The interval is the pooled
+    Wilson interval: every corruption has the same images, so the mean is the pooled proportion
+    (an interval that ignores the correlation between corruptions, hence a little narrow)."""
+    correct = {name: corrupted_correct(evaluation, name) for name in CORRUPTIONS}
+    per_corruption = {name: accuracy(values) for name, values in correct.items()}
+    n = sum(int(values.numel()) for values in correct.values())
+    interval = wilson_interval(sum(int(values.sum()) for values in correct.values()), n)
+    return sum(per_corruption.values()) / len(per_corruption), n, interval, per_corruption
 
 
 def _measure_mean(evaluation: ModelEvaluation, params: dict) -> Measurement:
-    value, n = _mean_accuracy(evaluation)
-    return Measurement(value, n, f"mean over the 15 corruptions; {_details(evaluation)}")
+    value, n, interval, per_corruption = _mean_accuracy(evaluation)
+    return Measurement(value, n, f"mean over the 15 corruptions; {_details(evaluation)}", ci=interval,
+                       artifacts={"per_corruption": per_corruption})
 
 
 def _measure_one(evaluation: ModelEvaluation, params: dict) -> Measurement:
-    correct = corrupted_correct(evaluation, params["corruption"])
-    return Measurement(accuracy(correct), int(correct.numel()),
-                       f"corruption {params['corruption']}; {_details(evaluation)}")
+    return accuracy_measurement(corrupted_correct(evaluation, params["corruption"]),
+                                f"corruption {params['corruption']}; {_details(evaluation)}")
 
 
 def _measure_drop(evaluation: ModelEvaluation, params: dict) -> Measurement:
-    mean, n = _mean_accuracy(evaluation)
-    clean = accuracy(evaluation.clean_correct)
+    mean, n, mean_interval, _ = _mean_accuracy(evaluation)
+    correct = evaluation.clean_correct
+    clean = accuracy(correct)
+    clean_interval = wilson_interval(int(correct.sum()), int(correct.numel()))
+    interval = None
+    if mean_interval and clean_interval:
+        # Half-widths add in quadrature (the two estimates treated as independent).
+        half = ((clean_interval[1] - clean_interval[0]) ** 2 + (mean_interval[1] - mean_interval[0]) ** 2) ** 0.5 / 2
+        interval = (clean - mean - half, clean - mean + half)
     return Measurement(clean - mean, n, f"clean accuracy {clean:.4f} minus MNIST-C mean {mean:.4f}; "
-                                        f"{_details(evaluation)}")
+                                        f"{_details(evaluation)}", ci=interval)
 
 
 register(CheckFamily(

@@ -9,9 +9,11 @@ with a floor of chance level.
 
 from __future__ import annotations
 
+import torch
+
 from ..checks import CheckFamily, CheckSkipped, Measurement, register
 from ..evaluation import ModelEvaluation, RunSettings
-from ..ood import IN_DISTRIBUTION, SCORES, ModelOOD, OODSet, OODSettings
+from ..ood import IN_DISTRIBUTION, SCORES, ModelOOD, OODSet, OODSettings, load_ood_set
 
 
 def ood_settings(settings: RunSettings) -> OODSettings:
@@ -22,11 +24,28 @@ def model_ood(evaluation: ModelEvaluation) -> ModelOOD:
     """The model's shared OOD work, created on first use."""
     def create(ev: ModelEvaluation) -> ModelOOD:
         # The evaluation's test set and its clean logits are the in-distribution side of every check.
-        test_set = OODSet(IN_DISTRIBUTION, ev.test_set.images, f"MNIST test ({len(ev.test_set)} images)")
-        return ModelOOD(ev.model, ood_settings(ev.settings), root=ev.settings.data_root, download=ev.settings.download,
+        settings = ood_settings(ev.settings)
+        image_sets = {IN_DISTRIBUTION: OODSet(IN_DISTRIBUTION, ev.test_set.images, ev.describe_test_set())}
+        if ev.settings.samples is not None:
+            image_sets.update(_ood_subsets(ev, settings))
+        return ModelOOD(ev.model, settings, root=ev.settings.data_root, download=ev.settings.download,
                         seed=ev.settings.seed, batch_size=ev.settings.batch_size, in_logits=ev.clean_logits,
-                        image_sets={IN_DISTRIBUTION: test_set})
+                        image_sets=image_sets)
     return evaluation.cached("ood", create)
+
+
+def _ood_subsets(evaluation: ModelEvaluation, settings: OODSettings) -> dict[str, OODSet]:
+    """Under ``samples``, each OOD set shrinks to a seeded random subset of as many images as the
+    in-distribution side, so that a quick run stays quick and AUROC stays balanced."""
+    subsets = {}
+    for name in settings.all_sets:
+        full = load_ood_set(name, settings, evaluation.settings.data_root, evaluation.settings.download,
+                            evaluation.settings.seed)
+        n = min(evaluation.settings.samples, len(full.images))
+        order = torch.randperm(len(full.images), generator=torch.Generator().manual_seed(evaluation.settings.seed))
+        subsets[name] = OODSet(name, full.images[order[:n].sort().values],
+                               f"{full.description}, a seeded subset of {n} (--safety-samples)")
+    return subsets
 
 
 def _variants(settings: RunSettings) -> list[dict]:
@@ -41,10 +60,13 @@ def _measure_ood_auroc(evaluation: ModelEvaluation, params: dict) -> Measurement
     m = result.metrics
     low, high = m.auroc_ci
     return Measurement(
-        m.auroc, m.n_in + m.n_out,
-        f"{result.description}; higher score = in-distribution, MNIST test positive; AUROC {m.confidence:.0%} CI "
-        f"[{low:.4f}, {high:.4f}] (bootstrap {m.bootstrap}, seed {m.seed}); AUPR-in {m.aupr_in:.4f}, "
-        f"AUPR-out {m.aupr_out:.4f}, FPR at 95% TPR {m.fpr_at_95_tpr:.4f}; {m.n_in} in vs {m.n_out} OOD images",
+        m.auroc, m.n_in + m.n_out, ci=(float(low), float(high)),
+        artifacts={"roc": {"fpr": result.roc["fpr"], "tpr": result.roc["tpr"]}} if result.roc else {},
+        details=(
+            f"{result.description}; higher score = in-distribution, MNIST test positive; AUROC {m.confidence:.0%} "
+            f"CI [{low:.4f}, {high:.4f}] (bootstrap {m.bootstrap}, seed {m.seed}); AUPR-in {m.aupr_in:.4f}, "
+            f"AUPR-out {m.aupr_out:.4f}, FPR at 95% TPR {m.fpr_at_95_tpr:.4f}; {m.n_in} in vs {m.n_out} OOD images"
+        ),
     )
 
 
