@@ -210,7 +210,7 @@ def ood_section(records: list[dict], styles: dict[str, tuple[str, str]]) -> str:
         if series:
             chart = svg.line_chart(series, x_domain=(0.0, 1.0), y_domain=(0.0, 1.0), x_label="false positive rate",
                                    y_label="true positive rate", label=f"ROC, {ood_set} vs MNIST, score {score}",
-                                   diagonal=True, markers=False, width=300, height=270)
+                                   diagonal=True, markers=False, width=270, height=240)
             charts.append(f'<figure class="plot small"><figcaption>{escape(ood_set)} \u00b7 '
                           f"{escape(score)}</figcaption>{chart}{legend(keys)}</figure>")
     note = (f'<p class="note">No ROC curve recorded for: {escape(", ".join(missing))}.</p>' if missing else "")
@@ -267,7 +267,8 @@ def calibration_section(records: list[dict], styles: dict[str, tuple[str, str]])
         seen.add(model)
         ece = next((num(x.get("value")) for x in calibration
                     if str(x["model"]) == model and params(x).get("metric") == "ece"), None)
-        chart = svg.reliability_chart(bins, label=f"reliability diagram, {model}", colour_=styles[model][0])
+        chart = svg.reliability_chart(bins, label=f"reliability diagram, {model}", colour_=styles[model][0],
+                                      width=270)
         head = escape(model) + (f' <span class="sub">ECE {ece:.4f}</span>' if ece is not None else "")
         charts.append(f'<figure class="plot small"><figcaption>{head}</figcaption>{chart}'
                       f'<p class="note">{escape(_concentration(bins))}</p></figure>')
@@ -276,7 +277,8 @@ def calibration_section(records: list[dict], styles: dict[str, tuple[str, str]])
             if missing else "")
     return _section("calibration", "Calibration: reliability diagrams",
                     "Accuracy per confidence bin (bars) against perfect calibration (dashed); the "
-                    "shaded band is the gap to the bin's mean confidence. The strip beneath counts "
+                    "outlined band is the gap to the bin's mean confidence (tinted above a bar: "
+                    "over-confident; lightened inside it: under-confident). The strip beneath counts "
                     "the samples per bin on a log scale: an MNIST model is so confident that nearly "
                     "every sample lands in the top bin, so read that bin's numbers in the note.",
                     '<div class="plots">' + "".join(charts) + "</div>" + note)

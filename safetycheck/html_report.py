@@ -41,10 +41,10 @@ box-shadow:0 1px 2px rgba(15,23,42,.04)}
 .notice.notice-baseline{border-color:#0072B2;background:#e8f2fa}
 nav.toc{font-size:13px;margin:6px 0}nav.toc a{margin-right:16px;color:#0b5d99;text-decoration:none}
 .matrix-wrap{overflow-x:auto}
-table.matrix{border-collapse:separate;border-spacing:0;font-size:12.5px;width:100%}
-.matrix th,.matrix td{padding:5px 9px;border-bottom:1px solid #edf0f3;text-align:left;vertical-align:top}
+table.matrix{border-collapse:separate;border-spacing:0;font-size:12.5px;min-width:55%}
+.matrix th,.matrix td{padding:4px 10px;border-bottom:1px solid #edf0f3;text-align:left;vertical-align:top}
 .matrix thead th{position:sticky;top:0;background:#fff;border-bottom:2px solid #c3c9d0;z-index:1}
-.matrix th.model{min-width:170px}
+.matrix th.model{min-width:190px}.matrix th.check-col{min-width:220px}
 .matrix tr.family th{background:#f5f7fa;font-size:13px;padding-top:9px;border-bottom:1px solid #dde2e8}
 .matrix th.check{font-weight:500;white-space:nowrap}
 .cell{border-left:4px solid transparent;white-space:nowrap;font-variant-numeric:tabular-nums}
@@ -58,9 +58,9 @@ margin-left:6px}
 outline-offset:-3px}
 .cell .rnd{color:#a3487c;font-size:11px;margin-left:6px}
 .key-row{font-size:12px;color:#616e7c;margin:8px 0 0}.key-row span{margin-right:14px}
-.plots{display:flex;flex-wrap:wrap;gap:18px 28px;align-items:flex-start}
+.plots{display:flex;flex-wrap:wrap;gap:18px 22px;align-items:flex-start}
 figure{margin:0}figure.plot{max-width:540px}figure.plot.wide{max-width:680px}figure.plot figcaption{font-weight:600;font-size:13px;margin-bottom:4px}
-figure.plot.small{width:330px}figure.plot.small figcaption{white-space:nowrap;overflow:hidden;
+figure.plot.small{width:270px}figure.plot.small figcaption{white-space:nowrap;overflow:hidden;
 text-overflow:ellipsis}figure.plot.small .note{margin:2px 0 0}
 svg.chart{max-width:100%;height:auto;display:block}svg.chart text{fill:#52606d}
 svg.chart .axis-label{fill:#1f2933;font-size:11.5px}svg.key{vertical-align:middle;margin-right:5px}
@@ -214,13 +214,16 @@ def _matrix(records: list[dict], models: list[str]) -> str:
         head.append(f'<th class="model" scope="col">{escape(m)}<div class="sub">{counts}</div></th>')
     rows, row_id = [], 0
     for fam, checks in by_family.items():
-        note = _FAMILY_NOTES.get(fam, "")
-        decimals = _decimals([r for r in records if family(r) == fam])
+        members = [r for r in records if family(r) == fam]
+        first_metric = next((str(r["metric"]) for r in members if r.get("metric")), "")
+        note = _FAMILY_NOTES.get(fam, first_metric)
+        decimals = _decimals(members)
         rows.append(f'<tr class="family"><th colspan="{len(models) + 1}">{escape(fam)} '
                     f'<span class="sub">{escape(note)}</span></th></tr>')
         for check in checks:
             row_id += 1
-            label = escape(check) + (f'<div class="sub">{escape(metric[check])}</div>' if check in metric else "")
+            own = metric.get(check, first_metric)
+            label = escape(check) + (f' <span class="sub">{escape(own)}</span>' if own != first_metric else "")
             rows.append(f'<tr id="row-{row_id}"><th scope="row" class="check">{label}</th>'
                         + "".join(_cell(m, check, cells.get((m, check)), decimals) for m in models) + "</tr>")
     key = ('<p class="key-row"><span>\u2713 pass</span><span>\u2717 fail</span><span>\u2013 skipped</span>'

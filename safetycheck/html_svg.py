@@ -215,13 +215,14 @@ def reliability_chart(bins: list[dict], *, label: str, colour_: str, width: int 
         tip = (f"confidence [{b['lower']:.3f}, {b['upper']:.3f}): {b['count']} samples, accuracy {acc:.4f}"
                + (f", mean confidence {conf:.4f}" if conf is not None else ""))
         out.append(f'<g><title>{escape(tip)}</title><rect x="{_f(x0 + 0.5)}" y="{_f(fr.y(acc))}" '
-                   f'width="{_f(max(x1 - x0 - 1, 0.5))}" height="{_f(fr.y(0) - fr.y(acc))}" fill="{colour_}" '
-                   f'fill-opacity="0.8"/>')
+                   f'width="{_f(max(x1 - x0 - 1, 0.5))}" height="{_f(fr.y(0) - fr.y(acc))}" fill="{colour_}"/>')
         if conf is not None:
+            # Over-confident: the gap is empty space above the bar, tinted; under-confident: it is
+            # the top of the bar, lightened. Outlined either way.
             top, bottom = sorted((fr.y(acc), fr.y(_clamp(conf, 0, 1))))
+            fill = '#D55E00" fill-opacity="0.3' if conf > acc else '#fff" fill-opacity="0.55'
             out.append(f'<rect x="{_f(x0 + 0.5)}" y="{_f(top)}" width="{_f(max(x1 - x0 - 1, 0.5))}" '
-                       f'height="{_f(max(bottom - top, 0.6))}" fill="#D55E00" fill-opacity="0.35" '
-                       f'stroke="#D55E00" stroke-width="0.8"/>')
+                       f'height="{_f(max(bottom - top, 0.6))}" fill="{fill}" stroke="#D55E00" stroke-width="0.9"/>')
         out.append("</g>")
     out.append(f'<line x1="{_f(fr.x(0))}" y1="{_f(fr.y(0))}" x2="{_f(fr.x(1))}" y2="{_f(fr.y(1))}" '
                f'stroke="{INK}" stroke-dasharray="4 3" stroke-width="1"/>')

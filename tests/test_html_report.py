@@ -12,6 +12,8 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from safetycheck.html_report import render_html, status, write_html
 
@@ -292,10 +294,31 @@ def test_malformed_artifacts_are_skipped(document):
     assert "No reliability bins recorded" in page
 
 
-def test_write_html_creates_folder(tmp_path, document):
+def test_write_html_creates_folder_and_leaves_the_document_alone(tmp_path, document):
+    before = copy.deepcopy(document)
     target = tmp_path / "nested" / "deeper" / "report.html"
     write_html(target, document)
     assert target.read_text(encoding="utf-8") == render_html(document)
+    assert document == before
+
+
+_text = st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=12)
+_value = st.one_of(st.none(), st.floats(allow_nan=True, allow_infinity=True), st.integers(-5, 5))
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.fixed_dictionaries({
+    "model": _text, "check": _text, "family": st.sampled_from(["pgd_linf", "ood_auroc", "calibration", "zz"]),
+    "value": _value, "threshold": _value, "passed": st.booleans(), "bound": st.sampled_from(["min", "max"]),
+    "params": st.fixed_dictionaries({"eps": _value, "set": _text, "score": _text, "metric": _text}),
+    "details": _text, "skipped": st.one_of(st.none(), _text)}), max_size=6))
+def test_arbitrary_records_render_escaped_and_balanced(records):
+    page = render_html({"metadata": {}, "results": records})
+    collector = parse(page)
+    assert not collector.errors and collector.stack == []
+    assert not any(tag == "script" for tag, _ in collector.tags)
+    for record in records:
+        assert "cell" in collector.cells[(record["model"], record["check"])]
 
 
 @pytest.mark.skipif(not Path("/usr/bin/chromium").exists(), reason="/usr/bin/chromium is not installed")
