@@ -316,6 +316,9 @@ class FakeEvaluation:
 
     cached = ModelEvaluation.cached
 
+    def describe_test_set(self) -> str:
+        return f"all {len(self.clean_logits)} test images"
+
 
 def test_family_registers_gated_metrics_and_computes_one_report_per_model(monkeypatch):
     from safetycheck.checks import REGISTRY, check_id
@@ -339,6 +342,11 @@ def test_family_registers_gated_metrics_and_computes_one_report_per_model(monkey
     assert len(calls) == 1
     assert measurements["brier"].value == pytest.approx(brier_score(logits, labels)) and measurements["brier"].n == 300
     assert "bootstrap interval" in measurements["ece"].details and "temperature" in measurements["ece"].details
+    for measurement in measurements.values():  # the bootstrap interval travels as the value's noise
+        low, high = measurement.ci
+        assert low <= high and high >= 0
+    reliability = measurements["ece"].artifacts["reliability"]
+    assert sum(reliability["count"]) == 300 and len(reliability["bin_lower"]) == len(reliability["accuracy"])
 
 
 # --- the real trained LeNet-5 on the real MNIST test set ----------------------------------------
