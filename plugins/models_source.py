@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import inspect
+from typing import TYPE_CHECKING
 
 import pytest
 
 from safetycheck.errors import ModelLoadError
-from safetycheck.models import ModelUnderTest, load_model_file, models_from_object
+
+if TYPE_CHECKING:
+    from safetycheck.models import ModelUnderTest
 
 FIXTURE_NAME = "safety_model"
 
@@ -16,6 +19,8 @@ def collect_models(session: pytest.Session) -> tuple[list[ModelUnderTest], list]
     """All models of this run, with unique names; and the teardowns of generator fixtures."""
     models: list[ModelUnderTest] = []
     for path in session.config.getoption("safety_model"):
+        from safetycheck.models import load_model_file  # torch is imported only when a model is named
+
         models.extend(load_model_file(path))
     fixture_models, teardowns = _models_from_fixture(session)
     models.extend(fixture_models)
@@ -50,6 +55,8 @@ def _models_from_fixture(session: pytest.Session) -> tuple[list[ModelUnderTest],
         value = definition.func()
     except Exception as exc:
         raise ModelLoadError(f"the {FIXTURE_NAME} fixture ({where}) raised {type(exc).__name__}: {exc}") from exc
+    from safetycheck.models import models_from_object
+
     teardowns = []
     if inspect.isgenerator(value):
         generator = value

@@ -1,18 +1,10 @@
-"""Command-line options, and turning them (plus the threshold file) into run settings."""
+"""Command-line options. Nothing here imports the engine: pytest loads this plugin in every run of
+every project where safetycheck is installed, and a run that names no model must not pay for
+importing torch (see :mod:`.settings` for turning options into run settings)."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
-
-from safetycheck.checks import validate_families
-from safetycheck.config import SafetyConfig, load_config
-from safetycheck.data import resolve_data_root
-from safetycheck.errors import ConfigError
-from safetycheck.evaluation import RunSettings
-from safetycheck.models import resolve_device
-from safetycheck.ood import OODSettings
 
 
 def add_options(parser: pytest.Parser) -> None:
@@ -31,7 +23,7 @@ def add_options(parser: pytest.Parser) -> None:
                          "images per OOD set), for quick pull-request gating; reports say so (default: whole sets).")
     group.addoption("--safety-attack-samples", type=int, default=None, metavar="N",
                     help="MNIST test images attacked per sweep, a seeded random subset (default 1000, or the "
-                         "threshold file's attack_samples; at most --safety-samples).")
+                         "threshold file's attack_samples; under --safety-samples N, at most N/2 unless given here).")
     group.addoption("--safety-seed", type=int, default=None, metavar="SEED",
                     help="seed for the attacked subset and random starts (default 0).")
     group.addoption("--safety-eps", default=None, metavar="E1,E2,...",
@@ -59,66 +51,3 @@ def add_options(parser: pytest.Parser) -> None:
                          "under <data root>/mnist_c/.")
     group.addoption("--safety-allow-randomized", action="store_true", default=False,
                     help="evaluate models whose eval-mode outputs are random (reports say so).")
-
-
-def load_threshold_config(config: pytest.Config) -> SafetyConfig:
-    path = config.getoption("safety_thresholds")
-    if path and config.getoption("safety_update_thresholds") and not Path(path).exists():
-        return SafetyConfig()  # --safety-update-thresholds creates it; until then, the built-in profile
-    return load_config(path, pyproject=Path(config.rootpath) / "pyproject.toml")
-
-
-def run_settings(config: pytest.Config, file_config: SafetyConfig) -> RunSettings:
-    """Command line first, then the threshold file, then the defaults."""
-    defaults = RunSettings.__dataclass_fields__
-    samples = _first(config.getoption("safety_samples"), file_config.settings.get("samples"))
-    if samples is not None and samples < 1:
-        raise ConfigError(f"--safety-samples must be at least 1, not {samples}.")
-    attack_samples = _first(config.getoption("safety_attack_samples"), file_config.settings.get("attack_samples"),
-                            defaults["attack_samples"].default)
-    if attack_samples < 1:
-        raise ConfigError(f"--safety-attack-samples must be at least 1, not {attack_samples}.")
-    if samples is not None:
-        attack_samples = min(attack_samples, samples)
-    seed = config.getoption("safety_seed")
-    seed = seed if seed is not None else file_config.settings.get("seed", 0)
-    if seed < 0:
-        raise ConfigError(f"--safety-seed must be non-negative, not {seed}.")
-    return RunSettings(
-        device=resolve_device(config.getoption("safety_device")),
-        seed=seed,
-        attack_samples=attack_samples,
-        samples=samples,
-        epsilons=tuple(_epsilons(config.getoption("safety_eps")) or file_config.settings.get("epsilons")
-                       or defaults["epsilons"].default),
-        data_root=resolve_data_root(config.getoption("safety_data")),
-        download=config.getoption("safety_download"),
-        allow_randomized=config.getoption("safety_allow_randomized"),
-        mnist_c_source=config.getoption("safety_mnist_c"),
-        ood=OODSettings(**file_config.ood),
-        checks=_families(config.getoption("safety_checks")) or tuple(file_config.settings.get("checks", ())),
-    )
-
-
-def _first(*values):
-    """The first value that is not None (0 is a value, and an invalid one the caller reports)."""
-    return next((value for value in values if value is not None), None)
-
-
-def _families(text: str | None) -> tuple[str, ...]:
-    if not text:
-        return ()
-    return validate_families([part.strip() for part in text.split(",") if part.strip()], "--safety-checks")
-
-
-def _epsilons(text: str | None) -> list[float] | None:
-    if not text:
-        return None
-    try:
-        values = [float(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise ConfigError(f"--safety-eps {text!r}: give comma-separated numbers, e.g. 0.1,0.3.") from None
-    bad = [v for v in values if not 0 < v <= 1]
-    if not values or bad:
-        raise ConfigError(f"--safety-eps {text!r}: Linf epsilons lie in (0, 1] (pixel units); got {bad or 'none'}.")
-    return values

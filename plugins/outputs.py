@@ -13,8 +13,6 @@ import pytest
 
 from safetycheck.errors import ConfigError
 
-from .options import load_threshold_config
-
 
 @dataclass
 class Outputs:
@@ -49,6 +47,8 @@ class Outputs:
                                   "(created if missing), or run from a project with a pyproject.toml.")
             _writable_file(str(outputs.update_target), "the threshold file to update")
         if thresholds and not (outputs.update_target and not Path(thresholds).exists()):
+            from .settings import load_threshold_config
+
             load_threshold_config(config)  # a missing file or invalid TOML fails now, not at collection
         return outputs
 

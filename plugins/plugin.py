@@ -11,17 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from safetycheck.checks import plan_checks
-from safetycheck.data import check_files
 from safetycheck.errors import SafetyCheckError
-from safetycheck.evaluation import ModelEvaluation
-from safetycheck.models import check_contract
 
-from . import reporting
-from .items import SafetyCheckItem, SafetySuite
-from .models_source import collect_models
-from .options import add_options, load_threshold_config, run_settings
+from .options import add_options
 from .outputs import Outputs
+
+# The engine (torch, scikit-learn) is imported inside the hooks that need it, so that installing
+# safetycheck costs nothing in pytest runs that test no model.
 
 STATE = pytest.StashKey["SafetyRun"]()
 
@@ -49,6 +45,8 @@ class SafetyRun:
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if report.when == "call" and getattr(report, "safetycheck_record", None):
+            from . import reporting
+
             record = json.loads(report.safetycheck_record)
             self.records.append(record)
             reporting.add_junit_suite_property(self.config, record)
@@ -61,6 +59,8 @@ class SafetyRun:
 
     def pytest_terminal_summary(self, terminalreporter) -> None:
         if self.records:
+            from . import reporting
+
             reporting.terminal_summary(terminalreporter, self)
 
 
@@ -82,11 +82,21 @@ def pytest_configure(config: pytest.Config) -> None:
 
 @pytest.hookimpl(tryfirst=True)  # before -k/-m deselection sees the item list
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list) -> None:
+    from .models_source import collect_models
+
     run = config.stash[STATE]
     try:
         models, run.teardowns = collect_models(session)
         if not models:
             return
+        from safetycheck.checks import plan_checks
+        from safetycheck.evaluation import ModelEvaluation
+        from safetycheck.models import check_contract
+
+        from . import reporting
+        from .items import SafetyCheckItem, SafetySuite
+        from .settings import load_threshold_config, run_settings
+
         file_config = load_threshold_config(config)
         run.settings = settings = run_settings(config, file_config)
         for model in models:
@@ -120,5 +130,7 @@ def _source_path(model, config: pytest.Config) -> Path:
 
 def _check_data(settings) -> None:
     """Fail at collection, once, when the MNIST test set is missing, rather than in every test."""
+    from safetycheck.data import check_files
+
     if not settings.download:
         check_files("mnist", settings.data_root)

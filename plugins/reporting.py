@@ -8,7 +8,7 @@ from types import SimpleNamespace
 from safetycheck.results import results_document as build_document
 from safetycheck.results import run_metadata
 
-from .options import load_threshold_config, run_settings
+from .settings import load_threshold_config, run_settings
 
 GALLERY_IMAGES = 16  # MNIST test images corrupted together for the HTML report's gallery (the first is shown)
 

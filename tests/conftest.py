@@ -14,6 +14,16 @@ import torch._dynamo  # noqa: F401
 # torch._dynamo lazily (torch.manual_seed does), and a second import of it re-registers a torch
 # operator library and fails; importing it here, before any run, keeps it loaded throughout.
 
+# The plugin imports the engine lazily (so plain pytest runs skip torch); import every module an
+# inner run would import here, so that pytester never drops a module (the check registry, say)
+# that a module kept from this process still refers to.
+import safetycheck.baseline  # noqa: E402,F401
+import safetycheck.html_report  # noqa: E402,F401
+import safetycheck.threshold_update  # noqa: E402,F401
+import safetycheck_pytest.items  # noqa: E402,F401
+import safetycheck_pytest.models_source  # noqa: E402,F401
+import safetycheck_pytest.reporting  # noqa: E402,F401
+import safetycheck_pytest.settings  # noqa: E402,F401
 from safetycheck.data import load_split, resolve_data_root
 
 REAL_DATA_SKIP = "real data unavailable: set SAFETYCHECK_DATA to a folder with MNIST/FashionMNIST/KMNIST raw files"

@@ -156,3 +156,16 @@ def test_xdist_gives_the_same_results_as_a_serial_run(pytester, tiny):
         assert (record["value"], record["n"], record["passed"]) == (
             parallel[check]["value"], parallel[check]["n"], parallel[check]["passed"])
     assert (pytester.path / "parallel.html").stat().st_size > 1000
+
+
+def test_loading_the_plugin_does_not_import_the_engine():
+    """pytest loads the plugin in every run where safetycheck is installed: a run that tests no
+    model must not pay for importing torch and scikit-learn."""
+    import subprocess
+    import sys
+
+    code = ("import sys, safetycheck_pytest.plugin, safetycheck_pytest.outputs; "
+            "heavy = [m for m in ('torch', 'sklearn', 'torchvision') if m in sys.modules]; "
+            "print(heavy); sys.exit(1 if heavy else 0)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -9,6 +9,8 @@ with a floor of chance level.
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 
 from ..checks import CheckFamily, CheckSkipped, Measurement, register
@@ -28,6 +30,10 @@ def model_ood(evaluation: ModelEvaluation) -> ModelOOD:
         image_sets = {IN_DISTRIBUTION: OODSet(IN_DISTRIBUTION, ev.test_set.images, ev.describe_test_set())}
         if ev.settings.samples is not None:
             image_sets.update(_ood_subsets(ev, settings))
+            # Quick mode fits the feature detectors on fewer training images too (at least 10 per
+            # evaluated test image, so the fit is never the weak part).
+            fit = min(settings.fit_samples or 60_000, max(10 * ev.settings.samples, settings.knn_k, 100))
+            settings = dataclasses.replace(settings, fit_samples=fit, knn_bank=min(settings.knn_bank, fit))
         return ModelOOD(ev.model, settings, root=ev.settings.data_root, download=ev.settings.download,
                         seed=ev.settings.seed, batch_size=ev.settings.batch_size, in_logits=ev.clean_logits,
                         image_sets=image_sets)
