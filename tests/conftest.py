@@ -19,6 +19,7 @@ import torch._dynamo  # noqa: F401
 # that a module kept from this process still refers to.
 import safetycheck.baseline  # noqa: E402,F401
 import safetycheck.html_report  # noqa: E402,F401
+import safetycheck.runner  # noqa: E402,F401
 import safetycheck.threshold_update  # noqa: E402,F401
 import safetycheck_pytest.items  # noqa: E402,F401
 import safetycheck_pytest.models_source  # noqa: E402,F401

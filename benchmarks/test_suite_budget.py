@@ -1,0 +1,65 @@
+"""The whole default suite on the example LeNet, as a user runs it: wall time and peak memory of
+``pytest --safety-model=example_models/lenet.py`` in a fresh process, over the full test sets and in
+quick mode (``--safety-samples 1000``). Budgets (issue #7): 5 minutes and 1 minute on 2 CPU cores.
+
+The run is a subprocess, so the figures include interpreter start, imports, data loading and
+collection, exactly what a CI job pays; MNIST-C sets come from the user cache (warm) unless
+``SAFETYCHECK_CACHE`` points at an empty folder. Figures go to the terminal and to
+``.benchmarks/suite_budget.json``; docs/PERFORMANCE.md records them. Commands::
+
+    SAFETYCHECK_DATA=... pytest benchmarks/test_suite_budget.py -p no:randomly -s          # full and quick
+    SAFETYCHECK_DATA=... pytest benchmarks/test_suite_budget.py --benchmark-disable -s     # quick mode only
+"""
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+BUDGET_SECONDS = {"full": 300, "quick": 60}
+RESULTS: dict = {}
+
+
+def _run_suite(extra: list[str], tmp_path: Path) -> dict:
+    report = tmp_path / "results.json"
+    command = [sys.executable, "-m", "pytest", f"--safety-model={REPO / 'example_models' / 'lenet.py'}",
+               "-q", "-p", "no:randomly", "-p", "no:cacheprovider", f"--safety-json={report}", *extra]
+    started = time.perf_counter()
+    completed = subprocess.run(command, cwd=REPO, capture_output=True, text=True, env=os.environ.copy())
+    seconds = time.perf_counter() - started
+    # ru_maxrss of the children is the largest child so far; each mode runs in its own test, and a
+    # larger earlier child can only make a later figure an overestimate.
+    peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    records = json.loads(report.read_text())["results"]
+    return {"seconds": round(seconds, 1), "peak_rss_mib": round(peak_mib), "checks": len(records),
+            "failed": sum(not r["passed"] for r in records if not r.get("skipped"))}
+
+
+@pytest.mark.parametrize("mode", ["full", "quick"])
+def test_default_suite(benchmark, mode, quick, tmp_path):
+    if not os.environ.get("SAFETYCHECK_DATA"):
+        pytest.skip("real data unavailable: set SAFETYCHECK_DATA to a folder with the MNIST raw files")
+    if quick and mode == "full":
+        pytest.skip("the full suite runs only in the full benchmark (without --benchmark-disable)")
+    extra = ["--safety-samples=1000"] if mode == "quick" else []
+    figures = benchmark.pedantic(_run_suite, args=(extra, tmp_path), rounds=1, iterations=1)
+    figures["budget_seconds"] = BUDGET_SECONDS[mode]
+    figures["ratio_to_budget"] = round(figures["seconds"] / BUDGET_SECONDS[mode], 2)
+    RESULTS[mode] = figures
+    print(f"\n{mode}: {figures}")
+    assert figures["failed"] == 0  # the suite passes under this repository's thresholds
+
+
+def test_write_figures():
+    if not RESULTS:
+        pytest.skip("no suite was run")
+    out = REPO / ".benchmarks" / "suite_budget.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(RESULTS, indent=2) + "\n")
