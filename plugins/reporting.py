@@ -10,8 +10,6 @@ from safetycheck.results import run_metadata
 
 from .settings import load_threshold_config, run_settings
 
-GALLERY_IMAGES = 16  # MNIST test images corrupted together for the HTML report's gallery (the first is shown)
-
 
 def results_document(run) -> dict:
     """Every record of the run with its metadata: what the JSON file holds and the HTML shows."""
@@ -42,12 +40,10 @@ def corruption_gallery(run) -> dict[str, bytes] | None:
     """One MNIST test image under each corruption, as PNG bytes, when the run measured MNIST-C."""
     if not any(r["family"].startswith("mnist_c") for r in run.records):
         return None
-    from safetycheck.corruptions.gallery import gallery
-    from safetycheck.data import load_split
+    from safetycheck.corruptions.gallery import test_set_gallery
 
     settings = _settings(run)
-    images = load_split("mnist", "test", root=settings.data_root, download=settings.download).images
-    return gallery(images[:GALLERY_IMAGES], seed=settings.seed, index=0)
+    return test_set_gallery(settings.data_root, seed=settings.seed, download=settings.download)
 
 
 def add_junit_suite_property(config, record: dict) -> None:

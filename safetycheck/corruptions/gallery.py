@@ -56,3 +56,12 @@ def write_gallery(folder: str | os.PathLike, images: torch.Tensor, seed: int = 0
         path.write_bytes(png)
         written.append(path)
     return written
+
+
+def test_set_gallery(root=None, seed: int = 0, download: bool = False, batch: int = 16) -> dict[str, bytes]:
+    """:func:`gallery` of the first MNIST test image, corrupted together with the next ``batch - 1``
+    (as in the reports: the HTML report and the study)."""
+    from ..data import load_split
+
+    images = load_split("mnist", "test", root=root, download=download).images
+    return gallery(images[:batch], seed=seed, index=0)

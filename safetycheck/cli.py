@@ -1,0 +1,94 @@
+"""The ``safetycheck`` command: ``safetycheck study MODEL_FILE... --out DIR``.
+
+    safetycheck study example_models/zoo.py --out study/ --samples 2000 --checks default,apgd
+
+Runs the whole suite over every model the files provide (a zoo file gives a dict of named
+models), shows progress, resumes from the per-model results already saved in ``DIR`` after an
+interruption, and writes the tradeoff study (see :mod:`safetycheck.study`). Exit status: 0 when the
+study was written, 2 for a usage error (bad option, missing file or data), with one line saying
+what to do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .errors import SafetyCheckError
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="safetycheck", description="Safety tests for image classifiers.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    study = commands.add_parser("study", help="run the suite over several models and write the tradeoff study",
+                                description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    study.add_argument("models", nargs="+", metavar="MODEL_FILE", help="model files (.py or TorchScript)")
+    study.add_argument("--out", type=Path, default=Path("study"), help="output folder (default: study/)")
+    study.add_argument("--only", default=None, metavar="NAME,...", help="evaluate only these model names")
+    study.add_argument("--samples", type=int, default=None, metavar="N",
+                       help="stratified subset of N MNIST test images for every family (default: whole sets)")
+    study.add_argument("--attack-samples", type=int, default=None, metavar="N",
+                       help="images attacked per sweep (default 1000; N/2 under --samples N)")
+    study.add_argument("--checks", default=None, metavar="F1,F2",
+                       help="check families; 'default' stands for the default suite (e.g. default,apgd)")
+    study.add_argument("--eps", default=None, metavar="E1,E2", help="Linf epsilons (default 0.05,0.1,0.2,0.3)")
+    study.add_argument("--seed", type=int, default=None)
+    study.add_argument("--thresholds", default=None, metavar="PATH", help="threshold file (default: built-in profile)")
+    study.add_argument("--manifest", type=Path, default=None,
+                       help="training manifest for the study's training table (default: weights/manifest.json "
+                            "beside the first model file, if present)")
+    study.add_argument("--data", default=None, help="data root (default: $SAFETYCHECK_DATA)")
+    study.add_argument("--download", action="store_true", help="allow torchvision to download missing data")
+    study.add_argument("--device", default="cpu")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return _study(args)
+    except SafetyCheckError as exc:
+        print(f"safetycheck: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"\nsafetycheck: interrupted; models already done are saved in {args.out}/models and the "
+              f"next run resumes from them.", file=sys.stderr)
+        return 130
+
+
+def _study(args) -> int:
+    from .checks import default_families
+    from .config import load_config
+    from .models import load_model_file
+    from .settings import Options, build_settings
+    from .study import run_study
+
+    file_config = load_config(args.thresholds)
+    checks = args.checks
+    if checks:
+        names = [part.strip() for part in checks.split(",") if part.strip()]
+        expanded = [n for name in names for n in (default_families() if name == "default" else [name])]
+        checks = ",".join(dict.fromkeys(expanded))
+    settings = build_settings(Options(samples=args.samples, attack_samples=args.attack_samples, seed=args.seed,
+                                      eps=args.eps, checks=checks, data=args.data, download=args.download,
+                                      device=args.device), file_config, prefix="--")
+    models = [model for path in args.models for model in load_model_file(path)]
+    if args.only:
+        wanted = [name.strip() for name in args.only.split(",") if name.strip()]
+        unknown = sorted(set(wanted) - {m.name for m in models})
+        if unknown:
+            raise SafetyCheckError(f"--only names {', '.join(unknown)}, which the model files do not provide; "
+                                   f"they provide {', '.join(m.name for m in models)}.")
+        models = [m for m in models if m.name in wanted]
+    manifest_path = args.manifest or Path(args.models[0]).resolve().parent / "weights" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else None
+    print(f"safetycheck study: {len(models)} model(s) -> {args.out}", flush=True)
+    run_study(models, settings, file_config, args.out, progress=lambda text: print(text, flush=True),
+              manifest=manifest)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
