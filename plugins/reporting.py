@@ -89,6 +89,47 @@ def progress_writer(config):
     return report
 
 
+def _ok(record: dict) -> bool:
+    return record["passed"] and not (record.get("baseline") or {}).get("regressed", False)
+
+
+def _single_model_lines(write, measured: list[dict]) -> None:
+    width = max((len(r["check"]) for r in measured), default=10)
+    for r in measured:
+        relation = ">=" if r["bound"] == "min" else "<="
+        value = "nan" if r["value"] is None else f"{r['value']:.4f}"
+        base = r.get("baseline") or {}
+        note = ""
+        if base.get("value") is not None:
+            note = f"  baseline {base['value']:.4f}{' REGRESSED' if base.get('regressed') else ''}"
+        ok = _ok(r)
+        write(f"  {'PASS' if ok else 'FAIL'}  {r['check']:<{width}}  {value} (need {relation} "
+              f"{r['threshold']:.4f})  n={r['n']}{note}", red=not ok, green=ok)
+
+
+def _matrix_lines(write, records: list[dict], models: list[str]) -> None:
+    """Checks down, models across; each cell the measured value, marked where it fails (x) or
+    was skipped (-)."""
+    cells = {(r["model"], r["check"]): r for r in records}
+    checks = list(dict.fromkeys(r["check"] for r in records))
+    width = max(len(c) for c in checks)
+    columns = [max(len(m), 7) for m in models]
+    write("  " + " " * width + "  " + "  ".join(f"{m:>{w}} " for m, w in zip(models, columns)))
+    for check in checks:
+        row, failing = [], False
+        for model, column in zip(models, columns):
+            r = cells.get((model, check))
+            value, mark = "", " "
+            if r is not None and r.get("skipped"):
+                value = "-"
+            elif r is not None:
+                failing |= not _ok(r)
+                value, mark = ("nan" if r["value"] is None else f"{r['value']:.4f}"), (" " if _ok(r) else "x")
+            row.append(f"{value:>{column}}{mark}")
+        write(f"  {check:<{width}}  " + "  ".join(row), red=failing)
+    write("  (x: below its threshold or regressed; -: skipped)")
+
+
 def terminal_summary(terminalreporter, run) -> None:
     write = terminalreporter.write_line
     terminalreporter.section("safetycheck results")
@@ -97,25 +138,24 @@ def terminal_summary(terminalreporter, run) -> None:
     if settings.samples is not None:
         write(f"QUICK MODE: every family saw a stratified subset of {settings.samples} MNIST test images "
               f"(--safety-samples); the full gate runs without it.", yellow=True)
-    width = max((len(r["check"]) for r in measured), default=10)
-    for model in dict.fromkeys(r["model"] for r in run.records):
+    baseline = run.outputs.baseline if run.outputs is not None else None
+    if baseline is not None:
+        from safetycheck.baseline import settings_mismatch
+
+        for warning in settings_mismatch(_metadata(run), baseline.metadata):
+            write(f"BASELINE: {warning}", yellow=True)
+    models = list(dict.fromkeys(r["model"] for r in run.records))
+    for model in models:
         records = [r for r in measured if r["model"] == model]
-        failed = sum(not r["passed"] or (r.get("baseline") or {}).get("regressed", False) for r in records)
+        failed = sum(not _ok(r) for r in records)
         skipped = sum(1 for r in run.records if r["model"] == model and r.get("skipped"))
         randomized = " (RANDOMISED MODEL: attack results may overstate robustness)" if any(
             r.get("randomized") for r in records) else ""
         write(f"{model}: {len(records) - failed} passed, {failed} failed, {skipped} skipped{randomized}")
-        for r in records:
-            relation = ">=" if r["bound"] == "min" else "<="
-            value = "nan" if r["value"] is None else f"{r['value']:.4f}"
-            base = r.get("baseline") or {}
-            regressed = base.get("regressed", False)
-            ok = r["passed"] and not regressed
-            note = ""
-            if base.get("value") is not None:
-                note = f"  baseline {base['value']:.4f}{' REGRESSED' if regressed else ''}"
-            write(f"  {'PASS' if ok else 'FAIL'}  {r['check']:<{width}}  {value} (need {relation} "
-                  f"{r['threshold']:.4f})  n={r['n']}{note}", red=not ok, green=ok)
+    if len(models) == 1:
+        _single_model_lines(write, measured)
+    else:
+        _matrix_lines(write, run.records, models)
     outputs = run.outputs
     if outputs is not None and outputs.update_target:
         from safetycheck.threshold_update import format_changes

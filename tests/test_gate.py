@@ -169,3 +169,17 @@ def test_loading_the_plugin_does_not_import_the_engine():
             "print(heavy); sys.exit(1 if heavy else 0)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_terminal_summary_is_a_matrix_for_several_models(pytester, data_root):
+    pytester.makepyfile(two=TINY_MODEL.replace(
+        "return nn.Sequential(nn.Flatten(), nn.Linear(784, 10))",
+        "return {'alpha': nn.Sequential(nn.Flatten(), nn.Linear(784, 10)), "
+        "'beta': nn.Sequential(nn.Flatten(), nn.Linear(784, 10))}"))
+    pytester.makefile(".toml", gate="[thresholds]\nclean_accuracy = 0.052\npgd_linf = 0.0\n")
+    result = run(pytester, "--safety-model=two.py", "--safety-thresholds=gate.toml")
+    result.stdout.re_match_lines([
+        r"^\s+alpha\s+beta\s*$",
+        r"^  clean_accuracy\s+0\.\d{4}[ x]\s+0\.\d{4}[ x]$",
+        r"^  pgd_linf\[eps=0\.1\]\s+0\.\d{4} \s+0\.\d{4} $",
+    ])
