@@ -91,13 +91,18 @@ def test_image_steps_per_second(benchmark, lenet, mnist_test, quick, name, devic
     assert rate > 0 and math.isfinite(rate)
 
 
-def _reference_sweep(model, images, labels, device):
-    """torchattacks' PGD (40 steps of 0.01, random start) on the whole set at each eps, once per device."""
-    key = ("reference_sweep", device, len(labels))
+def _reference_sweep(model, images, labels, device, rounds):
+    """torchattacks' PGD (40 steps of 0.01, random start) on the whole set at each eps, once per
+    model and device: (best time of ``rounds``, accuracy per eps)."""
+    key = ("reference_sweep", id(model), device, len(labels))
     if key not in _CACHE:
-        start = time.perf_counter()
-        accuracy = {eps: float(_reference_pgd(model, eps, 40, 0.01)(images, labels).float().mean()) for eps in SWEEP}
-        _CACHE[key] = (time.perf_counter() - start, accuracy)
+        times = []
+        for _ in range(rounds):
+            start = time.perf_counter()
+            accuracy = {eps: float(_reference_pgd(model, eps, 40, 0.01)(images, labels).float().mean())
+                        for eps in SWEEP}
+            times.append(time.perf_counter() - start)
+        _CACHE[key] = (min(times), accuracy)
     return _CACHE[key]
 
 
@@ -105,34 +110,49 @@ _CACHE: dict = {}
 # Minimum end-to-end speedup asserted; the measured figures are in docs/PERFORMANCE.md. pgd_linf
 # runs the very same PGD as the reference, so its gain is bounded by the share of samples that
 # survive (they must pay every step at every eps); fast_linf also spends half the steps per eps.
-MIN_SPEEDUP = {"pgd_linf": 1.3, "fast_linf": 2.0}
+# On the non-robust linear model (a few percent survive at 0.05, none beyond) the cascade must reach
+# the 5x target of issue #3 with the very same PGD.
+MIN_SPEEDUP = {("lenet", "pgd_linf"): 1.3, ("lenet", "fast_linf"): 2.0,
+               ("linear", "pgd_linf"): 5.0, ("linear", "fast_linf"): 5.0}
+
+
+@pytest.fixture(scope="session")
+def linear():
+    from example_models.linear import safety_model
+
+    return safety_model()
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("name", list(MIN_SPEEDUP))
-def test_end_to_end_sweep_against_torchattacks(benchmark, lenet, mnist_test, quick, name, device, capsys):
-    model = lenet.to(device)
+@pytest.mark.parametrize("model_name, name", list(MIN_SPEEDUP))
+def test_end_to_end_sweep_against_torchattacks(benchmark, request, mnist_test, quick, model_name, name, device,
+                                               capsys):
+    model = request.getfixturevalue(model_name).to(device)
     images, labels = _images(mnist_test, 100 if quick else 500, device)
     ours = lambda: robust_accuracy_sweep(model, images, labels, SWEEP, cascade(name))  # noqa: E731
-    our_seconds, sweep = _timed(benchmark, True, ours)  # one round: the reference is timed once too
-    reference_seconds, reference_accuracy = _reference_sweep(model, images, labels, device)
+    # Warm both sides up on a few images (one-time costs: thread pools, lazy imports), so that
+    # whichever runs first in a session is not charged for them.
+    robust_accuracy_sweep(model, images[:8], labels[:8], SWEEP, cascade(name))
+    _reference_pgd(model, SWEEP[0], 2, 0.01)(images[:8], labels[:8])
+    our_seconds, sweep = _timed(benchmark, quick, ours)  # best of 3 rounds (1 in quick mode), as the reference
+    reference_seconds, reference_accuracy = _reference_sweep(model, images, labels, device, 1 if quick else 3)
     speedup = reference_seconds / our_seconds
     n = len(labels)
     rows = {eps: (sweep.accuracy(eps), reference_accuracy[eps]) for eps in SWEEP}
-    RESULTS.setdefault(device, {})[f"sweep_{name}"] = {
+    RESULTS.setdefault(device, {})[f"sweep_{model_name}_{name}"] = {
         "n": n, "ours_seconds": our_seconds, "torchattacks_seconds": reference_seconds, "speedup": speedup,
         "accuracy": {str(eps): {"ours": a, "torchattacks": b} for eps, (a, b) in rows.items()},
         "ours_forward_passes": sweep.forward_passes, "torchattacks_forward_passes": n * 41 * len(SWEEP),
     }
     with capsys.disabled():
-        print(f"\n[{device}] eps sweep {SWEEP} on {n} images, cascade {name}: ours {our_seconds:.1f}s "
+        print(f"\n[{device}] {model_name}: eps sweep {SWEEP} on {n} images, cascade {name}: ours {our_seconds:.1f}s "
               f"({sweep.forward_passes} image passes), torchattacks PGD {reference_seconds:.1f}s "
               f"({n * 41 * len(SWEEP)}), speedup {speedup:.1f}x; robust accuracy ours/torchattacks "
               + ", ".join(f"{eps}: {a:.3f}/{b:.3f}" for eps, (a, b) in rows.items()))
     for eps, (ours_accuracy, theirs) in rows.items():
         noise = 2 * math.sqrt(max(theirs * (1 - theirs), 0.01) / n) + 1 / n
         assert ours_accuracy <= theirs + noise, f"eps={eps}: ours {ours_accuracy:.3f} vs torchattacks {theirs:.3f}"
-    assert speedup > MIN_SPEEDUP[name]
+    assert speedup > MIN_SPEEDUP[model_name, name]
 
 
 def test_report(quick, capsys):

@@ -45,6 +45,7 @@ class Recipe:
     phases: tuple[Phase, ...]
     seed: int = 0
     width: int = 1
+    architecture: str = "lenet"  # or "linear" (example_models/linear.py)
 
     @property
     def epochs(self) -> int:
@@ -64,6 +65,8 @@ ZOO: dict[str, Recipe] = {
     "lenet": Recipe("baseline", (Phase("plain", EPOCHS),)),
     **{f"lenet_seed{seed}": Recipe("ensemble member", (Phase("plain", EPOCHS),), seed=seed) for seed in range(1, 5)},
     "lenet_wide": Recipe("larger", (Phase("plain", EPOCHS),), width=2),
+    # Not a zoo family: the non-robust reference for the attack-cascade benchmark.
+    "linear": Recipe("linear baseline", (Phase("plain", EPOCHS),), architecture="linear"),
     "cutout": Recipe("augmentation", (Phase("cutout", EPOCHS, {"size": 12}),)),
     "mixup": Recipe("augmentation", (Phase("mixup", EPOCHS, {"alpha": 1.0}),)),
     "fgsm_at_0.1": Recipe("adversarial training", (Phase("fgsm", EPOCHS, {"eps": 0.1}),)),

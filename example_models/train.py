@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from example_models.lenet import LeNet5
+from example_models.linear import LinearClassifier
 from example_models.recipes import ZOO, Phase, Recipe, batch_loss
 from safetycheck.data import load_split
 
@@ -97,7 +98,7 @@ def main(argv: list[str] | None = None) -> None:
 
 def train_one(name: str, recipe: Recipe, train_set, test_set, args) -> None:
     torch.manual_seed(recipe.seed)
-    model = LeNet5(width=recipe.width)
+    model = LinearClassifier() if recipe.architecture == "linear" else LeNet5(width=recipe.width)
     print(f"{name}: {recipe.describe()}", flush=True)
     started = time.perf_counter()
     losses = train(model, train_set.images, train_set.labels, epochs=recipe.epochs, batch_size=args.batch_size,
@@ -114,7 +115,7 @@ def train_one(name: str, recipe: Recipe, train_set, test_set, args) -> None:
     manifest[name] = {
         "weights": out.name,
         "family": recipe.family,
-        "architecture": f"LeNet5(width={recipe.width})",
+        "architecture": type(model).__name__ + (f"(width={recipe.width})" if recipe.architecture == "lenet" else ""),
         "parameters": sum(p.numel() for p in model.parameters()),
         "recipe": recipe.describe(),
         "hyperparameters": {"epochs": recipe.epochs, "batch_size": args.batch_size, "lr": args.lr,
