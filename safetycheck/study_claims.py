@@ -21,11 +21,11 @@ The claim-specific rule (which models, metrics and direction) is stated in each 
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass
 
 from .html_plots import ATTACK_FAMILIES, family, num, params
+from .stats import wilson_interval
 
 CALIBRATION_METRICS = ("ece", "adaptive_ece", "rms", "brier", "nll")
 PROPORTION_FAMILIES = ("clean_accuracy", *ATTACK_FAMILIES, "mnist_c_mean")
@@ -37,7 +37,7 @@ _ZOO_GROUPS = {"lenet": "baseline", "lenet_wide": "larger", "ensemble3": "ensemb
                "pgd_at_then_mixup": "ordering", **{f"lenet_seed{i}": "ensemble member" for i in range(1, 5)}}
 _AT_NAME = re.compile(r"^(fgsm|pgd)_at_(\d+(?:\.\d+)?)$")
 _ZOO_AT = ("fgsm_at_0.1", "fgsm_at_0.3", "pgd_at_0.1", "pgd_at_0.3")
-_Z95 = 1.959963984540054
+
 
 
 def group_of(model: str, groups: dict | None) -> str:
@@ -70,11 +70,8 @@ class Measure:
 
 
 def wilson(p: float, n: int) -> tuple[float, float]:
-    """The 95% Wilson interval of a proportion (as ``families.accuracy``, without importing torch)."""
-    z2 = _Z95 * _Z95
-    centre = (p + z2 / (2 * n)) / (1 + z2 / n)
-    half = _Z95 * math.sqrt(max(p * (1 - p), 0.0) / n + z2 / (4 * n * n)) / (1 + z2 / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
+    """The 95% Wilson interval of a proportion ``p`` measured on ``n`` samples."""
+    return wilson_interval(round(p * n), n)
 
 
 def _key(record: dict) -> str | None:

@@ -20,6 +20,8 @@ import torch._dynamo  # noqa: F401
 import safetycheck.baseline  # noqa: E402,F401
 import safetycheck.html_report  # noqa: E402,F401
 import safetycheck.runner  # noqa: E402,F401
+import safetycheck.study  # noqa: E402,F401
+import safetycheck.study_report  # noqa: E402,F401
 import safetycheck.threshold_update  # noqa: E402,F401
 import safetycheck_pytest.items  # noqa: E402,F401
 import safetycheck_pytest.models_source  # noqa: E402,F401

@@ -4,7 +4,7 @@ from ..attacks.pgd import PGD
 from ..checks import CheckFamily, Measurement, register
 from ..evaluation import ModelEvaluation
 from ..robustness import SweepResult, robust_accuracy_sweep
-from .accuracy import wilson_interval
+from ..stats import wilson_interval
 
 
 def attack_sweep(evaluation: ModelEvaluation, key: str, attacks: list, epsilons=None) -> SweepResult:

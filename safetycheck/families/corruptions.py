@@ -18,7 +18,8 @@ from ..checks import CheckFamily, Measurement, register
 from ..corruptions import CORRUPTIONS, load_corrupted
 from ..evaluation import ModelEvaluation
 from ..models import evaluation_mode
-from .accuracy import accuracy, accuracy_measurement, wilson_interval
+from ..stats import wilson_interval
+from .accuracy import accuracy, accuracy_measurement
 
 
 def _source(evaluation: ModelEvaluation) -> str:
