@@ -152,7 +152,8 @@ def test_end_to_end_sweep_against_torchattacks(benchmark, request, mnist_test, q
     for eps, (ours_accuracy, theirs) in rows.items():
         noise = 2 * math.sqrt(max(theirs * (1 - theirs), 0.01) / n) + 1 / n
         assert ours_accuracy <= theirs + noise, f"eps={eps}: ours {ours_accuracy:.3f} vs torchattacks {theirs:.3f}"
-    assert speedup > MIN_SPEEDUP[model_name, name]
+    if not quick:  # one round on 100 images times start-up noise, not the cascade
+        assert speedup > MIN_SPEEDUP[model_name, name]
 
 
 def test_report(quick, capsys):
