@@ -57,6 +57,10 @@ class Outputs:
         from . import reporting
 
         document = reporting.results_document(run)
+        settings = reporting.run_settings_of(run)
+        from safetycheck.results import add_gallery
+
+        gallery = add_gallery(document, settings.data_root, seed=settings.seed, download=settings.download)
         if self.json_path:
             from safetycheck.results import write_document
 
@@ -65,7 +69,7 @@ class Outputs:
         if self.report_path:
             from safetycheck.html_report import write_html
 
-            write_html(self.report_path, document, gallery=reporting.corruption_gallery(run))
+            write_html(self.report_path, document, gallery=gallery)
             self.written.append(("HTML report", self.report_path))
         if self.update_target:
             from safetycheck.threshold_update import update_threshold_file

@@ -1,4 +1,4 @@
-"""The terminal summary, the results document, the gallery and the JUnit suite properties."""
+"""The terminal summary, the results document and the JUnit suite properties."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ def results_document(run) -> dict:
 def _metadata(run) -> dict:
     # Under xdist the controller collects nothing: rebuild the settings from the same options, and
     # the models from the records the workers sent.
-    settings = _settings(run)
+    settings = run_settings_of(run)
     models = run.models or [
         SimpleNamespace(name=name, source="(evaluated on an xdist worker)",
                         randomized=any(r.get("randomized") for r in run.records if r["model"] == name))
@@ -32,18 +32,9 @@ def _metadata(run) -> dict:
     return metadata
 
 
-def _settings(run):
+def run_settings_of(run):
+    """The run's settings (rebuilt from the options on the xdist controller, which collects nothing)."""
     return run.settings or run_settings(run.config, load_threshold_config(run.config))
-
-
-def corruption_gallery(run) -> dict[str, bytes] | None:
-    """One MNIST test image under each corruption, as PNG bytes, when the run measured MNIST-C."""
-    if not any(r["family"].startswith("mnist_c") for r in run.records):
-        return None
-    from safetycheck.corruptions.gallery import test_set_gallery
-
-    settings = _settings(run)
-    return test_set_gallery(settings.data_root, seed=settings.seed, download=settings.download)
 
 
 def add_junit_suite_property(config, record: dict) -> None:
@@ -134,7 +125,7 @@ def terminal_summary(terminalreporter, run) -> None:
     write = terminalreporter.write_line
     terminalreporter.section("safetycheck results")
     measured = [r for r in run.records if not r.get("skipped")]
-    settings = _settings(run)
+    settings = run_settings_of(run)
     if settings.samples is not None:
         write(f"QUICK MODE: every family saw a stratified subset of {settings.samples} MNIST test images "
               f"(--safety-samples); the full gate runs without it.", yellow=True)

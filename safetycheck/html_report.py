@@ -327,10 +327,26 @@ def _metadata(metadata: dict, records: list[dict]) -> str:
     return out + "</section>"
 
 
+def _decoded_gallery(encoded: dict) -> dict[str, bytes]:
+    import base64
+    import binascii
+
+    pictures = {}
+    for name, text in encoded.items():
+        try:
+            pictures[str(name)] = base64.b64decode(text, validate=True)
+        except (binascii.Error, TypeError, ValueError):
+            continue  # a damaged picture is left out, as any malformed part
+    return pictures
+
+
 def render_html(document: dict, gallery: dict[str, bytes] | None = None) -> str:
     """The whole report as one HTML string. ``gallery``: ``{corruption name: PNG bytes}`` shown
-    with the MNIST-C plot (``identity`` first); missing or malformed parts are left out."""
+    with the MNIST-C plot (``identity`` first), by default the document's own ``"gallery"``
+    (base64 PNGs, as the JSON results carry it); missing or malformed parts are left out."""
     document = document if isinstance(document, dict) else {}
+    if gallery is None and isinstance(document.get("gallery"), dict):
+        gallery = _decoded_gallery(document["gallery"])
     metadata = document.get("metadata") if isinstance(document.get("metadata"), dict) else {}
     results = document.get("results") if isinstance(document.get("results"), list) else []
     records = [r for r in results if isinstance(r, dict)]

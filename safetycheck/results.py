@@ -114,6 +114,21 @@ def results_document(records: list[dict], metadata: dict) -> dict:
             "results": records}
 
 
+def add_gallery(document: dict, root, seed: int = 0, download: bool = False) -> dict[str, bytes] | None:
+    """When the document holds MNIST-C results, put the corruption gallery (one test image under
+    each corruption, PNG, base64) into it under ``"gallery"``, so that the JSON carries all the
+    HTML report shows; returns the PNG bytes by corruption name (None without MNIST-C results)."""
+    if not any(r["family"].startswith("mnist_c") for r in document["results"]):
+        return None
+    import base64
+
+    from .corruptions.gallery import test_set_gallery
+
+    pictures = test_set_gallery(root, seed=seed, download=download)
+    document["gallery"] = {name: base64.b64encode(png).decode("ascii") for name, png in pictures.items()}
+    return pictures
+
+
 def write_document(path: str | Path, document: dict) -> None:
     """Write a results document atomically (a reader never sees half a file)."""
     path = Path(path)

@@ -26,7 +26,7 @@ from .checks import plan_checks
 from .config import SafetyConfig
 from .evaluation import ModelEvaluation, RunSettings
 from .models import ModelUnderTest, check_contract
-from .results import results_document, run_metadata, write_document
+from .results import add_gallery, results_document, run_metadata, write_document
 from .runner import run_check
 
 Progress = Callable[[str], None]
@@ -75,7 +75,6 @@ def run_study(models: list[ModelUnderTest], settings: RunSettings, file_config: 
                                       lambda text: progress(f"[{index}/{len(models)}] {model.name}: {text}")))
     document = results_document(records, run_metadata(settings, models))
     document["metadata"]["study"] = {"groups": {m.name: model_group(m) for m in models}}
-    write_document(out_dir / "results.json", document)
     _write_reports(out_dir, document, settings, {m.name: model_group(m) for m in models}, manifest)
     progress(f"study written to {out_dir}: study.md, tradeoffs.html, report.html, results.json")
     return document
@@ -116,10 +115,7 @@ def _write_reports(out_dir: Path, document: dict, settings: RunSettings, groups:
     from .html_report import write_html
     from .study_report import write_study
 
-    gallery = None
-    if any(r["family"].startswith("mnist_c") for r in document["results"]):
-        from .corruptions.gallery import test_set_gallery
-
-        gallery = test_set_gallery(settings.data_root, seed=settings.seed, download=settings.download)
+    gallery = add_gallery(document, settings.data_root, seed=settings.seed, download=settings.download)
+    write_document(out_dir / "results.json", document)
     write_html(out_dir / "report.html", document, gallery=gallery)
     write_study(out_dir, document, groups, manifest)

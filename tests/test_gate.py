@@ -183,3 +183,17 @@ def test_terminal_summary_is_a_matrix_for_several_models(pytester, data_root):
         r"^  clean_accuracy\s+0\.\d{4}[ x]\s+0\.\d{4}[ x]$",
         r"^  pgd_linf\[eps=0\.1\]\s+0\.\d{4} \s+0\.\d{4} $",
     ])
+
+
+def test_json_carries_the_gallery_the_html_shows(pytester, tiny):
+    import base64
+
+    pytester.makefile(".toml", gate="[thresholds]\nmnist_c_mean = 0.0\n")
+    result = pytester.runpytest(tiny, "--safety-thresholds=gate.toml", "--safety-checks=mnist_c_mean",
+                                "--safety-samples=50", "--safety-json=r.json", "--safety-report=r.html", *QUIET)
+    result.assert_outcomes(passed=1)
+    document = json.loads((pytester.path / "r.json").read_text())
+    assert set(document["gallery"]) >= {"identity", "fog", "canny_edges"}
+    assert base64.b64decode(document["gallery"]["fog"]).startswith(b"\x89PNG")
+    assert document["gallery"]["fog"] in (pytester.path / "r.html").read_text()  # the same picture, inline
+    assert set(document["results"][0]["artifacts"]["per_corruption"]) >= {"fog", "canny_edges"}
