@@ -13,7 +13,6 @@ collection, exactly what a CI job pays; MNIST-C sets come from the user cache (w
 
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -30,13 +29,15 @@ def _run_suite(extra: list[str], tmp_path: Path) -> dict:
     report = tmp_path / "results.json"
     command = [sys.executable, "-m", "pytest", f"--safety-model={REPO / 'example_models' / 'lenet.py'}",
                "-q", "-p", "no:randomly", "-p", "no:cacheprovider", f"--safety-json={report}", *extra]
-    started = time.perf_counter()
-    completed = subprocess.run(command, cwd=REPO, capture_output=True, text=True, env=os.environ.copy())
-    seconds = time.perf_counter() - started
-    # ru_maxrss of the children is the largest child so far; each mode runs in its own test, and a
-    # larger earlier child can only make a later figure an overestimate.
-    peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    log = tmp_path / "suite.log"
+    with open(log, "w") as output:
+        started = time.perf_counter()
+        process = subprocess.Popen(command, cwd=REPO, stdout=output, stderr=subprocess.STDOUT, env=os.environ.copy())
+        _, status, usage = os.wait4(process.pid, 0)  # this child's own peak memory, not the largest child's
+        seconds = time.perf_counter() - started
+    process.returncode = os.waitstatus_to_exitcode(status)
+    peak_mib = usage.ru_maxrss / 1024
+    assert process.returncode == 0, log.read_text()[-6000:]
     records = json.loads(report.read_text())["results"]
     return {"seconds": round(seconds, 1), "peak_rss_mib": round(peak_mib), "checks": len(records),
             "failed": sum(not r["passed"] for r in records if not r.get("skipped"))}
