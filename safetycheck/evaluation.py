@@ -83,8 +83,25 @@ class ModelEvaluation:
         return f"a stratified subset of {n} MNIST test images (seed {self.settings.seed}; --safety-samples)"
 
     @cached_property
+    def clean_outputs(self) -> tuple[torch.Tensor, list] | None:
+        """:func:`~safetycheck.ood_scores.model_outputs` on the evaluated test images: the logits
+        and each member's penultimate features from one pass, which serves clean accuracy,
+        calibration and every OOD score. None where reading the features fails (a model whose
+        last Linear changes between batches, say): the logits then come from a plain pass, and the
+        OOD checks report the problem themselves."""
+        from .errors import ModelContractError
+        from .ood_scores import model_outputs
+
+        try:
+            return model_outputs(self.model, self.test_set.images, self.settings.batch_size * 4)
+        except ModelContractError:
+            return None
+
+    @cached_property
     def clean_logits(self) -> torch.Tensor:
-        """(10000, 10) float32 logits on the MNIST test set, on the CPU."""
+        """(N, 10) float32 logits on the evaluated MNIST test images, on the CPU."""
+        if self.clean_outputs is not None:
+            return self.clean_outputs[0]
         images, size = self.test_set.images, self.settings.batch_size * 4
         with evaluation_mode(self.model), torch.inference_mode():
             return torch.cat([

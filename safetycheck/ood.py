@@ -268,6 +268,9 @@ class ModelOOD:
         root, download: where the datasets are (see :func:`safetycheck.data.load_split`).
         seed: seeds the noise sets, the fitting subsets and the bootstrap.
         batch_size: images per forward pass.
+        in_outputs: :func:`~safetycheck.ood_scores.model_outputs` on the in-distribution set, if
+            already computed (logits and features from one pass); the feature scores then need
+            no pass of their own over it.
         in_logits: the model's logits on the whole MNIST test set, if already computed; the
             logit scores of a plain model then need no forward pass of their own.
         train: the in-distribution training set the detectors are fitted on (default: MNIST train).
@@ -282,6 +285,7 @@ class ModelOOD:
     seed: int = 0
     batch_size: int = 500
     in_logits: torch.Tensor | None = None
+    in_outputs: tuple | None = None  # model_outputs(...) on the in-distribution set, if already computed
     train: LabelledImages | None = None
     image_sets: dict[str, OODSet] = field(default_factory=dict)
     _outputs: dict = field(default_factory=dict, repr=False)
@@ -304,7 +308,10 @@ class ModelOOD:
     def outputs(self, set_name: str) -> tuple[torch.Tensor, list[MemberOutputs]]:
         """(model logits, per-member outputs) on a set; one pass per set."""
         if set_name not in self._outputs:
-            self._outputs[set_name] = model_outputs(self.model, self.images(set_name).images, self.batch_size)
+            if set_name == IN_DISTRIBUTION and self.in_outputs is not None:
+                self._outputs[set_name] = self.in_outputs
+            else:
+                self._outputs[set_name] = model_outputs(self.model, self.images(set_name).images, self.batch_size)
         return self._outputs[set_name]
 
     def detectors(self) -> list[dict]:

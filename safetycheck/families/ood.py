@@ -36,7 +36,7 @@ def model_ood(evaluation: ModelEvaluation) -> ModelOOD:
             settings = dataclasses.replace(settings, fit_samples=fit, knn_bank=min(settings.knn_bank, fit))
         return ModelOOD(ev.model, settings, root=ev.settings.data_root, download=ev.settings.download,
                         seed=ev.settings.seed, batch_size=ev.settings.batch_size, in_logits=ev.clean_logits,
-                        image_sets=image_sets)
+                        in_outputs=ev.clean_outputs, image_sets=image_sets)
     return evaluation.cached("ood", create)
 
 
