@@ -51,8 +51,12 @@ def build_settings(options: Options, file_config: SafetyConfig, prefix: str = "-
     seed = _first(options.seed, file_config.settings.get("seed"), 0)
     if seed < 0:
         raise ConfigError(f"{prefix}seed must be non-negative, not {seed}.")
+    device = resolve_device(options.device)
     return RunSettings(
-        device=resolve_device(options.device),
+        device=device,
+        # CPU: batches of 250-500 run fastest (docs/PERFORMANCE.md); a GPU wants large batches
+        # (untimed here: no GPU was lent to the sessions so far).
+        batch_size=500 if device.type == "cpu" else 4096,
         seed=seed,
         attack_samples=attack_samples,
         samples=samples,
