@@ -18,6 +18,14 @@ def add_options(parser: pytest.Parser) -> None:
     group.addoption("--safety-download", action="store_true", default=False,
                     help="allow torchvision to download missing datasets into the data root.")
     group.addoption("--safety-device", default="cpu", metavar="DEVICE", help="cpu (default), cuda or cuda:N.")
+    group.addoption("--safety-precision", choices=("fp32", "bf16", "fp16"), default="fp32",
+                    help="autocast precision of the attacks' forward and backward passes (default fp32); bf16/fp16 "
+                         "pay on GPUs, and add the attack_acceleration check against fp32.")
+    group.addoption("--safety-channels-last", action="store_true", default=False,
+                    help="run the attacks with channels_last (NHWC) inputs and weights (pays on GPUs).")
+    group.addoption("--safety-compile", action="store_true", default=False,
+                    help="torch.compile the model for the attacks (pays on GPUs for long sweeps; compiling costs "
+                         "tens of seconds).")
     group.addoption("--safety-samples", type=int, default=None, metavar="N",
                     help="evaluate every family on a stratified, seeded subset of N MNIST test images (and N "
                          "images per OOD set), for quick pull-request gating; reports say so (default: whole sets).")

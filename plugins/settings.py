@@ -26,4 +26,6 @@ def run_settings(config: pytest.Config, file_config: SafetyConfig) -> RunSetting
         eps=option("safety_eps"), checks=option("safety_checks"), data=option("safety_data"),
         download=option("safety_download"), device=option("safety_device"),
         allow_randomized=option("safety_allow_randomized"), mnist_c=option("safety_mnist_c"),
+        precision=option("safety_precision"), channels_last=option("safety_channels_last"),
+        compile=option("safety_compile"),
     ), file_config)

@@ -101,10 +101,13 @@ def default_families() -> list[str]:
 
 def plan_checks(settings: RunSettings) -> list[PlannedCheck]:
     """Every check the settings ask for: the families in ``settings.checks`` (validated when the
-    settings were read), else the default suite, in registry order."""
+    settings were read), else the default suite, in registry order. An accelerated run always
+    includes ``attack_acceleration``, whatever the selection: its attack numbers need the check."""
     from . import families as _  # noqa: F401  (registers the built-in families)
 
     names = [name for name in REGISTRY if name in settings.checks] if settings.checks else default_families()
+    if settings.acceleration.active and "attack_acceleration" not in names:
+        names.insert(0, "attack_acceleration")
     return [PlannedCheck(REGISTRY[name], params) for name in names for params in REGISTRY[name].variants(settings)]
 
 

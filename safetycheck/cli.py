@@ -42,6 +42,10 @@ def _parser() -> argparse.ArgumentParser:
     study.add_argument("--data", default=None, help="data root (default: $SAFETYCHECK_DATA)")
     study.add_argument("--download", action="store_true", help="allow torchvision to download missing data")
     study.add_argument("--device", default="cpu")
+    study.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
+                       help="autocast precision of the attacks (default fp32; adds the attack_acceleration check)")
+    study.add_argument("--channels-last", action="store_true", help="channels_last attacks (pays on GPUs)")
+    study.add_argument("--compile", action="store_true", help="torch.compile the model for the attacks")
     return parser
 
 
@@ -73,7 +77,9 @@ def _study(args) -> int:
         checks = ",".join(dict.fromkeys(expanded))
     settings = build_settings(Options(samples=args.samples, attack_samples=args.attack_samples, seed=args.seed,
                                       eps=args.eps, checks=checks, data=args.data, download=args.download,
-                                      device=args.device), file_config, prefix="--")
+                                      device=args.device, precision=args.precision,
+                                      channels_last=args.channels_last, compile=args.compile),
+                            file_config, prefix="--")
     models = [model for path in args.models for model in load_model_file(path)]
     if args.only:
         wanted = [name.strip() for name in args.only.split(",") if name.strip()]

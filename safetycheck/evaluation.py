@@ -14,7 +14,9 @@ from functools import cached_property
 from typing import Callable, TypeVar
 
 import torch
+from torch import nn
 
+from .acceleration import Acceleration, accelerate
 from .data import DataRoot, LabelledImages, load_split, resolve_data_root
 from .models import ModelUnderTest, evaluation_mode
 from .ood import OODSettings
@@ -41,6 +43,7 @@ class RunSettings:
     ood: OODSettings = field(default_factory=OODSettings)
     checks: tuple[str, ...] = ()  # check families to run; empty: the default suite
     mnist_c_source: str = "generated"  # or "official": the static MNIST-C files under the data root
+    acceleration: Acceleration = field(default_factory=Acceleration)  # how the attacks call the model
 
 
 class ModelEvaluation:
@@ -55,6 +58,12 @@ class ModelEvaluation:
         self.model = mut.module.to(settings.device)
         self.progress = progress
         self._cache: dict[str, object] = {}
+
+    @cached_property
+    def attack_model(self) -> nn.Module:
+        """The model the attack sweeps call: :attr:`model` under the run's :class:`Acceleration`
+        (itself when none is asked); every other family reads :attr:`model` in fp32."""
+        return accelerate(self.model, self.settings.acceleration, self.settings.device)
 
     @cached_property
     def full_test_set(self) -> LabelledImages:

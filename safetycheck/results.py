@@ -92,6 +92,7 @@ def run_metadata(settings, models: list) -> dict:
         "numpy": numpy.__version__,
         "platform": platform.platform(),
         "device": str(settings.device),
+        "attack_acceleration": settings.acceleration.describe(),
         "seed": settings.seed,
         "attack_samples": settings.attack_samples,
         # None: whole test sets; N: every family saw a stratified, seeded subset of N MNIST test images.

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .acceleration import PRECISIONS, Acceleration
 from .checks import validate_families
 from .config import SafetyConfig
 from .data import resolve_data_root
@@ -31,6 +32,9 @@ class Options:
     device: str = "cpu"
     allow_randomized: bool = False
     mnist_c: str = "generated"
+    precision: str = "fp32"
+    channels_last: bool = False
+    compile: bool = False
 
 
 def build_settings(options: Options, file_config: SafetyConfig, prefix: str = "--safety-") -> RunSettings:
@@ -66,9 +70,16 @@ def build_settings(options: Options, file_config: SafetyConfig, prefix: str = "-
         download=options.download,
         allow_randomized=options.allow_randomized,
         mnist_c_source=options.mnist_c,
+        acceleration=_acceleration(options, prefix),
         ood=OODSettings(**file_config.ood),
         checks=_families(options.checks, prefix) or tuple(file_config.settings.get("checks", ())),
     )
+
+
+def _acceleration(options: Options, prefix: str) -> Acceleration:
+    if options.precision not in PRECISIONS:
+        raise ConfigError(f"{prefix}precision {options.precision!r} is not one of {', '.join(PRECISIONS)}.")
+    return Acceleration(options.precision, options.channels_last, options.compile)
 
 
 def _first(*values):

@@ -44,12 +44,15 @@ def model_fingerprint(model: torch.nn.Module) -> str:
 
 
 def settings_fingerprint(settings: RunSettings, check_ids: list[str], file_config: SafetyConfig) -> str:
-    """What makes two runs' numbers comparable: every setting but the device and the data root's
-    location, the planned checks, the thresholds and the safetycheck version."""
+    """What makes two runs' numbers comparable: every setting but the device, the data root's
+    location and a default (inactive) attack acceleration, the planned checks, the thresholds and
+    the safetycheck version."""
     described = {
         "version": __version__, "checks": check_ids,
         "settings": {f.name: repr(getattr(settings, f.name)) for f in dataclasses.fields(settings)
-                     if f.name not in ("device", "data_root", "download")},
+                     if f.name not in ("device", "data_root", "download")
+                     # plain fp32 attacks are what every run before the option measured
+                     and not (f.name == "acceleration" and not settings.acceleration.active)},
         "thresholds": repr((file_config.thresholds, file_config.model_thresholds)),
     }
     return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()

@@ -4,4 +4,4 @@ A new family: a module here that calls :func:`safetycheck.checks.register`, impo
 family-level entry in :data:`safetycheck.config.DEFAULT_PROFILE`.
 """
 
-from . import accuracy, adversarial, attacks, calibration, corruptions, ood, trust  # noqa: F401
+from . import acceleration, accuracy, adversarial, attacks, calibration, corruptions, ood, trust  # noqa: F401

@@ -14,7 +14,7 @@ def attack_sweep(evaluation: ModelEvaluation, key: str, attacks: list, epsilons=
     def run(ev: ModelEvaluation) -> SweepResult:
         index = ev.attack_indices
         return robust_accuracy_sweep(
-            ev.model,
+            ev.attack_model,
             ev.test_set.images[index].to(ev.settings.device),
             ev.test_set.labels[index].to(ev.settings.device),
             ev.settings.epsilons if epsilons is None else epsilons,
