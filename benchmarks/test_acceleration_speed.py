@@ -49,7 +49,7 @@ def test_acceleration(benchmark, lenet, mnist_test, quick, variant, device):
     import copy
 
     model = copy.deepcopy(lenet).to(device).eval()
-    n = 32 if quick else (500 if device == "cpu" else 4096)
+    n = 32 if quick else (200 if device == "cpu" else 4096)
     generator = torch.Generator().manual_seed(0)
     index = torch.randperm(len(mnist_test.labels), generator=generator)[:n]
     images, labels = mnist_test.images[index].to(device), mnist_test.labels[index].to(device)
