@@ -57,4 +57,5 @@ register(CheckFamily(
     variants=lambda settings: [{}] if settings.acceleration.active else [],
     measure=_measure,
     value_range=(-1.0, 1.0),
+    default=False,  # planned by plan_checks whenever the run is accelerated, whatever the selection
 ))
