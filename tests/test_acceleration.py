@@ -106,3 +106,12 @@ def test_an_acceleration_that_masks_gradients_fails_the_check(data_root):
     assert not record["passed"], record
     assert record["value"] > 0.1, record
     assert record["threshold"] == 0.02
+
+
+def test_a_study_resumes_across_plain_runs_but_not_into_an_accelerated_one():
+    from safetycheck.study import settings_fingerprint
+
+    ids = [p.id for p in plan_checks(RunSettings())]
+    plain = settings_fingerprint(RunSettings(), ids, SafetyConfig())
+    assert settings_fingerprint(RunSettings(acceleration=Acceleration()), ids, SafetyConfig()) == plain
+    assert settings_fingerprint(RunSettings(acceleration=Acceleration("bf16")), ids, SafetyConfig()) != plain
