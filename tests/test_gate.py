@@ -197,3 +197,20 @@ def test_json_carries_the_gallery_the_html_shows(pytester, tiny):
     assert base64.b64decode(document["gallery"]["fog"]).startswith(b"\x89PNG")
     assert document["gallery"]["fog"] in (pytester.path / "r.html").read_text()  # the same picture, inline
     assert set(document["results"][0]["artifacts"]["per_corruption"]) >= {"fog", "canny_edges"}
+
+
+def test_an_accelerated_run_adds_the_acceleration_check_and_records_the_setting(pytester, tiny):
+    pytester.makefile(".toml", gate="[thresholds]\nclean_accuracy = 0.0\npgd_linf = 0.0\n")
+    result = pytester.runpytest(tiny, "--safety-thresholds=gate.toml", "--safety-channels-last", "--safety-json=r.json",
+                                "--safety-checks=clean_accuracy", "--safety-eps=0.1", "--safety-attack-samples=20", *QUIET)
+    result.assert_outcomes(passed=2)
+    document = json.loads((pytester.path / "r.json").read_text())
+    assert document["metadata"]["attack_acceleration"] == "fp32, channels_last"
+    record = records_of(pytester.path / "r.json")["attack_acceleration"]
+    assert record["n"] == 20 and "channels_last" in record["details"] and record["threshold"] == 0.02
+
+
+def test_an_unknown_precision_is_a_usage_error(pytester, tiny):
+    result = pytester.runpytest(tiny, "--safety-precision=bf8", *QUIET)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--safety-precision*invalid choice*bf8*"])
