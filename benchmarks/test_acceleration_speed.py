@@ -11,6 +11,7 @@ seconds of compiling on a CPU). Commands::
     SAFETYCHECK_DATA=... pytest benchmarks/test_acceleration_speed.py --benchmark-disable  # quick
 """
 
+import copy
 import time
 
 import pytest
@@ -46,9 +47,7 @@ def test_acceleration(benchmark, lenet, mnist_test, quick, variant, device):
     if quick and variant in ("compile", "bf16+channels_last"):
         pytest.skip("full mode only: compiling costs tens of seconds on a CPU, and the pair adds little to "
                     "a smoke run")
-    import copy
-
-    model = copy.deepcopy(lenet).to(device).eval()
+    model = copy.deepcopy(lenet).to(device).eval()  # channels_last converts the weights in place
     n = 32 if quick else (200 if device == "cpu" else 4096)
     generator = torch.Generator().manual_seed(0)
     index = torch.randperm(len(mnist_test.labels), generator=generator)[:n]
@@ -72,7 +71,6 @@ def test_acceleration(benchmark, lenet, mnist_test, quick, variant, device):
 
     benchmark.pedantic(run, rounds=1 if quick else 3, iterations=1)
     rate = n * STEPS / min(times)
-    clean = torch.ones(n, dtype=torch.bool, device=device)
     with torch.no_grad():
         clean = model(images).argmax(1) == labels
     sweep = robust_accuracy_sweep(attacked, images, labels, (0.1,),
