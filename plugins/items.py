@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from safetycheck.checks import PlannedCheck
 from safetycheck.config import SafetyConfig
@@ -41,10 +42,13 @@ class SafetyCheckItem(pytest.Item):
         self.safety_record = record = result.record()
         if result.skipped:
             pytest.skip(f"{result.model} {result.check}: {result.skipped}")
-        for name in ("value", "threshold", "bound", "passed", "n", "metric", "ci", "threshold_source"):
+        for name in ("model", "check", "value", "threshold", "bound", "passed", "n", "metric", "ci", "threshold_source"):
             self.user_properties.append((f"safetycheck.{name}", record[name]))
         for name, value in self.planned.params.items():
             self.user_properties.append((f"safetycheck.param.{name}", value))
+        # Where it ran: with `-n N --dist loadgroup` every check of a model names the same worker.
+        self.user_properties.append(("safetycheck.worker", getattr(self.config, "workerinput", {}).get("workerid", "main")))
+        self.user_properties.append(("safetycheck.torch_threads", torch.get_num_threads()))
         failures = [] if result.passed else [result.message()]
         if result.baseline and result.baseline["regressed"]:
             failures.append(f"{result.model} {result.check}: {result.baseline['message']}")

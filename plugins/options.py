@@ -26,6 +26,9 @@ def add_options(parser: pytest.Parser) -> None:
     group.addoption("--safety-compile", action="store_true", default=False,
                     help="torch.compile the model for the attacks (pays on GPUs for long sweeps; compiling costs "
                          "tens of seconds).")
+    group.addoption("--safety-threads", type=int, default=None, metavar="N",
+                    help="torch intra-op threads per process (default: torch's own choice in a serial run; under "
+                         "pytest-xdist each worker's share of the cores, capped by OMP_NUM_THREADS).")
     group.addoption("--safety-samples", type=int, default=None, metavar="N",
                     help="evaluate every family on a stratified, seeded subset of N MNIST test images (and N "
                          "images per OOD set), for quick pull-request gating; reports say so (default: whole sets).")

@@ -32,6 +32,7 @@ class SafetyRun:
         self.models = []
         self.records: list[dict] = []
         self.teardowns: list = []
+        self.torch_threads: int | None = None  # torch's intra-op threads in this process, once models are set
         self.outputs: Outputs | None = None  # validated report paths, baseline, threshold update target
 
     @pytest.hookimpl(wrapper=True)
@@ -102,6 +103,7 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
         for model in models:
             check_contract(model, settings.device, allow_randomized=settings.allow_randomized)
         _check_data(settings)
+        run.torch_threads = _share_threads(config)
     except SafetyCheckError as exc:
         raise pytest.UsageError(str(exc)) from None
     run.models = models
@@ -121,6 +123,14 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
         # Report the generated items like collected ones, so "collected N items" counts them.
         config.hook.pytest_collectreport(report=pytest.CollectReport(suite_id, "passed", None, generated))
         items.extend(generated)
+
+
+def _share_threads(config: pytest.Config) -> int:
+    """Each xdist worker takes its share of the cores (see ``share_cpu_threads``)."""
+    from safetycheck.acceleration import share_cpu_threads
+
+    workers = int(getattr(config, "workerinput", {}).get("workercount", 1))
+    return share_cpu_threads(workers, config.getoption("safety_threads"))
 
 
 def _source_path(model, config: pytest.Config) -> Path:

@@ -98,3 +98,37 @@ def accelerate(model: nn.Module, acceleration: Acceleration, device: torch.devic
         raise ConfigError(f"the model cannot run the attacks with {acceleration.describe()} on {device}: "
                           f"{type(exc).__name__}: {first_line}. Drop {' / '.join(options)}.") from exc
     return accelerated
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one, as under
+    ``taskset`` or a container's cpuset), at least 1."""
+    import os
+
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
+def share_cpu_threads(processes: int, requested: int | None = None) -> int:
+    """Set torch's intra-op thread count for one of ``processes`` processes that share this
+    machine (pytest-xdist workers, torchrun ranks) and return it.
+
+    ``requested`` (``--safety-threads``) is used as given. Otherwise each process gets its share of
+    :func:`available_cores` (at least one), and never more than torch already uses, so a limit the
+    user set with ``OMP_NUM_THREADS`` or ``torch.set_num_threads`` stands. One process alone keeps
+    torch's own choice. Without this, N processes each start one thread per core and oversubscribe
+    the machine (docs/PERFORMANCE.md measures it).
+    """
+    if processes < 1:
+        raise ConfigError(f"the number of processes sharing the CPU must be at least 1, not {processes}.")
+    if requested is not None:
+        if requested < 1:
+            raise ConfigError(f"--safety-threads must be at least 1, not {requested}.")
+        threads = requested
+    elif processes == 1:
+        return torch.get_num_threads()
+    else:
+        threads = min(torch.get_num_threads(), max(1, available_cores() // processes))
+    torch.set_num_threads(threads)
+    return threads

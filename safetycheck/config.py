@@ -130,12 +130,41 @@ def load_config(path: str | Path | None = None, pyproject: str | Path | None = N
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"threshold file {path} not found.")
-        return _parse(_read_toml(path), path, prefix="")
+        table, prefix = standalone_table(_read_toml(path), path)
+        return _parse(table, path, prefix=prefix)
     if pyproject is not None and Path(pyproject).is_file():
         table = _read_toml(Path(pyproject)).get("tool", {}).get("safetycheck")
         if table is not None:
             return _parse(table, Path(pyproject), prefix="tool.safetycheck.")
     return SafetyConfig()
+
+
+# The other top-level tables of a pyproject.toml, which a standalone file copied from one may keep.
+PYPROJECT_TABLES = {"project", "build-system", "dependency-groups"}
+
+
+def standalone_table(document: dict, path: Path) -> tuple[dict, str]:
+    """The safetycheck table of a standalone threshold file, and how its keys are spelt in errors.
+
+    The keys may stand at the top level, or under ``[tool.safetycheck]`` as in a pyproject.toml
+    (people copy the table from theirs, or pass the pyproject itself); not both at once.
+    """
+    if "tool" not in document:
+        return document, ""
+    tool = document["tool"]
+    if not isinstance(tool, dict) or "safetycheck" not in tool:
+        others = sorted(tool) if isinstance(tool, dict) else []
+        raise ConfigError(f"{path}: has a [tool] table ({', '.join(f'tool.{name}' for name in others) or 'empty'}) "
+                          "but no [tool.safetycheck]; put the thresholds under [tool.safetycheck] or at the "
+                          "top level of the file.")
+    mixed = sorted(set(document) - {"tool"} - PYPROJECT_TABLES)
+    if mixed:
+        raise ConfigError(f"{path}: holds both [tool.safetycheck] and top-level safetycheck keys ({', '.join(mixed)}); "
+                          "keep one: move them under [tool.safetycheck], or drop the [tool.safetycheck] header.")
+    table = tool["safetycheck"]
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: tool.safetycheck must be a table, e.g. [tool.safetycheck.thresholds].")
+    return table, "tool.safetycheck."
 
 
 def _read_toml(path: Path) -> dict:

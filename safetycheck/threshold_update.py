@@ -189,7 +189,9 @@ def update_threshold_file(path: Path, records: list[dict], *, margin: float,
         raise ConfigError(f"{path} is not valid TOML ({exc}); fix it and re-run; the file was not changed.") from None
 
     created: list[tuple] = []  # the key paths of the tables with a header this update creates
-    base = ("tool", "safetycheck") if pyproject else ()
+    # A standalone file may hold its bounds under [tool.safetycheck] too (config.standalone_table).
+    in_tool_table = "safetycheck" in document.get("tool", {})
+    base = ("tool", "safetycheck") if pyproject or in_tool_table else ()
     root = _table(document, base, path)
     changes = []
     for (model, check), (value, bound, family, applied) in measured.items():
@@ -210,7 +212,7 @@ def update_threshold_file(path: Path, records: list[dict], *, margin: float,
         result = _separate_new_tables(tomlkit.dumps(document), created)
         if "\r\n" in text and not re.search(r"(?<!\r)\n", text):  # a CRLF file stays CRLF
             result = re.sub(r"(?<!\r)\n", "\r\n", result)
-        _verify(result, path, pyproject, changes)
+        _verify(result, path, base, changes)
         _write_atomically(path, result)
     return changes
 
@@ -333,14 +335,14 @@ def _value_range(family: str) -> tuple[float, float]:
     return registered.value_range if registered is not None else (0.0, math.inf)
 
 
-def _verify(text: str, path: Path, pyproject: bool, changes: list[ThresholdChange]) -> None:
+def _verify(text: str, path: Path, base: tuple, changes: list[ThresholdChange]) -> None:
     """Parse the new text as the config loader will, and check every bound reads back."""
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:  # would be a tomlkit bug; never write such a file
         raise ConfigError(f"updating {path} would produce invalid TOML ({exc}); the file was not changed.") from None
-    if pyproject:
-        data = data["tool"]["safetycheck"]
+    for key in base:
+        data = data[key]
     for change in changes:
         written = data["models"][change.model]["thresholds"]
         key = _existing_key(written, change.check)

@@ -29,12 +29,27 @@ import safetycheck_pytest.reporting  # noqa: E402,F401
 import safetycheck_pytest.settings  # noqa: E402,F401
 from safetycheck.data import load_split, resolve_data_root
 
+# The suite's one input from the environment: where the real data is (read once, here). Every other
+# SAFETYCHECK_* variable is a user's setting that must not change a verdict: see `hermetic_env`.
+DATA_ENV_VAR = "SAFETYCHECK_DATA"
+REAL_DATA = os.environ.get(DATA_ENV_VAR)
+
 REAL_DATA_SKIP = "real data unavailable: set SAFETYCHECK_DATA to a folder with MNIST/FashionMNIST/KMNIST raw files"
+
+
+@pytest.fixture(autouse=True)
+def hermetic_env(monkeypatch):
+    """Clear every SAFETYCHECK_* variable (a user's SAFETYCHECK_CACHE, say) before each test, and
+    put back only the real-data root; a test that needs one of them sets it itself."""
+    for name in [name for name in os.environ if name.startswith("SAFETYCHECK_")]:
+        monkeypatch.delenv(name)
+    if REAL_DATA:
+        monkeypatch.setenv(DATA_ENV_VAR, REAL_DATA)
 
 
 @pytest.fixture(scope="session")
 def data_root():
-    if not os.environ.get("SAFETYCHECK_DATA"):
+    if not REAL_DATA:
         pytest.skip(REAL_DATA_SKIP)
     return resolve_data_root()
 

@@ -105,6 +105,30 @@ def test_pyproject_table_is_read_and_prefixed(tmp_path):
     assert load_config(pyproject=pyproject).thresholds == {}
 
 
+def test_standalone_file_may_hold_a_tool_safetycheck_table(tmp_path):
+    """A table copied from a pyproject.toml (or the pyproject itself) reads as the same keys at the top level."""
+    top = config_from(tmp_path, "seed = 3\n[thresholds]\nclean_accuracy = 0.9\n[models.a.thresholds]\nfgsm = 0.5\n")
+    copied = config_from(tmp_path, "[project]\nname = 'x'\n[tool.ruff]\nline-length = 1\n[tool.safetycheck]\n"
+                                   "seed = 3\n[tool.safetycheck.thresholds]\nclean_accuracy = 0.9\n"
+                                   "[tool.safetycheck.models.a.thresholds]\nfgsm = 0.5\n")
+    assert (copied.settings, copied.thresholds, copied.model_thresholds) == (
+        top.settings, top.thresholds, top.model_thresholds)
+    assert copied.threshold("a", "fgsm", "fgsm[eps=0.1]").source == "thresholds.toml: models.a.thresholds.fgsm"
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("[tool.safetycheck.thresholds]\nclean_acc = 0.9\n", "unknown key 'tool.safetycheck.thresholds.clean_acc'"),
+    ("[thresholds]\nfgsm = 0.5\n[tool.safetycheck.thresholds]\nfgsm = 0.5\n",
+     "both [tool.safetycheck] and top-level safetycheck keys (thresholds)"),
+    ("[tool.ruff]\nline-length = 1\n", "has a [tool] table (tool.ruff) but no [tool.safetycheck]"),
+    ("[tool]\nsafetycheck = 3\n", "tool.safetycheck must be a table"),
+])
+def test_tool_table_errors_say_what_to_change(tmp_path, text, expected):
+    with pytest.raises(ConfigError) as info:
+        config_from(tmp_path, text)
+    assert expected in str(info.value) and "thresholds.toml" in str(info.value)
+
+
 def test_missing_threshold_file(tmp_path):
     with pytest.raises(ConfigError, match="threshold file .* not found"):
         load_config(tmp_path / "nope.toml")

@@ -208,6 +208,51 @@ def test_xdist_controller_writes_every_record(pytester, tiny):
                                                                "pgd_linf[eps=0.3]"]
 
 
+def _junit_properties(path: Path) -> list[dict[str, str]]:
+    import xml.etree.ElementTree as ET
+
+    return [{prop.get("name"): prop.get("value") for prop in case.iter("property")}
+            for case in ET.parse(path).iter("testcase")]
+
+
+def _measured(path: Path) -> dict:
+    return {(r["model"], r["check"]): (r["value"], r["n"], r["passed"])
+            for r in json.loads(path.read_text())["results"]}
+
+
+@pytest.mark.slow
+def test_loadgroup_keeps_each_model_on_one_worker_and_matches_serial(pytester, data_root):
+    """`-n 2 --dist loadgroup` with two real models: every check of a model ran on the same worker
+    (so its attack sweep ran once), each worker took its share of the cores, and every value, n and
+    verdict equals the serial run's."""
+    from safetycheck.acceleration import available_cores
+
+    models = [f"--safety-model={REPO / 'example_models' / name}" for name in ("lenet.py", "linear.py")]
+    options = ["--safety-checks=clean_accuracy,fgsm,pgd_linf,calibration", "--safety-eps=0.1,0.3",
+               "--safety-samples=200", *QUIET]
+    parallel = pytester.runpytest_subprocess(*models, *options, "-n", "2", "--dist", "loadgroup",
+                                             "--junitxml=parallel.xml", "--safety-json=parallel.json")
+    assert parallel.ret in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED), parallel.stdout.str()
+    serial = pytester.runpytest_subprocess(*models, *options, "--safety-json=serial.json")
+    assert serial.ret == parallel.ret
+    cases = _junit_properties(pytester.path / "parallel.xml")
+    assert len(cases) == len(_measured(pytester.path / "serial.json")) > 2 * 5
+    workers: dict[str, set[str]] = {}
+    for case in cases:
+        workers.setdefault(case["safetycheck.model"], set()).add(case["safetycheck.worker"])
+    assert set(workers) == {"lenet", "linear"}
+    assert all(len(names) == 1 and next(iter(names)).startswith("gw") for names in workers.values()), workers
+    share = max(1, available_cores() // 2)
+    assert {int(case["safetycheck.torch_threads"]) for case in cases} <= set(range(1, share + 1))
+    measured, expected = _measured(pytester.path / "parallel.json"), _measured(pytester.path / "serial.json")
+    assert measured.keys() == expected.keys()
+    for key, (value, n, passed) in measured.items():
+        # Counts are exact; a sum of float32 probabilities may differ in its last bits, since a
+        # worker's share of the threads reduces in another order than the serial run's threads.
+        exact = not key[1].startswith("calibration")
+        assert (value if exact else pytest.approx(value, rel=1e-5), n, passed) == expected[key], key
+
+
 def test_main_job_on_the_trained_example_model(pytester, data_root):
     """The README's main job on real MNIST: lenet's clean accuracy is at least 0.990."""
     result = pytester.runpytest(f"--safety-model={REPO / 'example_models' / 'lenet.py'}", "--safety-eps=0.1",

@@ -174,6 +174,17 @@ def test_pyproject_without_a_safetycheck_table_gets_only_the_model_tables(tmp_pa
     assert load_config(pyproject=path).model_thresholds == {"lenet": {"pgd_linf[eps=0.1]": 0.766}}
 
 
+def test_standalone_file_with_a_tool_table_is_updated_inside_it(tmp_path):
+    path = write(tmp_path / "gate.toml", "[tool.safetycheck.thresholds]\nclean_accuracy = 0.9\n")
+    changes = update_threshold_file(path, RECORDS, margin=0.02, pyproject=False)
+    document = tomllib.loads(path.read_text())
+    assert set(document) == {"tool"}  # no top-level table added beside [tool.safetycheck]
+    config = load_config(path)
+    assert config.thresholds == {"clean_accuracy": 0.9}
+    for change in changes:
+        assert config.model_thresholds[change.model][change.check] == change.new
+
+
 def test_a_missing_standalone_file_is_created_and_loads(tmp_path):
     path = tmp_path / "gate.toml"
     changes = update_threshold_file(path, RECORDS, margin=0.02, pyproject=False)
