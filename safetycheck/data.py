@@ -1,9 +1,10 @@
 """The datasets: MNIST (train and test), Fashion-MNIST and KMNIST, as whole tensors.
 
 Images come back as float32 tensors of shape (N, 1, 28, 28) with values in [0, 1] and labels as
-int64 tensors of shape (N,). Files are read through torchvision's dataset classes, which read each
-IDX file with one ``frombuffer`` (no per-sample PIL loop), and every split is loaded once per
-process and then shared.
+int64 tensors of shape (N,). Each IDX file is read with one ``numpy.frombuffer`` after its header
+is checked (as torchvision's dataset classes read them, byte for byte, without importing
+torchvision, which costs two seconds in every process and every xdist worker); torchvision is used
+only to download. Every split is loaded once per process and then shared.
 
 Where the files live (first one set wins):
 
@@ -233,34 +234,40 @@ def load_split(
 @functools.lru_cache(maxsize=None)
 def _load_split_cached(key: str, split: str, root: DataRoot, download: bool) -> LabelledImages:
     info = DATASETS[key]
-    import torchvision.datasets as tv_datasets
-
-    dataset_class = getattr(tv_datasets, info.folder)
     raw_present = all((root.path / info.folder / "raw" / name).is_file() for name in expected_files(key))
     if download and not raw_present:
+        import torchvision.datasets as tv_datasets
+
         root.path.mkdir(parents=True, exist_ok=True)
         try:
-            dataset_class(root=str(root.path), train=(split == "train"), download=True)
+            getattr(tv_datasets, info.folder)(root=str(root.path), train=(split == "train"), download=True)
         except Exception as exc:  # network errors come in many types; all mean the same here
             raise DataError(
                 f"could not download {info.title} into {root.path / info.folder / 'raw'}: {exc}. "
                 f"Check the network, or place the raw files there by hand."
             ) from exc
     check_files(key, root)
-    try:
-        tv = dataset_class(root=str(root.path), train=(split == "train"), download=False)
-        images = tv.data
-        labels = tv.targets
-    except Exception as exc:
-        raise DataError(
-            f"torchvision could not read {info.title} ({split}) from {root.path / info.folder / 'raw'}: {exc}. "
-            f"Delete the files and download them again."
-        ) from exc
-    images = torch.as_tensor(images).to(torch.float32).div_(255.0).unsqueeze(1).contiguous()
-    labels = torch.as_tensor(labels).to(torch.int64).contiguous()
+    raw = root.path / info.folder / "raw"
+    prefix = _SPLIT_PREFIX[split]
+    images = read_idx(raw / f"{prefix}-images-idx3-ubyte")
+    labels = read_idx(raw / f"{prefix}-labels-idx1-ubyte")
+    images = images.to(torch.float32).div_(255.0).unsqueeze(1).contiguous()
+    labels = labels.to(torch.int64).contiguous()
     if labels.min() < 0 or labels.max() > 9:
         raise DataError(f"{info.title} ({split}) labels fall outside 0..9: the label file is corrupt.")
     return LabelledImages(images=images, labels=labels, name=f"{key}-{split}")
+
+
+def read_idx(path: Path) -> torch.Tensor:
+    """The uint8 payload of an uncompressed IDX file whose header :func:`check_files` has checked:
+    shape (N, 28, 28) for images, (N,) for labels."""
+    import numpy as np
+
+    data = path.read_bytes()
+    ndim = data[3]  # the magic number's last byte is the number of dimensions
+    dims = struct.unpack(f">{ndim}i", data[4:4 + 4 * ndim])
+    array = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
+    return torch.from_numpy(array.copy())
 
 
 def _info(dataset: str) -> DatasetInfo:

@@ -24,7 +24,6 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
-from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
 from .errors import ConfigError, DataError
 
@@ -57,6 +56,14 @@ class OODMetrics:
         values = asdict(self)
         values["auroc_ci"] = [float(v) for v in self.auroc_ci]
         return values
+
+
+def _sklearn():
+    """scikit-learn's metrics, imported when first used (about 0.7 s): a run without an OOD check
+    does not pay it."""
+    import sklearn.metrics
+
+    return sklearn.metrics
 
 
 def as_score_array(scores, name: str) -> np.ndarray:
@@ -98,19 +105,19 @@ def _labelled(in_scores, out_scores) -> tuple[np.ndarray, np.ndarray, int, int]:
 def auroc(in_scores, out_scores) -> float:
     """Area under the ROC curve, in-distribution positive; 1 perfect, 0.5 chance."""
     labels, scores, _, _ = _labelled(in_scores, out_scores)
-    return float(roc_auc_score(labels, scores))
+    return float(_sklearn().roc_auc_score(labels, scores))
 
 
 def aupr_in(in_scores, out_scores) -> float:
     """Average precision with in-distribution positive (ranked by the raw score)."""
     labels, scores, _, _ = _labelled(in_scores, out_scores)
-    return float(average_precision_score(labels, scores))
+    return float(_sklearn().average_precision_score(labels, scores))
 
 
 def aupr_out(in_scores, out_scores) -> float:
     """Average precision with OOD positive, ranked by the negated score."""
     labels, scores, _, _ = _labelled(in_scores, out_scores)
-    return float(average_precision_score(1 - labels, -scores))
+    return float(_sklearn().average_precision_score(1 - labels, -scores))
 
 
 def fpr_at_tpr(in_scores, out_scores, tpr: float = 0.95) -> float:
@@ -120,7 +127,7 @@ def fpr_at_tpr(in_scores, out_scores, tpr: float = 0.95) -> float:
         raise ConfigError(f"tpr={tpr!r} must lie in (0, 1].")
     labels, scores, _, _ = _labelled(in_scores, out_scores)
     # drop_intermediate=False keeps every threshold, so the first point reaching ``tpr`` is exact.
-    fprs, tprs, _ = roc_curve(labels, scores, drop_intermediate=False)
+    fprs, tprs, _ = _sklearn().roc_curve(labels, scores, drop_intermediate=False)
     return float(fprs[np.searchsorted(tprs, tpr, side="left")])
 
 
@@ -210,7 +217,7 @@ def roc_curve_data(in_scores, out_scores, max_points: int = 300) -> dict:
     if isinstance(max_points, bool) or not isinstance(max_points, int) or max_points < 2:
         raise ConfigError(f"max_points={max_points!r} must be an integer of at least 2.")
     labels, scores, _, _ = _labelled(in_scores, out_scores)
-    fprs, tprs, _ = roc_curve(labels, scores)  # starts at (0, 0): its first threshold is +inf
+    fprs, tprs, _ = _sklearn().roc_curve(labels, scores)  # starts at (0, 0): its first threshold is +inf
     if fprs.size > max_points:
         length = np.concatenate([[0.0], np.cumsum(np.hypot(np.diff(fprs), np.diff(tprs)))])
         keep = np.searchsorted(length, np.linspace(0.0, length[-1], max_points), side="left")
@@ -219,5 +226,5 @@ def roc_curve_data(in_scores, out_scores, max_points: int = 300) -> dict:
     return {
         "fpr": [round(float(v), 6) for v in fprs],
         "tpr": [round(float(v), 6) for v in tprs],
-        "auroc": float(roc_auc_score(labels, scores)),
+        "auroc": float(_sklearn().roc_auc_score(labels, scores)),
     }

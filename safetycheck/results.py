@@ -76,9 +76,10 @@ def _json_number(value: float):
 
 def run_metadata(settings, models: list) -> dict:
     """Versions, device, seed, sample counts and the models evaluated, for every report."""
+    from importlib.metadata import version
+
     import numpy
     import torch
-    import torchvision
 
     from . import __version__
     from .data import data_checksums
@@ -88,7 +89,7 @@ def run_metadata(settings, models: list) -> dict:
         "safetycheck": __version__,
         "python": sys.version.split()[0],
         "torch": torch.__version__,
-        "torchvision": torchvision.__version__,
+        "torchvision": version("torchvision"),  # not imported: the run does not need it
         "numpy": numpy.__version__,
         "platform": platform.platform(),
         "device": str(settings.device),

@@ -146,3 +146,27 @@ def test_real_mnist_train(data_root):
     data = load_split("mnist", "train", root=data_root)
     assert data.images.shape == (60_000, 1, 28, 28)
     assert data.labels[:10].tolist() == [5, 0, 4, 1, 9, 2, 1, 3, 1, 4]
+
+
+@pytest.mark.parametrize("dataset, folder", [("mnist", "MNIST"), ("fashion_mnist", "FashionMNIST"), ("kmnist", "KMNIST")])
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_reader_agrees_with_torchvision_byte_for_byte(data_root, dataset, folder, split):
+    """The IDX reader returns exactly what torchvision's dataset class reads from the same files."""
+    import torchvision.datasets
+
+    reference = getattr(torchvision.datasets, folder)(root=str(data_root.path), train=split == "train")
+    loaded = load_split(dataset, split, root=data_root)
+    assert torch.equal(loaded.images, reference.data.to(torch.float32).div(255).unsqueeze(1))
+    assert torch.equal(loaded.labels, reference.targets)
+
+
+def test_loading_does_not_import_torchvision(data_root):
+    """Importing torchvision costs about two seconds per process (and per xdist worker); reading
+    the files does not need it."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from safetycheck.data import load_split; load_split('mnist', 'test', root=sys.argv[1]); "
+            "assert 'torchvision' not in sys.modules, 'torchvision was imported'")
+    result = subprocess.run([sys.executable, "-c", code, str(data_root.path)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]

@@ -17,8 +17,6 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as F
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 from torch import nn
 
 from ..models import evaluation_mode
@@ -37,6 +35,8 @@ class InvariantResult:
 
 
 def _threats(max_images: int):
+    from hypothesis import strategies as st
+
     return dict(
         norm=st.sampled_from(["Linf", "L2"]),
         eps=st.floats(0.0, 0.3),
@@ -123,6 +123,8 @@ def check_invariant(name: str, model: nn.Module, images: torch.Tensor, labels: t
                     max_examples: int = 8) -> InvariantResult:
     """Search for a violation of property ``name`` with Hypothesis on ``images``/``labels``
     (a small batch: each example attacks at most all of them with at most 5 PGD steps)."""
+    from hypothesis import HealthCheck, given, settings  # here: it costs ~0.4 s in every process
+
     prop = PROPERTIES[name]
     count = 0
 
