@@ -13,6 +13,8 @@ OWN_SUITES = (ROOT / "tests", ROOT / "benchmarks")
 
 def pytest_ignore_collect(collection_path, config):
     if config.getoption("safety_model", None) and not config.option.file_or_dir:
-        if any(collection_path == suite or suite in collection_path.parents for suite in OWN_SUITES):
+        if any(
+            collection_path == suite or suite in collection_path.parents for suite in OWN_SUITES
+        ):
             return True
     return None

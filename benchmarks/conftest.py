@@ -15,7 +15,9 @@ from safetycheck.data import load_split, resolve_data_root
 @pytest.fixture(scope="session")
 def mnist_test():
     if not os.environ.get("SAFETYCHECK_DATA"):
-        pytest.skip("real data unavailable: set SAFETYCHECK_DATA to a folder with the MNIST raw files")
+        pytest.skip(
+            "real data unavailable: set SAFETYCHECK_DATA to a folder with the MNIST raw files"
+        )
     return load_split("mnist", "test", root=resolve_data_root())
 
 

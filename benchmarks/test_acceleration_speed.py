@@ -45,8 +45,10 @@ def test_acceleration(benchmark, lenet, mnist_test, quick, variant, device):
     if variant == "fp16" and device == "cpu":
         pytest.skip("fp16 autocast is a GPU format; on the CPU bf16 is the reduced precision")
     if quick and variant in ("compile", "bf16+channels_last"):
-        pytest.skip("full mode only: compiling costs tens of seconds on a CPU, and the pair adds little to "
-                    "a smoke run")
+        pytest.skip(
+            "full mode only: compiling costs tens of seconds on a CPU, and the pair adds little to "
+            "a smoke run"
+        )
     model = copy.deepcopy(lenet).to(device).eval()  # channels_last converts the weights in place
     n = 32 if quick else (200 if device == "cpu" else 4096)
     generator = torch.Generator().manual_seed(0)
@@ -73,11 +75,23 @@ def test_acceleration(benchmark, lenet, mnist_test, quick, variant, device):
     rate = n * STEPS / min(times)
     with torch.no_grad():
         clean = model(images).argmax(1) == labels
-    sweep = robust_accuracy_sweep(attacked, images, labels, (0.1,),
-                                  [("pgd_linf", lambda eps: PGD(eps=eps, seed=0))], clean_correct=clean.cpu())
-    RESULTS.setdefault(device, {})[variant] = {"rate": rate, "robust": sweep.accuracy(0.1), "setup": setup_seconds,
-                                               "n": n}
-    benchmark.extra_info.update(image_steps_per_second=rate, robust_accuracy_eps_0_1=sweep.accuracy(0.1))
+    sweep = robust_accuracy_sweep(
+        attacked,
+        images,
+        labels,
+        (0.1,),
+        [("pgd_linf", lambda eps: PGD(eps=eps, seed=0))],
+        clean_correct=clean.cpu(),
+    )
+    RESULTS.setdefault(device, {})[variant] = {
+        "rate": rate,
+        "robust": sweep.accuracy(0.1),
+        "setup": setup_seconds,
+        "n": n,
+    }
+    benchmark.extra_info.update(
+        image_steps_per_second=rate, robust_accuracy_eps_0_1=sweep.accuracy(0.1)
+    )
     assert rate > 0 and 0.0 <= sweep.accuracy(0.1) <= clean.float().mean().item()
 
 
@@ -87,12 +101,16 @@ def test_report(quick, capsys):
         pytest.skip("no acceleration measured in this run (deselected)")
     for device, rows in RESULTS.items():
         reference = rows.get("fp32")
-        lines = [f"[{device}, {torch.get_num_threads()} threads{', quick' if quick else ''}] PGD image-steps/s, "
-                 f"robust accuracy at eps 0.1 (PGD-40):"]
+        lines = [
+            f"[{device}, {torch.get_num_threads()} threads{', quick' if quick else ''}] PGD image-steps/s, "
+            f"robust accuracy at eps 0.1 (PGD-40):"
+        ]
         for name, row in rows.items():
             ratio = f"{row['rate'] / reference['rate']:.2f}x fp32" if reference else ""
-            lines.append(f"  {name:19s} {row['rate']:10.0f} ({ratio}); robust {row['robust']:.4f} on {row['n']}; "
-                         f"set-up {row['setup']:.1f} s")
+            lines.append(
+                f"  {name:19s} {row['rate']:10.0f} ({ratio}); robust {row['robust']:.4f} on {row['n']}; "
+                f"set-up {row['setup']:.1f} s"
+            )
         with capsys.disabled():
             print("\n" + "\n".join(lines))
         if reference:

@@ -56,7 +56,9 @@ def _timed(benchmark, quick, function, rounds=3):
             torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
 
-    benchmark.pedantic(run, rounds=1 if quick else rounds, iterations=1, warmup_rounds=0 if quick else 1)
+    benchmark.pedantic(
+        run, rounds=1 if quick else rounds, iterations=1, warmup_rounds=0 if quick else 1
+    )
     return min(times), value[-1]
 
 
@@ -68,12 +70,16 @@ def _reference_pgd(model, eps, steps, step_size):
         adversarial = attack(images, labels)
         with torch.no_grad():
             return model(adversarial).argmax(dim=1) == labels
+
     return run
 
 
 THROUGHPUT = {
     "fgsm": lambda model: (lambda x, y: FGSM(0.01)(model, x, y), 1),
-    "pgd": lambda model: (lambda x, y: PGD(0.01, steps=STEPS, step_size=0.0025)(model, x, y), STEPS),
+    "pgd": lambda model: (
+        lambda x, y: PGD(0.01, steps=STEPS, step_size=0.0025)(model, x, y),
+        STEPS,
+    ),
     "apgd": lambda model: (lambda x, y: APGD(0.01, steps=STEPS)(model, x, y), STEPS),
     "torchattacks_pgd": lambda model: (_reference_pgd(model, 0.01, STEPS, 0.0025), STEPS),
 }
@@ -100,8 +106,10 @@ def _reference_sweep(model, images, labels, device, rounds):
         times = []
         for _ in range(rounds):
             start = time.perf_counter()
-            accuracy = {eps: float(_reference_pgd(model, eps, 40, 0.01)(images, labels).float().mean())
-                        for eps in SWEEP}
+            accuracy = {
+                eps: float(_reference_pgd(model, eps, 40, 0.01)(images, labels).float().mean())
+                for eps in SWEEP
+            }
             times.append(time.perf_counter() - start)
         _CACHE[key] = (min(times), accuracy)
     return _CACHE[key]
@@ -114,12 +122,22 @@ _CACHE: dict = {}
 # Wall-time gates (full mode only). On the linear model a forward-backward pass costs next to
 # nothing, so wall time measures per-step Python overhead, not the passes the cascade saves; there
 # the machine-independent gate is on image passes (MIN_PASS_RATIO), the work the cascade avoids.
-MIN_SPEEDUP = {("lenet", "pgd_linf"): 1.3, ("lenet", "fast_linf"): 2.0,
-               ("mixup", "pgd_linf"): 2.5, ("mixup", "fast_linf"): 4.0,
-               ("linear", "pgd_linf"): 1.5, ("linear", "fast_linf"): 1.5}
-MIN_PASS_RATIO = {("lenet", "pgd_linf"): 1.7, ("lenet", "fast_linf"): 3.0,
-                  ("mixup", "pgd_linf"): 3.5, ("mixup", "fast_linf"): 6.0,
-                  ("linear", "pgd_linf"): 5.0, ("linear", "fast_linf"): 8.0}
+MIN_SPEEDUP = {
+    ("lenet", "pgd_linf"): 1.3,
+    ("lenet", "fast_linf"): 2.0,
+    ("mixup", "pgd_linf"): 2.5,
+    ("mixup", "fast_linf"): 4.0,
+    ("linear", "pgd_linf"): 1.5,
+    ("linear", "fast_linf"): 1.5,
+}
+MIN_PASS_RATIO = {
+    ("lenet", "pgd_linf"): 1.7,
+    ("lenet", "fast_linf"): 3.0,
+    ("mixup", "pgd_linf"): 3.5,
+    ("mixup", "fast_linf"): 6.0,
+    ("linear", "pgd_linf"): 5.0,
+    ("linear", "fast_linf"): 8.0,
+}
 
 
 @pytest.fixture(scope="session")
@@ -140,8 +158,9 @@ def linear():
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("model_name, name", list(MIN_SPEEDUP))
-def test_end_to_end_sweep_against_torchattacks(benchmark, request, mnist_test, quick, model_name, name, device,
-                                               capsys):
+def test_end_to_end_sweep_against_torchattacks(
+    benchmark, request, mnist_test, quick, model_name, name, device, capsys
+):
     model = request.getfixturevalue(model_name).to(device)
     images, labels = _images(mnist_test, 100 if quick else 500, device)
     ours = lambda: robust_accuracy_sweep(model, images, labels, SWEEP, cascade(name))  # noqa: E731
@@ -149,26 +168,38 @@ def test_end_to_end_sweep_against_torchattacks(benchmark, request, mnist_test, q
     # whichever runs first in a session is not charged for them.
     robust_accuracy_sweep(model, images[:8], labels[:8], SWEEP, cascade(name))
     _reference_pgd(model, SWEEP[0], 2, 0.01)(images[:8], labels[:8])
-    our_seconds, sweep = _timed(benchmark, quick, ours)  # best of 3 rounds (1 in quick mode), as the reference
-    reference_seconds, reference_accuracy = _reference_sweep(model, images, labels, device, 1 if quick else 3)
+    our_seconds, sweep = _timed(
+        benchmark, quick, ours
+    )  # best of 3 rounds (1 in quick mode), as the reference
+    reference_seconds, reference_accuracy = _reference_sweep(
+        model, images, labels, device, 1 if quick else 3
+    )
     speedup = reference_seconds / our_seconds
     n = len(labels)
     rows = {eps: (sweep.accuracy(eps), reference_accuracy[eps]) for eps in SWEEP}
     RESULTS.setdefault(device, {})[f"sweep_{model_name}_{name}"] = {
-        "n": n, "ours_seconds": our_seconds, "torchattacks_seconds": reference_seconds, "speedup": speedup,
+        "n": n,
+        "ours_seconds": our_seconds,
+        "torchattacks_seconds": reference_seconds,
+        "speedup": speedup,
         "accuracy": {str(eps): {"ours": a, "torchattacks": b} for eps, (a, b) in rows.items()},
-        "ours_forward_passes": sweep.forward_passes, "torchattacks_forward_passes": n * 41 * len(SWEEP),
+        "ours_forward_passes": sweep.forward_passes,
+        "torchattacks_forward_passes": n * 41 * len(SWEEP),
         "pass_ratio": n * 41 * len(SWEEP) / sweep.forward_passes,
     }
     with capsys.disabled():
-        print(f"\n[{device}] {model_name}: eps sweep {SWEEP} on {n} images, cascade {name}: ours {our_seconds:.1f}s "
-              f"({sweep.forward_passes} image passes), torchattacks PGD {reference_seconds:.1f}s "
-              f"({n * 41 * len(SWEEP)}), speedup {speedup:.1f}x wall, "
-              f"{n * 41 * len(SWEEP) / sweep.forward_passes:.1f}x passes; robust accuracy ours/torchattacks "
-              + ", ".join(f"{eps}: {a:.3f}/{b:.3f}" for eps, (a, b) in rows.items()))
+        print(
+            f"\n[{device}] {model_name}: eps sweep {SWEEP} on {n} images, cascade {name}: ours {our_seconds:.1f}s "
+            f"({sweep.forward_passes} image passes), torchattacks PGD {reference_seconds:.1f}s "
+            f"({n * 41 * len(SWEEP)}), speedup {speedup:.1f}x wall, "
+            f"{n * 41 * len(SWEEP) / sweep.forward_passes:.1f}x passes; robust accuracy ours/torchattacks "
+            + ", ".join(f"{eps}: {a:.3f}/{b:.3f}" for eps, (a, b) in rows.items())
+        )
     for eps, (ours_accuracy, theirs) in rows.items():
         noise = 2 * math.sqrt(max(theirs * (1 - theirs), 0.01) / n) + 1 / n
-        assert ours_accuracy <= theirs + noise, f"eps={eps}: ours {ours_accuracy:.3f} vs torchattacks {theirs:.3f}"
+        assert ours_accuracy <= theirs + noise, (
+            f"eps={eps}: ours {ours_accuracy:.3f} vs torchattacks {theirs:.3f}"
+        )
     pass_ratio = n * 41 * len(SWEEP) / sweep.forward_passes
     if not quick:  # one round on 100 images times start-up noise, not the cascade
         assert speedup > MIN_SPEEDUP[model_name, name]
@@ -180,7 +211,9 @@ def test_report(quick, capsys):
     if not RESULTS:
         pytest.skip("no throughput measured in this run (deselected)")
     for device, rates in RESULTS.items():
-        lines = [f"[{device}, {torch.get_num_threads()} threads{', quick' if quick else ''}] image-steps/s:"]
+        lines = [
+            f"[{device}, {torch.get_num_threads()} threads{', quick' if quick else ''}] image-steps/s:"
+        ]
         reference = rates.get("torchattacks_pgd")
         for name in THROUGHPUT:
             if name in rates:
@@ -190,9 +223,17 @@ def test_report(quick, capsys):
             print("\n" + "\n".join(lines))
     out = Path(".benchmarks")
     out.mkdir(exist_ok=True)
-    (out / "attack_throughput.json").write_text(json.dumps(
-        {"torch": torch.__version__, "threads": torch.get_num_threads(), "quick": quick, "results": RESULTS},
-        indent=2))
+    (out / "attack_throughput.json").write_text(
+        json.dumps(
+            {
+                "torch": torch.__version__,
+                "threads": torch.get_num_threads(),
+                "quick": quick,
+                "results": RESULTS,
+            },
+            indent=2,
+        )
+    )
     for device, rates in RESULTS.items():
         if "pgd" in rates and "torchattacks_pgd" in rates and not quick:
             # Target parity; allow for a shared, noisy CPU.

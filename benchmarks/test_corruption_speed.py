@@ -22,7 +22,7 @@ import torch
 from safetycheck.corruptions import CORRUPTIONS, corrupt
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from mnist_c_reference import reference_corrupt  # noqa: E402
+from mnist_c_reference import reference_corrupt
 
 REFERENCE_IMAGES = 10  # per corruption; the reference's time is extrapolated to 10,000
 PER_IMAGE_SECONDS: dict = {}  # "ours" / "reference": seconds per image over all 15 corruptions
@@ -55,7 +55,9 @@ def test_engine_all_15(benchmark, test_images, quick):
     # A wall-clock gate only where the machine is known to be quiet: on a shared runner other
     # jobs' load, not this code, decides the figure.
     limit = float(os.environ.get("SAFETYCHECK_SPEED_LIMIT_S", "inf"))
-    assert sum(seconds.values()) < limit, f"all 15 corruptions took {sum(seconds.values()):.1f} s (limit {limit} s)"
+    assert sum(seconds.values()) < limit, (
+        f"all 15 corruptions took {sum(seconds.values()):.1f} s (limit {limit} s)"
+    )
 
 
 def test_reference_per_image(benchmark, test_images, capsys):
@@ -71,12 +73,18 @@ def test_reference_per_image(benchmark, test_images, capsys):
     benchmark.pedantic(run, rounds=1, iterations=1)
     scale = len(test_images) / REFERENCE_IMAGES
     benchmark.extra_info["measured_images_per_corruption"] = REFERENCE_IMAGES
-    benchmark.extra_info["extrapolated_total_s_for_150000_images"] = round(sum(seconds.values()) * scale, 1)
-    benchmark.extra_info.update({f"{name}_extrapolated_s": round(s * scale, 1) for name, s in seconds.items()})
+    benchmark.extra_info["extrapolated_total_s_for_150000_images"] = round(
+        sum(seconds.values()) * scale, 1
+    )
+    benchmark.extra_info.update(
+        {f"{name}_extrapolated_s": round(s * scale, 1) for name, s in seconds.items()}
+    )
     PER_IMAGE_SECONDS["reference"] = sum(seconds.values()) / REFERENCE_IMAGES
     if "ours" in PER_IMAGE_SECONDS:
         ratio = PER_IMAGE_SECONDS["reference"] / PER_IMAGE_SECONDS["ours"]
         with capsys.disabled():
-            print(f"\nMNIST-C, all 15 corruptions: ours {PER_IMAGE_SECONDS['ours'] * 1e3:.2f} ms/image, per-image "
-                  f"reference {PER_IMAGE_SECONDS['reference'] * 1e3:.0f} ms/image: {ratio:.0f}x faster")
+            print(
+                f"\nMNIST-C, all 15 corruptions: ours {PER_IMAGE_SECONDS['ours'] * 1e3:.2f} ms/image, per-image "
+                f"reference {PER_IMAGE_SECONDS['reference'] * 1e3:.0f} ms/image: {ratio:.0f}x faster"
+            )
     assert np.isfinite(sum(seconds.values()))

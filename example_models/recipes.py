@@ -63,7 +63,10 @@ PGD_TRAIN = {"steps": 3}
 
 ZOO: dict[str, Recipe] = {
     "lenet": Recipe("baseline", (Phase("plain", EPOCHS),)),
-    **{f"lenet_seed{seed}": Recipe("ensemble member", (Phase("plain", EPOCHS),), seed=seed) for seed in range(1, 5)},
+    **{
+        f"lenet_seed{seed}": Recipe("ensemble member", (Phase("plain", EPOCHS),), seed=seed)
+        for seed in range(1, 5)
+    },
     "lenet_wide": Recipe("larger", (Phase("plain", EPOCHS),), width=2),
     # Not a zoo family: the non-robust reference for the attack-cascade benchmark.
     "linear": Recipe("linear baseline", (Phase("plain", EPOCHS),), architecture="linear"),
@@ -71,21 +74,43 @@ ZOO: dict[str, Recipe] = {
     "mixup": Recipe("augmentation", (Phase("mixup", EPOCHS, {"alpha": 1.0}),)),
     "fgsm_at_0.1": Recipe("adversarial training", (Phase("fgsm", EPOCHS, {"eps": 0.1}),)),
     "fgsm_at_0.3": Recipe("adversarial training", (Phase("fgsm", EPOCHS, {"eps": 0.3}),)),
-    "pgd_at_0.1": Recipe("adversarial training", (Phase("pgd", EPOCHS, {"eps": 0.1, **PGD_TRAIN}),)),
-    "pgd_at_0.3": Recipe("adversarial training", (Phase("pgd", EPOCHS, {"eps": 0.3, **PGD_TRAIN}),)),
+    "pgd_at_0.1": Recipe(
+        "adversarial training", (Phase("pgd", EPOCHS, {"eps": 0.1, **PGD_TRAIN}),)
+    ),
+    "pgd_at_0.3": Recipe(
+        "adversarial training", (Phase("pgd", EPOCHS, {"eps": 0.3, **PGD_TRAIN}),)
+    ),
     # The article's two orderings, half the epochs each.
-    "mixup_then_pgd_at": Recipe("ordering", (Phase("mixup", EPOCHS // 2, {"alpha": 1.0}),
-                                             Phase("pgd", EPOCHS // 2, {"eps": 0.1, **PGD_TRAIN}))),
-    "pgd_at_then_mixup": Recipe("ordering", (Phase("pgd", EPOCHS // 2, {"eps": 0.1, **PGD_TRAIN}),
-                                             Phase("mixup", EPOCHS // 2, {"alpha": 1.0}))),
+    "mixup_then_pgd_at": Recipe(
+        "ordering",
+        (
+            Phase("mixup", EPOCHS // 2, {"alpha": 1.0}),
+            Phase("pgd", EPOCHS // 2, {"eps": 0.1, **PGD_TRAIN}),
+        ),
+    ),
+    "pgd_at_then_mixup": Recipe(
+        "ordering",
+        (
+            Phase("pgd", EPOCHS // 2, {"eps": 0.1, **PGD_TRAIN}),
+            Phase("mixup", EPOCHS // 2, {"alpha": 1.0}),
+        ),
+    ),
 }
 
-ENSEMBLES = {"ensemble3": ["lenet", "lenet_seed1", "lenet_seed2"],
-             "ensemble5": ["lenet", "lenet_seed1", "lenet_seed2", "lenet_seed3", "lenet_seed4"]}
+ENSEMBLES = {
+    "ensemble3": ["lenet", "lenet_seed1", "lenet_seed2"],
+    "ensemble5": ["lenet", "lenet_seed1", "lenet_seed2", "lenet_seed3", "lenet_seed4"],
+}
 
 
-def batch_loss(model: nn.Module, phase: Phase, images: torch.Tensor, labels: torch.Tensor,
-               generator: torch.Generator, warmup: float = 1.0) -> torch.Tensor:
+def batch_loss(
+    model: nn.Module,
+    phase: Phase,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    generator: torch.Generator,
+    warmup: float = 1.0,
+) -> torch.Tensor:
     """The training loss of one batch under ``phase``; ``warmup`` in (0, 1] scales eps."""
     if phase.kind == "plain":
         return F.cross_entropy(model(images), labels)
@@ -94,15 +119,29 @@ def batch_loss(model: nn.Module, phase: Phase, images: torch.Tensor, labels: tor
     if phase.kind == "mixup":
         mixed, partner, weight = mixup(images, phase.params["alpha"], generator)
         logits = model(mixed)
-        return weight * F.cross_entropy(logits, labels) + (1 - weight) * F.cross_entropy(logits, labels[partner])
+        return weight * F.cross_entropy(logits, labels) + (1 - weight) * F.cross_entropy(
+            logits, labels[partner]
+        )
     eps = phase.params["eps"] * warmup
     if phase.kind == "fgsm":
-        adversarial = pgd_points(model, images, labels, eps, steps=1, step_size=eps, random_start=False)
-        return 0.5 * F.cross_entropy(model(images), labels) + 0.5 * F.cross_entropy(model(adversarial), labels)
+        adversarial = pgd_points(
+            model, images, labels, eps, steps=1, step_size=eps, random_start=False
+        )
+        return 0.5 * F.cross_entropy(model(images), labels) + 0.5 * F.cross_entropy(
+            model(adversarial), labels
+        )
     if phase.kind == "pgd":
         steps = phase.params["steps"]
-        adversarial = pgd_points(model, images, labels, eps, steps=steps, step_size=2.5 * eps / steps,
-                                 random_start=True, generator=generator)
+        adversarial = pgd_points(
+            model,
+            images,
+            labels,
+            eps,
+            steps=steps,
+            step_size=2.5 * eps / steps,
+            random_start=True,
+            generator=generator,
+        )
         return F.cross_entropy(model(adversarial), labels)
     raise ValueError(f"unknown phase kind {phase.kind!r}")
 
@@ -117,16 +156,31 @@ def cutout(images: torch.Tensor, size: int, generator: torch.Generator) -> torch
     return images.masked_fill(inside.unsqueeze(1), 0.0)
 
 
-def mixup(images: torch.Tensor, alpha: float, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, float]:
+def mixup(
+    images: torch.Tensor, alpha: float, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor, float]:
     """(mixed images, partner index, weight of the original): one Beta(alpha, alpha) weight per batch."""
     # torch has no seeded Beta sampler; NumPy's, seeded from our generator, keeps runs repeatable.
-    weight = float(np.random.default_rng(int(torch.randint(2**62, (1,), generator=generator))).beta(alpha, alpha))
+    weight = float(
+        np.random.default_rng(int(torch.randint(2**62, (1,), generator=generator))).beta(
+            alpha, alpha
+        )
+    )
     partner = torch.randperm(len(images), generator=generator)
     return weight * images + (1 - weight) * images[partner], partner, weight
 
 
-def pgd_points(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, eps: float, *, steps: int,
-               step_size: float, random_start: bool, generator: torch.Generator | None = None) -> torch.Tensor:
+def pgd_points(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    eps: float,
+    *,
+    steps: int,
+    step_size: float,
+    random_start: bool,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """The last PGD-Linf iterate for every image (training wants a point per image, not the
     per-sample early exit of the evaluation attacks); parameter gradients are left untouched."""
     x = images.detach()

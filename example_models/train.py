@@ -27,8 +27,17 @@ from safetycheck.data import load_split
 WEIGHTS_DIR = Path(__file__).with_name("weights")
 
 
-def train(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, *, epochs: int,
-          batch_size: int, lr: float, seed: int, phases: tuple[Phase, ...] | None = None) -> list[float]:
+def train(
+    model: torch.nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    seed: int,
+    phases: tuple[Phase, ...] | None = None,
+) -> list[float]:
     """Adam with a cosine learning-rate decay over all phases; returns the mean training loss per
     epoch. ``phases`` default to plain cross-entropy for ``epochs`` epochs."""
     phases = phases or (Phase("plain", epochs),)
@@ -45,7 +54,7 @@ def train(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, *,
         total = 0.0
         first_epoch_of_phase = epoch == 0 or schedule_of_epochs[epoch - 1] is not phase
         for step, start in enumerate(range(0, len(labels), batch_size)):
-            batch = order[start:start + batch_size]
+            batch = order[start : start + batch_size]
             # Adversarial phases ramp eps up over their first epoch (from a tenth of it).
             warmup = min(1.0, 0.1 + 0.9 * step / steps_per_epoch) if first_epoch_of_phase else 1.0
             loss = batch_loss(model, phase, images[batch], labels[batch], generator, warmup)
@@ -63,28 +72,40 @@ def train(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, *,
 def accuracy(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor) -> float:
     model.eval()
     correct = sum(
-        (model(images[i:i + 1000]).argmax(1) == labels[i:i + 1000]).sum().item()
+        (model(images[i : i + 1000]).argmax(1) == labels[i : i + 1000]).sum().item()
         for i in range(0, len(labels), 1000)
     )
     return correct / len(labels)
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", action="append", choices=sorted(ZOO), help="zoo model to train; repeatable")
-    parser.add_argument("--all", action="store_true", help="train every zoo model that has no weights yet")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--model", action="append", choices=sorted(ZOO), help="zoo model to train; repeatable"
+    )
+    parser.add_argument(
+        "--all", action="store_true", help="train every zoo model that has no weights yet"
+    )
     parser.add_argument("--list", action="store_true", help="list the zoo's recipes and exit")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--threads", type=int, default=2, help="CPU threads; fixed for reproducibility")
+    parser.add_argument(
+        "--threads", type=int, default=2, help="CPU threads; fixed for reproducibility"
+    )
     parser.add_argument("--data", default=None, help="data root (default: $SAFETYCHECK_DATA)")
     parser.add_argument("--out-dir", type=Path, default=WEIGHTS_DIR)
     args = parser.parse_args(argv)
     if args.list:
         for name, recipe in ZOO.items():
-            print(f"{name:<20} {recipe.family:<22} width {recipe.width}, seed {recipe.seed}: {recipe.describe()}")
+            print(
+                f"{name:<20} {recipe.family:<22} width {recipe.width}, seed {recipe.seed}: {recipe.describe()}"
+            )
         return
-    names = args.model or ([name for name in ZOO if not (args.out_dir / f"{name}.pt").exists()] if args.all else [])
+    names = args.model or (
+        [name for name in ZOO if not (args.out_dir / f"{name}.pt").exists()] if args.all else []
+    )
     if not names:
         parser.error("name a model with --model NAME, or give --all (see --list)")
 
@@ -101,8 +122,16 @@ def train_one(name: str, recipe: Recipe, train_set, test_set, args) -> None:
     model = LinearClassifier() if recipe.architecture == "linear" else LeNet5(width=recipe.width)
     print(f"{name}: {recipe.describe()}", flush=True)
     started = time.perf_counter()
-    losses = train(model, train_set.images, train_set.labels, epochs=recipe.epochs, batch_size=args.batch_size,
-                   lr=args.lr, seed=recipe.seed, phases=recipe.phases)
+    losses = train(
+        model,
+        train_set.images,
+        train_set.labels,
+        epochs=recipe.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=recipe.seed,
+        phases=recipe.phases,
+    )
     seconds = time.perf_counter() - started
     test_accuracy = accuracy(model, test_set.images, test_set.labels)
     print(f"{name}: test accuracy {test_accuracy:.4f} after {seconds:.0f} s", flush=True)
@@ -115,11 +144,17 @@ def train_one(name: str, recipe: Recipe, train_set, test_set, args) -> None:
     manifest[name] = {
         "weights": out.name,
         "family": recipe.family,
-        "architecture": type(model).__name__ + (f"(width={recipe.width})" if recipe.architecture == "lenet" else ""),
+        "architecture": type(model).__name__
+        + (f"(width={recipe.width})" if recipe.architecture == "lenet" else ""),
         "parameters": sum(p.numel() for p in model.parameters()),
         "recipe": recipe.describe(),
-        "hyperparameters": {"epochs": recipe.epochs, "batch_size": args.batch_size, "lr": args.lr,
-                            "seed": recipe.seed, "threads": args.threads},
+        "hyperparameters": {
+            "epochs": recipe.epochs,
+            "batch_size": args.batch_size,
+            "lr": args.lr,
+            "seed": recipe.seed,
+            "threads": args.threads,
+        },
         "optimiser": "Adam, cosine learning-rate decay to 0 over all epochs, cross-entropy",
         "train_loss_per_epoch": [round(x, 5) for x in losses],
         "training_seconds": round(seconds, 1),

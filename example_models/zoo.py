@@ -25,8 +25,20 @@ except ImportError:  # loaded by file path: safetycheck puts this folder on sys.
 from safetycheck.models import Ensemble
 
 WEIGHTS = Path(__file__).with_name("weights")
-TESTED = ("lenet", "lenet_wide", "ensemble3", "ensemble5", "cutout", "mixup", "fgsm_at_0.1", "fgsm_at_0.3",
-          "pgd_at_0.1", "pgd_at_0.3", "mixup_then_pgd_at", "pgd_at_then_mixup")
+TESTED = (
+    "lenet",
+    "lenet_wide",
+    "ensemble3",
+    "ensemble5",
+    "cutout",
+    "mixup",
+    "fgsm_at_0.1",
+    "fgsm_at_0.3",
+    "pgd_at_0.1",
+    "pgd_at_0.3",
+    "mixup_then_pgd_at",
+    "pgd_at_then_mixup",
+)
 
 
 def trained(name: str) -> bool:
@@ -42,7 +54,9 @@ def load(name: str) -> nn.Module:
     else:
         recipe = ZOO[name]
         model = LeNet5(width=recipe.width)
-        model.load_state_dict(torch.load(WEIGHTS / f"{name}.pt", map_location="cpu", weights_only=True))
+        model.load_state_dict(
+            torch.load(WEIGHTS / f"{name}.pt", map_location="cpu", weights_only=True)
+        )
         model.family = recipe.family
     model.name = name
     return model.eval()

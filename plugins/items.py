@@ -26,8 +26,15 @@ class SafetyCheckItem(pytest.Item):
     """Measures one check, compares it with its threshold (and the baseline, if any), and leaves
     the record in ``safety_record`` for the report hooks (which carry it to the xdist controller)."""
 
-    def __init__(self, *, planned: PlannedCheck, evaluation: ModelEvaluation, file_config: SafetyConfig,
-                 baseline=None, **kwargs):
+    def __init__(
+        self,
+        *,
+        planned: PlannedCheck,
+        evaluation: ModelEvaluation,
+        file_config: SafetyConfig,
+        baseline=None,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.planned = planned
         self.evaluation = evaluation
@@ -42,12 +49,25 @@ class SafetyCheckItem(pytest.Item):
         self.safety_record = record = result.record()
         if result.skipped:
             pytest.skip(f"{result.model} {result.check}: {result.skipped}")
-        for name in ("model", "check", "value", "threshold", "bound", "passed", "n", "metric", "ci", "threshold_source"):
+        for name in (
+            "model",
+            "check",
+            "value",
+            "threshold",
+            "bound",
+            "passed",
+            "n",
+            "metric",
+            "ci",
+            "threshold_source",
+        ):
             self.user_properties.append((f"safetycheck.{name}", record[name]))
         for name, value in self.planned.params.items():
             self.user_properties.append((f"safetycheck.param.{name}", value))
         # Where it ran: with `-n N --dist loadgroup` every check of a model names the same worker.
-        self.user_properties.append(("safetycheck.worker", getattr(self.config, "workerinput", {}).get("workerid", "main")))
+        self.user_properties.append(
+            ("safetycheck.worker", getattr(self.config, "workerinput", {}).get("workerid", "main"))
+        )
         self.user_properties.append(("safetycheck.torch_threads", torch.get_num_threads()))
         failures = [] if result.passed else [result.message()]
         if result.baseline and result.baseline["regressed"]:

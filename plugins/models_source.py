@@ -19,7 +19,9 @@ def collect_models(session: pytest.Session) -> tuple[list[ModelUnderTest], list]
     """All models of this run, with unique names; and the teardowns of generator fixtures."""
     models: list[ModelUnderTest] = []
     for path in session.config.getoption("safety_model"):
-        from safetycheck.models import load_model_file  # torch is imported only when a model is named
+        from safetycheck.models import (
+            load_model_file,
+        )  # torch is imported only when a model is named
 
         models.extend(load_model_file(path))
     fixture_models, teardowns = _models_from_fixture(session)
@@ -54,7 +56,9 @@ def _models_from_fixture(session: pytest.Session) -> tuple[list[ModelUnderTest],
     try:
         value = definition.func()
     except Exception as exc:
-        raise ModelLoadError(f"the {FIXTURE_NAME} fixture ({where}) raised {type(exc).__name__}: {exc}") from exc
+        raise ModelLoadError(
+            f"the {FIXTURE_NAME} fixture ({where}) raised {type(exc).__name__}: {exc}"
+        ) from exc
     from safetycheck.models import models_from_object
 
     teardowns = []
@@ -62,7 +66,9 @@ def _models_from_fixture(session: pytest.Session) -> tuple[list[ModelUnderTest],
         generator = value
         value = next(generator)
         teardowns.append(lambda: next(generator, None))
-    return models_from_object(value, default_name=FIXTURE_NAME, source=f"fixture {FIXTURE_NAME} ({where})"), teardowns
+    return models_from_object(
+        value, default_name=FIXTURE_NAME, source=f"fixture {FIXTURE_NAME} ({where})"
+    ), teardowns
 
 
 def _location(func) -> str:

@@ -27,9 +27,11 @@ class Outputs:
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> Outputs:
-        outputs = cls(json_path=_writable_file(config.getoption("safety_json"), "--safety-json"),
-                      report_path=_writable_file(config.getoption("safety_report"), "--safety-report"),
-                      margin=config.getoption("safety_threshold_margin"))
+        outputs = cls(
+            json_path=_writable_file(config.getoption("safety_json"), "--safety-json"),
+            report_path=_writable_file(config.getoption("safety_report"), "--safety-report"),
+            margin=config.getoption("safety_threshold_margin"),
+        )
         baseline = config.getoption("safety_baseline")
         if baseline:
             from safetycheck.baseline import load_baseline
@@ -41,15 +43,22 @@ class Outputs:
             if thresholds:
                 outputs.update_target = Path(thresholds)
             elif (Path(config.rootpath) / "pyproject.toml").is_file():
-                outputs.update_target, outputs.update_is_pyproject = Path(config.rootpath) / "pyproject.toml", True
+                outputs.update_target, outputs.update_is_pyproject = (
+                    Path(config.rootpath) / "pyproject.toml",
+                    True,
+                )
             else:
-                raise ConfigError("--safety-update-thresholds needs a file to write: give --safety-thresholds PATH "
-                                  "(created if missing), or run from a project with a pyproject.toml.")
+                raise ConfigError(
+                    "--safety-update-thresholds needs a file to write: give --safety-thresholds PATH "
+                    "(created if missing), or run from a project with a pyproject.toml."
+                )
             _writable_file(str(outputs.update_target), "the threshold file to update")
         if thresholds and not (outputs.update_target and not Path(thresholds).exists()):
             from .settings import load_threshold_config
 
-            load_threshold_config(config)  # a missing file or invalid TOML fails now, not at collection
+            load_threshold_config(
+                config
+            )  # a missing file or invalid TOML fails now, not at collection
         return outputs
 
     def write(self, run) -> None:
@@ -60,7 +69,9 @@ class Outputs:
         settings = reporting.run_settings_of(run)
         from safetycheck.results import add_gallery
 
-        gallery = add_gallery(document, settings.data_root, seed=settings.seed, download=settings.download)
+        gallery = add_gallery(
+            document, settings.data_root, seed=settings.seed, download=settings.download
+        )
         if self.json_path:
             from safetycheck.results import write_document
 
@@ -74,8 +85,12 @@ class Outputs:
         if self.update_target:
             from safetycheck.threshold_update import update_threshold_file
 
-            self.changes = update_threshold_file(self.update_target, run.records, margin=self.margin,
-                                                 pyproject=self.update_is_pyproject)
+            self.changes = update_threshold_file(
+                self.update_target,
+                run.records,
+                margin=self.margin,
+                pyproject=self.update_is_pyproject,
+            )
             self.written.append(("thresholds", self.update_target))
 
 
@@ -90,7 +105,9 @@ def _writable_file(path: str | None, option: str) -> Path | None:
         target.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ConfigError(f"{option} {path}: cannot create its folder ({exc.strerror}).") from None
-    if not os.access(target.parent, os.W_OK) or (target.exists() and not os.access(target, os.W_OK)):
+    if not os.access(target.parent, os.W_OK) or (
+        target.exists() and not os.access(target, os.W_OK)
+    ):
         raise ConfigError(f"{option} {path} is not writable; choose another path.")
     return target
 

@@ -32,8 +32,12 @@ class SafetyRun:
         self.models = []
         self.records: list[dict] = []
         self.teardowns: list = []
-        self.torch_threads: int | None = None  # torch's intra-op threads in this process, once models are set
-        self.outputs: Outputs | None = None  # validated report paths, baseline, threshold update target
+        self.torch_threads: int | None = (
+            None  # torch's intra-op threads in this process, once models are set
+        )
+        self.outputs: Outputs | None = (
+            None  # validated report paths, baseline, threshold update target
+        )
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_makereport(self, item: pytest.Item, call):
@@ -82,7 +86,9 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 @pytest.hookimpl(tryfirst=True)  # before -k/-m deselection sees the item list
-def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list) -> None:
+def pytest_collection_modifyitems(
+    session: pytest.Session, config: pytest.Config, items: list
+) -> None:
     from .models_source import collect_models
 
     run = config.stash[STATE]
@@ -112,7 +118,9 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     for model in models:
         evaluation = ModelEvaluation(model, settings, progress=reporting.progress_writer(config))
         suite_id = f"safety[{model.name}]"
-        suite = SafetySuite.from_parent(session, name=suite_id, nodeid=suite_id, path=_source_path(model, config))
+        suite = SafetySuite.from_parent(
+            session, name=suite_id, nodeid=suite_id, path=_source_path(model, config)
+        )
         generated = []
         for check in planned:
             # Under `pytest -n N --dist loadgroup` a model's checks share one worker and its cache:
@@ -120,14 +128,23 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
             # `xdist_group` marks by assigning a private attribute that newer pytest (9.2) no longer
             # reads, so the group goes into the id here, through the public constructor.
             grouped = {"nodeid": f"{suite_id}::{check.id}@{model.name}"} if loadgroup else {}
-            item = SafetyCheckItem.from_parent(suite, name=check.id, planned=check, evaluation=evaluation,
-                                               file_config=file_config, baseline=run.outputs.baseline, **grouped)
+            item = SafetyCheckItem.from_parent(
+                suite,
+                name=check.id,
+                planned=check,
+                evaluation=evaluation,
+                file_config=file_config,
+                baseline=run.outputs.baseline,
+                **grouped,
+            )
             item.add_marker("safetycheck")
             if not loadgroup:
                 item.add_marker(pytest.mark.xdist_group(model.name))  # for readers of the mark
             generated.append(item)
         # Report the generated items like collected ones, so "collected N items" counts them.
-        config.hook.pytest_collectreport(report=pytest.CollectReport(suite_id, "passed", None, generated))
+        config.hook.pytest_collectreport(
+            report=pytest.CollectReport(suite_id, "passed", None, generated)
+        )
         items.extend(generated)
 
 

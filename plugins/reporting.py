@@ -21,14 +21,20 @@ def _metadata(run) -> dict:
     # the models from the records the workers sent.
     settings = run_settings_of(run)
     models = run.models or [
-        SimpleNamespace(name=name, source="(evaluated on an xdist worker)",
-                        randomized=any(r.get("randomized") for r in run.records if r["model"] == name))
+        SimpleNamespace(
+            name=name,
+            source="(evaluated on an xdist worker)",
+            randomized=any(r.get("randomized") for r in run.records if r["model"] == name),
+        )
         for name in dict.fromkeys(r["model"] for r in run.records)
     ]
     metadata = run_metadata(settings, models)
     baseline = run.outputs.baseline if run.outputs is not None else None
     if baseline is not None:
-        metadata["baseline"] = {"path": str(baseline.path), "created": baseline.metadata.get("created")}
+        metadata["baseline"] = {
+            "path": str(baseline.path),
+            "created": baseline.metadata.get("created"),
+        }
     return metadata
 
 
@@ -54,9 +60,12 @@ def add_junit_suite_property(config, record: dict) -> None:
     relation = ">=" if record["bound"] == "min" else "<="
     value = "nan" if record["value"] is None else f"{record['value']:.4f}"
     params = ", ".join(f"{key}={value}" for key, value in record["params"].items())
-    xml.add_global_property(name, f"{'PASS' if record['passed'] else 'FAIL'}: {record['metric']} {value} "
-                                  f"(need {relation} {record['threshold']:.4f}; n={record['n']}"
-                                  f"{'; ' + params if params else ''})")
+    xml.add_global_property(
+        name,
+        f"{'PASS' if record['passed'] else 'FAIL'}: {record['metric']} {value} "
+        f"(need {relation} {record['threshold']:.4f}; n={record['n']}"
+        f"{'; ' + params if params else ''})",
+    )
 
 
 def progress_writer(config):
@@ -94,8 +103,12 @@ def _single_model_lines(write, measured: list[dict]) -> None:
         if base.get("value") is not None:
             note = f"  baseline {base['value']:.4f}{' REGRESSED' if base.get('regressed') else ''}"
         ok = _ok(r)
-        write(f"  {'PASS' if ok else 'FAIL'}  {r['check']:<{width}}  {value} (need {relation} "
-              f"{r['threshold']:.4f})  n={r['n']}{note}", red=not ok, green=ok)
+        write(
+            f"  {'PASS' if ok else 'FAIL'}  {r['check']:<{width}}  {value} (need {relation} "
+            f"{r['threshold']:.4f})  n={r['n']}{note}",
+            red=not ok,
+            green=ok,
+        )
 
 
 def _matrix_lines(write, records: list[dict], models: list[str]) -> None:
@@ -115,7 +128,10 @@ def _matrix_lines(write, records: list[dict], models: list[str]) -> None:
                 value = "-"
             elif r is not None:
                 failing |= not _ok(r)
-                value, mark = ("nan" if r["value"] is None else f"{r['value']:.4f}"), (" " if _ok(r) else "x")
+                value, mark = (
+                    ("nan" if r["value"] is None else f"{r['value']:.4f}"),
+                    (" " if _ok(r) else "x"),
+                )
             row.append(f"{value:>{column}}{mark}")
         write(f"  {check:<{width}}  " + "  ".join(row), red=failing)
     write("  (x: below its threshold or regressed; -: skipped)")
@@ -127,8 +143,11 @@ def terminal_summary(terminalreporter, run) -> None:
     measured = [r for r in run.records if not r.get("skipped")]
     settings = run_settings_of(run)
     if settings.samples is not None:
-        write(f"QUICK MODE: every family saw a stratified subset of {settings.samples} MNIST test images "
-              f"(--safety-samples); the full gate runs without it.", yellow=True)
+        write(
+            f"QUICK MODE: every family saw a stratified subset of {settings.samples} MNIST test images "
+            f"(--safety-samples); the full gate runs without it.",
+            yellow=True,
+        )
     baseline = run.outputs.baseline if run.outputs is not None else None
     if baseline is not None:
         from safetycheck.baseline import settings_mismatch
@@ -140,9 +159,14 @@ def terminal_summary(terminalreporter, run) -> None:
         records = [r for r in measured if r["model"] == model]
         failed = sum(not _ok(r) for r in records)
         skipped = sum(1 for r in run.records if r["model"] == model and r.get("skipped"))
-        randomized = " (RANDOMISED MODEL: attack results may overstate robustness)" if any(
-            r.get("randomized") for r in records) else ""
-        write(f"{model}: {len(records) - failed} passed, {failed} failed, {skipped} skipped{randomized}")
+        randomized = (
+            " (RANDOMISED MODEL: attack results may overstate robustness)"
+            if any(r.get("randomized") for r in records)
+            else ""
+        )
+        write(
+            f"{model}: {len(records) - failed} passed, {failed} failed, {skipped} skipped{randomized}"
+        )
     if len(models) == 1:
         _single_model_lines(write, measured)
     else:
@@ -152,7 +176,9 @@ def terminal_summary(terminalreporter, run) -> None:
         from safetycheck.threshold_update import format_changes
 
         write("")
-        write(f"thresholds updated in {outputs.update_target} (margin {outputs.margin:g}):", bold=True)
+        write(
+            f"thresholds updated in {outputs.update_target} (margin {outputs.margin:g}):", bold=True
+        )
         for line in format_changes(outputs.changes).splitlines():
             write(f"  {line}")
     for what, path in outputs.written if outputs is not None else ():

@@ -35,7 +35,9 @@ class Acceleration:
 
     def __post_init__(self):
         if self.precision not in PRECISIONS:
-            raise ConfigError(f"precision {self.precision!r} is not one of {', '.join(PRECISIONS)}.")
+            raise ConfigError(
+                f"precision {self.precision!r} is not one of {', '.join(PRECISIONS)}."
+            )
 
     @property
     def active(self) -> bool:
@@ -70,8 +72,12 @@ class AcceleratedModel(nn.Module):
             return self.model(x).float()
 
 
-def accelerate(model: nn.Module, acceleration: Acceleration, device: torch.device,
-               option_prefix: str = "--safety-") -> nn.Module:
+def accelerate(
+    model: nn.Module,
+    acceleration: Acceleration,
+    device: torch.device,
+    option_prefix: str = "--safety-",
+) -> nn.Module:
     """The model the attacks call: ``model`` itself when nothing is asked, else a wrapper.
 
     Runs one probe forward and backward pass at once, so that an autocast dtype the device does
@@ -91,12 +97,18 @@ def accelerate(model: nn.Module, acceleration: Acceleration, device: torch.devic
         if logits.requires_grad:
             torch.autograd.grad(logits.sum(), probe, allow_unused=True)
     except Exception as exc:  # compile and autocast fail with many exception types
-        options = [f"{option_prefix}precision {acceleration.precision}"] if acceleration.precision != "fp32" else []
+        options = (
+            [f"{option_prefix}precision {acceleration.precision}"]
+            if acceleration.precision != "fp32"
+            else []
+        )
         options += [f"{option_prefix}channels-last"] if acceleration.channels_last else []
         options += [f"{option_prefix}compile"] if acceleration.compile else []
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(f"the model cannot run the attacks with {acceleration.describe()} on {device}: "
-                          f"{type(exc).__name__}: {first_line}. Drop {' / '.join(options)}.") from exc
+        raise ConfigError(
+            f"the model cannot run the attacks with {acceleration.describe()} on {device}: "
+            f"{type(exc).__name__}: {first_line}. Drop {' / '.join(options)}."
+        ) from exc
     return accelerated
 
 
@@ -121,7 +133,9 @@ def share_cpu_threads(processes: int, requested: int | None = None) -> int:
     the machine (docs/PERFORMANCE.md measures it).
     """
     if processes < 1:
-        raise ConfigError(f"the number of processes sharing the CPU must be at least 1, not {processes}.")
+        raise ConfigError(
+            f"the number of processes sharing the CPU must be at least 1, not {processes}."
+        )
     if requested is not None:
         if requested < 1:
             raise ConfigError(f"--safety-threads must be at least 1, not {requested}.")

@@ -113,19 +113,27 @@ class Comparison:
         if not self.compared:
             return f"not compared with the baseline: {self.method}"
         if self.value is None:
-            return (f"regression vs baseline: no value measured (NaN or missing) where the baseline "
-                    f"measured {self.base_value:.4f}")
+            return (
+                f"regression vs baseline: no value measured (NaN or missing) where the baseline "
+                f"measured {self.base_value:.4f}"
+            )
         noise = f"noise {self.noise:.4f}, {self.method}"
         worse = "<" if self.bound == "min" else ">"
         better = ">" if self.bound == "min" else "<"
         if self.regressed:
-            return (f"regression vs baseline: {self.value:.4f} {worse} {self.base_value:.4f} "
-                    f"by {self.difference:.4f} ({noise})")
+            return (
+                f"regression vs baseline: {self.value:.4f} {worse} {self.base_value:.4f} "
+                f"by {self.difference:.4f} ({noise})"
+            )
         if self.improved:
-            return (f"better than baseline: {self.value:.4f} {better} {self.base_value:.4f} "
-                    f"by {-self.difference:.4f} ({noise})")
-        return (f"within noise of baseline: {self.value:.4f} vs {self.base_value:.4f}, "
-                f"difference {abs(self.difference):.4f} <= {noise}")
+            return (
+                f"better than baseline: {self.value:.4f} {better} {self.base_value:.4f} "
+                f"by {-self.difference:.4f} ({noise})"
+            )
+        return (
+            f"within noise of baseline: {self.value:.4f} vs {self.base_value:.4f}, "
+            f"difference {abs(self.difference):.4f} <= {noise}"
+        )
 
 
 def load_baseline(path: str | Path) -> Baseline:
@@ -149,21 +157,36 @@ def load_baseline(path: str | Path) -> Baseline:
     try:
         document = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise ConfigError(f"baseline {path} is not valid JSON (line {exc.lineno}, column {exc.colno}: "
-                          f"{exc.msg}); {redo}.") from None
+        raise ConfigError(
+            f"baseline {path} is not valid JSON (line {exc.lineno}, column {exc.colno}: "
+            f"{exc.msg}); {redo}."
+        ) from None
     if not isinstance(document, dict) or document.get("format") != FORMAT:
-        raise ConfigError(f"baseline {path} is not a safetycheck results document (no \"format\": "
-                          f"\"{FORMAT}\"); {redo}.")
+        raise ConfigError(
+            f'baseline {path} is not a safetycheck results document (no "format": '
+            f'"{FORMAT}"); {redo}.'
+        )
     version = document.get("format_version")
     if isinstance(version, bool) or version not in FORMAT_VERSIONS:
-        raise ConfigError(f"baseline {path} has format_version {version!r}, which this version of "
-                          f"safetycheck does not read (it reads {', '.join(map(str, FORMAT_VERSIONS))}); {redo}.")
+        raise ConfigError(
+            f"baseline {path} has format_version {version!r}, which this version of "
+            f"safetycheck does not read (it reads {', '.join(map(str, FORMAT_VERSIONS))}); {redo}."
+        )
     metadata, records = document.get("metadata", {}), document.get("results")
-    if not isinstance(metadata, dict) or not isinstance(records, list) or not all(
-            isinstance(r, dict) and isinstance(r.get("model"), str) and isinstance(r.get("check"), str)
-            for r in records):
-        raise ConfigError(f"baseline {path} is damaged: \"metadata\" must be an object and \"results\" a "
-                          f"list of records with \"model\" and \"check\"; {redo}.")
+    if (
+        not isinstance(metadata, dict)
+        or not isinstance(records, list)
+        or not all(
+            isinstance(r, dict)
+            and isinstance(r.get("model"), str)
+            and isinstance(r.get("check"), str)
+            for r in records
+        )
+    ):
+        raise ConfigError(
+            f'baseline {path} is damaged: "metadata" must be an object and "results" a '
+            f'list of records with "model" and "check"; {redo}.'
+        )
     return Baseline(path, metadata, records)
 
 
@@ -200,8 +223,16 @@ def compare(record: dict, base: dict, z: float = 1.96) -> Comparison:
     label = {"model": record.get("model", ""), "check": record.get("check", ""), "bound": bound}
     value, base_value = _number(record.get("value")), _number(base.get("value"))
     if base_value is None:
-        return Comparison(value, None, None, 0.0, False,
-                          "the baseline value is NaN or missing", compared=False, **label)
+        return Comparison(
+            value,
+            None,
+            None,
+            0.0,
+            False,
+            "the baseline value is NaN or missing",
+            compared=False,
+            **label,
+        )
     if value is None:
         return Comparison(None, base_value, None, 0.0, True, "no value measured", **label)
     difference = base_value - value if bound == "min" else value - base_value
@@ -240,8 +271,10 @@ def settings_mismatch(current_metadata: dict, baseline_metadata: dict) -> list[s
         now, then = current_metadata[key], baseline_metadata[key]
         if _same(now, then):
             continue
-        warnings.append(f"the baseline was measured with {name} {_show(then)}, this run with {_show(now)}; "
-                        "differences may come from the settings rather than the model.")
+        warnings.append(
+            f"the baseline was measured with {name} {_show(then)}, this run with {_show(now)}; "
+            "differences may come from the settings rather than the model."
+        )
     return warnings
 
 
@@ -252,9 +285,11 @@ def regression_summary(comparisons: list[Comparison], warnings: list[str] = ()) 
     skipped = [c for c in comparisons if not c.compared]
     improved = [c for c in comparisons if c.compared and c.improved]
     within = len(comparisons) - len(regressed) - len(skipped) - len(improved)
-    lines = [f"baseline: {len(comparisons) - len(skipped)} compared, {len(regressed)} regressed, "
-             f"{within} within noise, {len(improved)} better"
-             + (f", {len(skipped)} not compared" if skipped else "")]
+    lines = [
+        f"baseline: {len(comparisons) - len(skipped)} compared, {len(regressed)} regressed, "
+        f"{within} within noise, {len(improved)} better"
+        + (f", {len(skipped)} not compared" if skipped else "")
+    ]
     lines += [f"  REGRESSED  {c.model} {c.check}: {c.describe()}" for c in regressed]
     lines += [f"  SKIPPED    {c.model} {c.check}: {c.describe()}" for c in skipped]
     lines += [f"  warning: {warning}" for warning in warnings]
@@ -275,25 +310,44 @@ def _half_width(record: dict, value: float, z: float) -> tuple[float, str]:
         if low is not None and high is not None and low <= high:
             return (high - low) / 2 * z / Z_95, "interval"
     n = record.get("n")
-    if (not isinstance(n, bool) and isinstance(n, int) and n > 0 and 0.0 <= value <= 1.0
-            and _is_proportion(record.get("family"))):
+    if (
+        not isinstance(n, bool)
+        and isinstance(n, int)
+        and n > 0
+        and 0.0 <= value <= 1.0
+        and _is_proportion(record.get("family"))
+    ):
         return z * math.sqrt(value * (1 - value) / n), "binomial"
     return 0.0, "none"
 
 
-_METHODS = {"interval": ("95% intervals", "95% interval"),
-            "binomial": ("binomial standard errors", "binomial standard error")}
+_METHODS = {
+    "interval": ("95% intervals", "95% interval"),
+    "binomial": ("binomial standard errors", "binomial standard error"),
+}
 
 
 def _method(current: str, base: str) -> str:
     """Where the noise came from, in words, for the two runs' kinds of half-width."""
     if current == base:
-        return (f"from the {_METHODS[current][0]}" if current != "none" else
-                "no uncertainty known for either run (no interval, not a proportion)")
-    known = [f"the {_METHODS[kind][1]} ({run})" for kind, run in ((current, "current"), (base, "baseline"))
-             if kind != "none"]
-    missing = [run for kind, run in ((current, "current run"), (base, "baseline")) if kind == "none"]
-    return "from " + " and ".join(known) + (f"; no uncertainty known for the {missing[0]}" if missing else "")
+        return (
+            f"from the {_METHODS[current][0]}"
+            if current != "none"
+            else "no uncertainty known for either run (no interval, not a proportion)"
+        )
+    known = [
+        f"the {_METHODS[kind][1]} ({run})"
+        for kind, run in ((current, "current"), (base, "baseline"))
+        if kind != "none"
+    ]
+    missing = [
+        run for kind, run in ((current, "current run"), (base, "baseline")) if kind == "none"
+    ]
+    return (
+        "from "
+        + " and ".join(known)
+        + (f"; no uncertainty known for the {missing[0]}" if missing else "")
+    )
 
 
 def _is_proportion(family) -> bool:
@@ -309,8 +363,12 @@ def _is_proportion(family) -> bool:
 def _same(a, b) -> bool:
     if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
         return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
-    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool) \
-            and not isinstance(b, bool):
+    if (
+        isinstance(a, (int, float))
+        and isinstance(b, (int, float))
+        and not isinstance(a, bool)
+        and not isinstance(b, bool)
+    ):
         return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
     return a == b
 

@@ -25,8 +25,9 @@ bootstrap interval and its sample count.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Callable, Literal
+from typing import Literal
 
 import torch
 
@@ -87,8 +88,10 @@ def validate_logits(logits, labels) -> tuple[torch.Tensor, torch.Tensor]:
         )
     count, classes = logits.shape
     if count == 0 or classes < 2:
-        raise ModelContractError(f"logits of shape {tuple(logits.shape)} hold no sample or fewer than 2 classes; "
-                                 "calibration needs at least one sample and two classes.")
+        raise ModelContractError(
+            f"logits of shape {tuple(logits.shape)} hold no sample or fewer than 2 classes; "
+            "calibration needs at least one sample and two classes."
+        )
     finite = torch.isfinite(logits)
     if not bool(finite.all()):
         bad_rows = (~finite).any(dim=1).nonzero().flatten()
@@ -97,20 +100,33 @@ def validate_logits(logits, labels) -> tuple[torch.Tensor, torch.Tensor]:
             f"logits contain {nan_count} NaN and {inf_count} infinite values in {len(bad_rows)} of "
             f"{count} rows (first: row {int(bad_rows[0])}); the model must return finite logits."
         )
-    if bool((logits >= 0).all()) and bool(((logits.double().sum(dim=1) - 1).abs() <= _PROBABILITY_SUM_TOLERANCE).all()):
+    if bool((logits >= 0).all()) and bool(
+        ((logits.double().sum(dim=1) - 1).abs() <= _PROBABILITY_SUM_TOLERANCE).all()
+    ):
         raise ModelContractError(
             "the scores look like probabilities, not logits (every row is non-negative and sums to 1); "
             "return the logits (drop the final softmax) or pass log(probabilities)."
         )
-    if labels.ndim != 1 or labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
-        raise DataError(f"labels must be a 1-D integer array, not {labels.dtype} of shape {tuple(labels.shape)}.")
+    if (
+        labels.ndim != 1
+        or labels.is_floating_point()
+        or labels.is_complex()
+        or labels.dtype == torch.bool
+    ):
+        raise DataError(
+            f"labels must be a 1-D integer array, not {labels.dtype} of shape {tuple(labels.shape)}."
+        )
     if len(labels) != count:
-        raise ModelContractError(f"the logits hold {count} rows but there are {len(labels)} labels; "
-                                 "give one row of logits per label.")
+        raise ModelContractError(
+            f"the logits hold {count} rows but there are {len(labels)} labels; "
+            "give one row of logits per label."
+        )
     low, high = int(labels.min()), int(labels.max())
     if low < 0 or high >= classes:
-        raise DataError(f"labels range over {low}..{high} but the logits have {classes} classes (0..{classes - 1}); "
-                        "the labels do not belong to this model's classes.")
+        raise DataError(
+            f"labels range over {low}..{high} but the logits have {classes} classes (0..{classes - 1}); "
+            "the labels do not belong to this model's classes."
+        )
     return logits, labels.to(device=logits.device, dtype=torch.int64)
 
 
@@ -143,9 +159,11 @@ def _bin_statistics(confidence, correct, n_bins: int, binning: Binning):
     bins = (_equal_width_bins if binning == "equal_width" else _equal_mass_bins)(confidence, n_bins)
     shape = confidence.shape[:-1] + (n_bins,)
     zeros = torch.zeros(shape, dtype=torch.float64, device=confidence.device)
-    return (zeros.scatter_add(-1, bins, torch.ones_like(confidence)),
-            zeros.scatter_add(-1, bins, confidence),
-            zeros.scatter_add(-1, bins, correct))
+    return (
+        zeros.scatter_add(-1, bins, torch.ones_like(confidence)),
+        zeros.scatter_add(-1, bins, confidence),
+        zeros.scatter_add(-1, bins, correct),
+    )
 
 
 def _gaps_and_weights(confidence, correct, n_bins: int, binning: Binning):
@@ -174,7 +192,9 @@ def _rms(p: _Predictions, n_bins: int, binning: Binning) -> torch.Tensor:
 # The metrics
 
 
-def expected_calibration_error(logits, labels, n_bins: int = DEFAULT_BINS, binning: Binning = "equal_width") -> float:
+def expected_calibration_error(
+    logits, labels, n_bins: int = DEFAULT_BINS, binning: Binning = "equal_width"
+) -> float:
     """Expected calibration error, ECE = sum_b (n_b / N) |acc(b) - conf(b)|, in [0, 1].
 
     Naeini et al. (2015), "Obtaining Well Calibrated Probabilities Using Bayesian Binning", AAAI;
@@ -186,7 +206,9 @@ def expected_calibration_error(logits, labels, n_bins: int = DEFAULT_BINS, binni
     return float(_ece(_predictions(logits, labels), n_bins, binning))
 
 
-def maximum_calibration_error(logits, labels, n_bins: int = DEFAULT_BINS, binning: Binning = "equal_width") -> float:
+def maximum_calibration_error(
+    logits, labels, n_bins: int = DEFAULT_BINS, binning: Binning = "equal_width"
+) -> float:
     """Maximum calibration error, MCE = max over non-empty bins of |acc(b) - conf(b)|, in [0, 1].
 
     Naeini et al. (2015); torchmetrics' ``norm="max"``. Very noisy: one sparse bin decides it.
@@ -195,7 +217,9 @@ def maximum_calibration_error(logits, labels, n_bins: int = DEFAULT_BINS, binnin
     return float(_mce(_predictions(logits, labels), n_bins, binning))
 
 
-def rms_calibration_error(logits, labels, n_bins: int = DEFAULT_BINS, binning: Binning = "equal_width") -> float:
+def rms_calibration_error(
+    logits, labels, n_bins: int = DEFAULT_BINS, binning: Binning = "equal_width"
+) -> float:
     """Root-mean-square calibration error, sqrt(sum_b (n_b / N) (acc(b) - conf(b))^2), in [0, 1].
 
     The l2 calibration error of Kumar et al. (2019), "Verified Uncertainty Calibration", NeurIPS,
@@ -233,18 +257,38 @@ class MetricSpec:
 
 
 METRICS: dict[str, MetricSpec] = {
-    "ece": MetricSpec("expected calibration error (equal-width bins)", lambda p, m: _ece(p, m, "equal_width"), (0.0, 1.0)),
-    "adaptive_ece": MetricSpec("expected calibration error (equal-mass bins)", lambda p, m: _ece(p, m, "equal_mass"), (0.0, 1.0)),
-    "mce": MetricSpec("maximum calibration error (equal-width bins)", lambda p, m: _mce(p, m, "equal_width"), (0.0, 1.0)),
-    "rms": MetricSpec("RMS calibration error (equal-width bins)", lambda p, m: _rms(p, m, "equal_width"), (0.0, 1.0)),
+    "ece": MetricSpec(
+        "expected calibration error (equal-width bins)",
+        lambda p, m: _ece(p, m, "equal_width"),
+        (0.0, 1.0),
+    ),
+    "adaptive_ece": MetricSpec(
+        "expected calibration error (equal-mass bins)",
+        lambda p, m: _ece(p, m, "equal_mass"),
+        (0.0, 1.0),
+    ),
+    "mce": MetricSpec(
+        "maximum calibration error (equal-width bins)",
+        lambda p, m: _mce(p, m, "equal_width"),
+        (0.0, 1.0),
+    ),
+    "rms": MetricSpec(
+        "RMS calibration error (equal-width bins)",
+        lambda p, m: _rms(p, m, "equal_width"),
+        (0.0, 1.0),
+    ),
     "brier": MetricSpec("Brier score", lambda p, m: p.brier.mean(-1), (0.0, 2.0)),
-    "nll": MetricSpec("negative log-likelihood (nats)", lambda p, m: p.nll.mean(-1), (0.0, math.inf)),
+    "nll": MetricSpec(
+        "negative log-likelihood (nats)", lambda p, m: p.nll.mean(-1), (0.0, math.inf)
+    ),
 }
 
 
 def _metric(name: str) -> MetricSpec:
     if name not in METRICS:
-        raise ConfigError(f"unknown calibration metric {name!r}; choose one of {', '.join(METRICS)}.")
+        raise ConfigError(
+            f"unknown calibration metric {name!r}; choose one of {', '.join(METRICS)}."
+        )
     return METRICS[name]
 
 
@@ -263,8 +307,16 @@ class Interval:
     seed: int
 
 
-def bootstrap_interval(logits, labels, metric: str = "ece", *, n_bins: int = DEFAULT_BINS, resamples: int = 1000,
-                       confidence: float = 0.95, seed: int = 0) -> Interval:
+def bootstrap_interval(
+    logits,
+    labels,
+    metric: str = "ece",
+    *,
+    n_bins: int = DEFAULT_BINS,
+    resamples: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> Interval:
     """Percentile bootstrap interval of ``metric`` (a key of :data:`METRICS`) over the N samples.
 
     Each of ``resamples`` replicates draws N samples with replacement (seeded, so a run is
@@ -275,21 +327,28 @@ def bootstrap_interval(logits, labels, metric: str = "ece", *, n_bins: int = DEF
     _metric(metric)
     _validate_bootstrap(resamples, confidence, seed)
     _validate_bins(n_bins, "equal_width")
-    replicates = _bootstrap_replicates(_predictions(logits, labels), [metric], n_bins, resamples, seed)[metric]
+    replicates = _bootstrap_replicates(
+        _predictions(logits, labels), [metric], n_bins, resamples, seed
+    )[metric]
     return _percentile_interval(replicates, confidence, resamples, seed)
 
 
 def _validate_bootstrap(resamples: int, confidence: float, seed: int) -> None:
     if isinstance(resamples, bool) or not isinstance(resamples, int) or resamples < 10:
-        raise ConfigError(f"resamples must be an integer of at least 10 (200 to 1000 is usual), not {resamples!r}.")
+        raise ConfigError(
+            f"resamples must be an integer of at least 10 (200 to 1000 is usual), not {resamples!r}."
+        )
     if not isinstance(confidence, (int, float)) or not 0 < confidence < 1:
-        raise ConfigError(f"confidence must lie strictly between 0 and 1 (e.g. 0.95), not {confidence!r}.")
+        raise ConfigError(
+            f"confidence must lie strictly between 0 and 1 (e.g. 0.95), not {confidence!r}."
+        )
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ConfigError(f"seed must be a non-negative integer, not {seed!r}.")
 
 
-def _bootstrap_replicates(p: _Predictions, metrics: list[str], n_bins: int, resamples: int,
-                          seed: int) -> dict[str, torch.Tensor]:
+def _bootstrap_replicates(
+    p: _Predictions, metrics: list[str], n_bins: int, resamples: int, seed: int
+) -> dict[str, torch.Tensor]:
     """(resamples,) replicates per metric, every metric on the same resamples."""
     generator = torch.Generator().manual_seed(seed)
     count = len(p.confidence)
@@ -298,14 +357,18 @@ def _bootstrap_replicates(p: _Predictions, metrics: list[str], n_bins: int, resa
     for start in range(0, resamples, block):
         index = torch.randint(count, (min(block, resamples - start), count), generator=generator)
         weights = torch.zeros(index.shape, dtype=torch.float64)
-        weights.scatter_add_(1, index, torch.ones(index.shape, dtype=torch.float64))  # draws per sample
+        weights.scatter_add_(
+            1, index, torch.ones(index.shape, dtype=torch.float64)
+        )  # draws per sample
         values = _weighted_metrics(p, weights, n_bins)
         for name in metrics:
             replicates[name].append(values[name])
     return {name: torch.cat(values) for name, values in replicates.items()}
 
 
-def _weighted_metrics(p: _Predictions, weights: torch.Tensor, n_bins: int) -> dict[str, torch.Tensor]:
+def _weighted_metrics(
+    p: _Predictions, weights: torch.Tensor, n_bins: int
+) -> dict[str, torch.Tensor]:
     """Every metric of :data:`METRICS` on k resamples given as multiplicities ``weights`` (k, N)
     (how often each sample was drawn; rows sum to N), each value (k,).
 
@@ -321,23 +384,37 @@ def _weighted_metrics(p: _Predictions, weights: torch.Tensor, n_bins: int) -> di
     confidence, correct, weights = p.confidence[order], p.correct[order], weights[:, order]
 
     one_hot = torch.nn.functional.one_hot(_equal_width_bins(confidence, m), m).to(torch.float64)
-    features = torch.cat([one_hot, one_hot * confidence[:, None], one_hot * correct[:, None],
-                          p.brier[order][:, None], p.nll[order][:, None]], dim=1)
+    features = torch.cat(
+        [
+            one_hot,
+            one_hot * confidence[:, None],
+            one_hot * correct[:, None],
+            p.brier[order][:, None],
+            p.nll[order][:, None],
+        ],
+        dim=1,
+    )
     sums = weights @ features
-    in_bin, confidence_sum, correct_sum = sums[:, :m], sums[:, m:2 * m], sums[:, 2 * m:3 * m]
+    in_bin, confidence_sum, correct_sum = sums[:, :m], sums[:, m : 2 * m], sums[:, 2 * m : 3 * m]
     gap, share = (correct_sum - confidence_sum).abs() / in_bin.clamp_min(1), in_bin / count
 
     pad = torch.zeros(len(weights), 1, dtype=torch.float64)
     drawn = torch.cat([pad, weights.cumsum(1)], dim=1)  # C_(i-1), (k, N + 1)
-    edges = torch.tensor([-(-b * count // m) for b in range(m + 1)], dtype=torch.float64).expand(len(weights), -1)
-    after = torch.searchsorted(drawn[:, 1:].contiguous(), edges.contiguous(), right=True)  # samples with C_i <= r
+    edges = torch.tensor([-(-b * count // m) for b in range(m + 1)], dtype=torch.float64).expand(
+        len(weights), -1
+    )
+    after = torch.searchsorted(
+        drawn[:, 1:].contiguous(), edges.contiguous(), right=True
+    )  # samples with C_i <= r
 
     def sum_below_edges(value: torch.Tensor) -> torch.Tensor:
         cumulative = torch.cat([pad, (weights * value).cumsum(1)], dim=1)
         partial = edges - drawn.gather(1, after)
         return cumulative.gather(1, after) + partial * value[after.clamp_max(count - 1)]
 
-    mass_gap = (sum_below_edges(correct).diff(dim=1) - sum_below_edges(confidence).diff(dim=1)).abs()
+    mass_gap = (
+        sum_below_edges(correct).diff(dim=1) - sum_below_edges(confidence).diff(dim=1)
+    ).abs()
     return {
         "ece": (gap * share).sum(1),
         "adaptive_ece": mass_gap.sum(1) / count,
@@ -348,9 +425,13 @@ def _weighted_metrics(p: _Predictions, weights: torch.Tensor, n_bins: int) -> di
     }
 
 
-def _percentile_interval(replicates: torch.Tensor, confidence: float, resamples: int, seed: int) -> Interval:
+def _percentile_interval(
+    replicates: torch.Tensor, confidence: float, resamples: int, seed: int
+) -> Interval:
     tail = (1 - confidence) / 2
-    low, high = torch.quantile(replicates, torch.tensor([tail, 1 - tail], dtype=replicates.dtype)).tolist()
+    low, high = torch.quantile(
+        replicates, torch.tensor([tail, 1 - tail], dtype=replicates.dtype)
+    ).tolist()
     return Interval(low, high, float(confidence), resamples, seed)
 
 
@@ -411,7 +492,9 @@ class ReliabilityDiagram:
         return asdict(self)
 
 
-def reliability_diagram(logits, labels, n_bins: int = DEFAULT_BINS, binning: Binning = "equal_width") -> ReliabilityDiagram:
+def reliability_diagram(
+    logits, labels, n_bins: int = DEFAULT_BINS, binning: Binning = "equal_width"
+) -> ReliabilityDiagram:
     """Mean confidence, accuracy and count per confidence bin (the binning of the module doc)."""
     _validate_bins(n_bins, binning)
     return _reliability(_predictions(logits, labels), n_bins, binning)
@@ -428,8 +511,12 @@ def _reliability(p: _Predictions, n_bins: int, binning: Binning) -> ReliabilityD
         lower = [float(p.confidence[bins == k].min()) if filled[k] else None for k in range(n_bins)]
         upper = [float(p.confidence[bins == k].max()) if filled[k] else None for k in range(n_bins)]
     return ReliabilityDiagram(
-        binning=binning, lower=lower, upper=upper,
-        mean_confidence=[float(s / c) if f else None for s, c, f in zip(confidence_sum, count, filled)],
+        binning=binning,
+        lower=lower,
+        upper=upper,
+        mean_confidence=[
+            float(s / c) if f else None for s, c, f in zip(confidence_sum, count, filled)
+        ],
         accuracy=[float(s / c) if f else None for s, c, f in zip(correct_sum, count, filled)],
         count=[int(c) for c in count],
     )
@@ -466,14 +553,24 @@ class CalibrationReport:
         """One sentence a person needs to read a metric's value, for a check's details."""
         m = self.metrics[metric]
         i = m.interval
-        return (f"{m.name} {m.value:.4g}, {i.confidence:.0%} bootstrap interval [{i.low:.4g}, {i.high:.4g}] "
-                f"({i.resamples} resamples, seed {i.seed}); after temperature scaling (T={self.temperature:.3g} "
-                f"fitted on a seeded half of {self.n} samples) {m.holdout_after:.4g} on the other half, "
-                f"{m.holdout_before:.4g} there before scaling" + (f"; {self.n_bins} bins" if "bins" in m.name else ""))
+        return (
+            f"{m.name} {m.value:.4g}, {i.confidence:.0%} bootstrap interval [{i.low:.4g}, {i.high:.4g}] "
+            f"({i.resamples} resamples, seed {i.seed}); after temperature scaling (T={self.temperature:.3g} "
+            f"fitted on a seeded half of {self.n} samples) {m.holdout_after:.4g} on the other half, "
+            f"{m.holdout_before:.4g} there before scaling"
+            + (f"; {self.n_bins} bins" if "bins" in m.name else "")
+        )
 
 
-def calibration_report(logits, labels, *, n_bins: int = DEFAULT_BINS, resamples: int = 1000,
-                       confidence: float = 0.95, seed: int = 0) -> CalibrationReport:
+def calibration_report(
+    logits,
+    labels,
+    *,
+    n_bins: int = DEFAULT_BINS,
+    resamples: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> CalibrationReport:
     """Every metric of :data:`METRICS` with its bootstrap interval (all on the same resamples),
     temperature scaling fitted on a seeded random half and evaluated on the other half, and the
     reliability diagrams before and after scaling. Needs at least 2 samples (to split)."""
@@ -483,27 +580,37 @@ def calibration_report(logits, labels, *, n_bins: int = DEFAULT_BINS, resamples:
     logits, labels = logits.detach().cpu(), labels.cpu()
     count = len(labels)
     if count < 2:
-        raise DataError("a calibration report needs at least 2 samples: temperature scaling is fitted on one "
-                        "half and evaluated on the other.")
+        raise DataError(
+            "a calibration report needs at least 2 samples: temperature scaling is fitted on one "
+            "half and evaluated on the other."
+        )
     p = _predictions(logits, labels)
     replicates = _bootstrap_replicates(p, list(METRICS), n_bins, resamples, seed)
 
     order = torch.randperm(count, generator=torch.Generator().manual_seed(seed))
-    fit, holdout = order[: count // 2], order[count // 2:]
+    fit, holdout = order[: count // 2], order[count // 2 :]
     temperature = fit_temperature(logits[fit], labels[fit])
     before = _predictions(logits[holdout], labels[holdout])
     after = _predictions(logits[holdout].double() / temperature, labels[holdout])
 
     metrics = {
         name: MetricEstimate(
-            metric=name, name=spec.name, value=float(spec.compute(p, n_bins)),
+            metric=name,
+            name=spec.name,
+            value=float(spec.compute(p, n_bins)),
             interval=_percentile_interval(replicates[name], confidence, resamples, seed),
-            holdout_before=float(spec.compute(before, n_bins)), holdout_after=float(spec.compute(after, n_bins)),
+            holdout_before=float(spec.compute(before, n_bins)),
+            holdout_after=float(spec.compute(after, n_bins)),
         )
         for name, spec in METRICS.items()
     }
     return CalibrationReport(
-        n=count, n_bins=n_bins, temperature=temperature, fit_size=len(fit), holdout_size=len(holdout),
-        metrics=metrics, reliability=_reliability(p, n_bins, "equal_width"),
+        n=count,
+        n_bins=n_bins,
+        temperature=temperature,
+        fit_size=len(fit),
+        holdout_size=len(holdout),
+        metrics=metrics,
+        reliability=_reliability(p, n_bins, "equal_width"),
         reliability_after_scaling=_reliability(after, n_bins, "equal_width"),
     )

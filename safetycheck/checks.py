@@ -9,8 +9,9 @@ concern, and register themselves with :func:`register` when that package is impo
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Literal
+from typing import Literal
 
 from .errors import ConfigError, SafetyCheckError
 from .evaluation import ModelEvaluation, RunSettings
@@ -105,10 +106,18 @@ def plan_checks(settings: RunSettings) -> list[PlannedCheck]:
     includes ``attack_acceleration``, whatever the selection: its attack numbers need the check."""
     from . import families as _  # noqa: F401  (registers the built-in families)
 
-    names = [name for name in REGISTRY if name in settings.checks] if settings.checks else default_families()
+    names = (
+        [name for name in REGISTRY if name in settings.checks]
+        if settings.checks
+        else default_families()
+    )
     if settings.acceleration.active and "attack_acceleration" not in names:
         names.insert(0, "attack_acceleration")
-    return [PlannedCheck(REGISTRY[name], params) for name in names for params in REGISTRY[name].variants(settings)]
+    return [
+        PlannedCheck(REGISTRY[name], params)
+        for name in names
+        for params in REGISTRY[name].variants(settings)
+    ]
 
 
 def validate_families(names, where: str) -> tuple[str, ...]:
@@ -121,5 +130,7 @@ def validate_families(names, where: str) -> tuple[str, ...]:
         if name not in REGISTRY:
             nearest = difflib.get_close_matches(name, list(REGISTRY), n=1, cutoff=0.5)
             hint = f"did you mean {nearest[0]!r}? " if nearest else ""
-            raise ConfigError(f"{where}: unknown check family {name!r}; {hint}valid: {', '.join(REGISTRY)}.")
+            raise ConfigError(
+                f"{where}: unknown check family {name!r}; {hint}valid: {', '.join(REGISTRY)}."
+            )
     return tuple(names)

@@ -20,32 +20,79 @@ from .errors import SafetyCheckError
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="safetycheck", description="Safety tests for image classifiers.")
+    parser = argparse.ArgumentParser(
+        prog="safetycheck", description="Safety tests for image classifiers."
+    )
     commands = parser.add_subparsers(dest="command", required=True)
-    study = commands.add_parser("study", help="run the suite over several models and write the tradeoff study",
-                                description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    study.add_argument("models", nargs="+", metavar="MODEL_FILE", help="model files (.py or TorchScript)")
-    study.add_argument("--out", type=Path, default=Path("study"), help="output folder (default: study/)")
-    study.add_argument("--only", default=None, metavar="NAME,...", help="evaluate only these model names")
-    study.add_argument("--samples", type=int, default=None, metavar="N",
-                       help="stratified subset of N MNIST test images for every family (default: whole sets)")
-    study.add_argument("--attack-samples", type=int, default=None, metavar="N",
-                       help="images attacked per sweep (default 1000; N/2 under --samples N)")
-    study.add_argument("--checks", default=None, metavar="F1,F2",
-                       help="check families; 'default' stands for the default suite (e.g. default,apgd)")
-    study.add_argument("--eps", default=None, metavar="E1,E2", help="Linf epsilons (default 0.05,0.1,0.2,0.3)")
+    study = commands.add_parser(
+        "study",
+        help="run the suite over several models and write the tradeoff study",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    study.add_argument(
+        "models", nargs="+", metavar="MODEL_FILE", help="model files (.py or TorchScript)"
+    )
+    study.add_argument(
+        "--out", type=Path, default=Path("study"), help="output folder (default: study/)"
+    )
+    study.add_argument(
+        "--only", default=None, metavar="NAME,...", help="evaluate only these model names"
+    )
+    study.add_argument(
+        "--samples",
+        type=int,
+        default=None,
+        metavar="N",
+        help="stratified subset of N MNIST test images for every family (default: whole sets)",
+    )
+    study.add_argument(
+        "--attack-samples",
+        type=int,
+        default=None,
+        metavar="N",
+        help="images attacked per sweep (default 1000; N/2 under --samples N)",
+    )
+    study.add_argument(
+        "--checks",
+        default=None,
+        metavar="F1,F2",
+        help="check families; 'default' stands for the default suite (e.g. default,apgd)",
+    )
+    study.add_argument(
+        "--eps", default=None, metavar="E1,E2", help="Linf epsilons (default 0.05,0.1,0.2,0.3)"
+    )
     study.add_argument("--seed", type=int, default=None)
-    study.add_argument("--thresholds", default=None, metavar="PATH", help="threshold file (default: built-in profile)")
-    study.add_argument("--manifest", type=Path, default=None,
-                       help="training manifest for the study's training table (default: weights/manifest.json "
-                            "beside the first model file, if present)")
+    study.add_argument(
+        "--thresholds",
+        default=None,
+        metavar="PATH",
+        help="threshold file (default: built-in profile)",
+    )
+    study.add_argument(
+        "--manifest",
+        type=Path,
+        default=None,
+        help="training manifest for the study's training table (default: weights/manifest.json "
+        "beside the first model file, if present)",
+    )
     study.add_argument("--data", default=None, help="data root (default: $SAFETYCHECK_DATA)")
-    study.add_argument("--download", action="store_true", help="allow torchvision to download missing data")
+    study.add_argument(
+        "--download", action="store_true", help="allow torchvision to download missing data"
+    )
     study.add_argument("--device", default="cpu")
-    study.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
-                       help="autocast precision of the attacks (default fp32; adds the attack_acceleration check)")
-    study.add_argument("--channels-last", action="store_true", help="channels_last attacks (pays on GPUs)")
-    study.add_argument("--compile", action="store_true", help="torch.compile the model for the attacks")
+    study.add_argument(
+        "--precision",
+        choices=("fp32", "bf16", "fp16"),
+        default="fp32",
+        help="autocast precision of the attacks (default fp32; adds the attack_acceleration check)",
+    )
+    study.add_argument(
+        "--channels-last", action="store_true", help="channels_last attacks (pays on GPUs)"
+    )
+    study.add_argument(
+        "--compile", action="store_true", help="torch.compile the model for the attacks"
+    )
     return parser
 
 
@@ -57,8 +104,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"safetycheck: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"\nsafetycheck: interrupted; models already done are saved in {args.out}/models and the "
-              f"next run resumes from them.", file=sys.stderr)
+        print(
+            f"\nsafetycheck: interrupted; models already done are saved in {args.out}/models and the "
+            f"next run resumes from them.",
+            file=sys.stderr,
+        )
         return 130
 
 
@@ -73,26 +123,50 @@ def _study(args) -> int:
     checks = args.checks
     if checks:
         names = [part.strip() for part in checks.split(",") if part.strip()]
-        expanded = [n for name in names for n in (default_families() if name == "default" else [name])]
+        expanded = [
+            n for name in names for n in (default_families() if name == "default" else [name])
+        ]
         checks = ",".join(dict.fromkeys(expanded))
-    settings = build_settings(Options(samples=args.samples, attack_samples=args.attack_samples, seed=args.seed,
-                                      eps=args.eps, checks=checks, data=args.data, download=args.download,
-                                      device=args.device, precision=args.precision,
-                                      channels_last=args.channels_last, compile=args.compile),
-                            file_config, prefix="--")
+    settings = build_settings(
+        Options(
+            samples=args.samples,
+            attack_samples=args.attack_samples,
+            seed=args.seed,
+            eps=args.eps,
+            checks=checks,
+            data=args.data,
+            download=args.download,
+            device=args.device,
+            precision=args.precision,
+            channels_last=args.channels_last,
+            compile=args.compile,
+        ),
+        file_config,
+        prefix="--",
+    )
     models = [model for path in args.models for model in load_model_file(path)]
     if args.only:
         wanted = [name.strip() for name in args.only.split(",") if name.strip()]
         unknown = sorted(set(wanted) - {m.name for m in models})
         if unknown:
-            raise SafetyCheckError(f"--only names {', '.join(unknown)}, which the model files do not provide; "
-                                   f"they provide {', '.join(m.name for m in models)}.")
+            raise SafetyCheckError(
+                f"--only names {', '.join(unknown)}, which the model files do not provide; "
+                f"they provide {', '.join(m.name for m in models)}."
+            )
         models = [m for m in models if m.name in wanted]
-    manifest_path = args.manifest or Path(args.models[0]).resolve().parent / "weights" / "manifest.json"
+    manifest_path = (
+        args.manifest or Path(args.models[0]).resolve().parent / "weights" / "manifest.json"
+    )
     manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else None
     print(f"safetycheck study: {len(models)} model(s) -> {args.out}", flush=True)
-    run_study(models, settings, file_config, args.out, progress=lambda text: print(text, flush=True),
-              manifest=manifest)
+    run_study(
+        models,
+        settings,
+        file_config,
+        args.out,
+        progress=lambda text: print(text, flush=True),
+        manifest=manifest,
+    )
     return 0
 
 

@@ -52,10 +52,18 @@ DEFAULT_PROFILE: dict[str, float] = {
     "pgd_linf[eps=0.1]": 0.50,
     # The other attack sets follow the same pattern (the example LeNet-5, 200 images: FGSM 0.965,
     # 0.86 at eps 0.05, 0.1; APGD 0.945, 0.765; AutoAttack 0.94, 0.79; PGD-L2 0.97, 0.885 at 0.5, 1).
-    "fgsm": 0.50, "fgsm[eps=0.05]": 0.80, "fgsm[eps=0.1]": 0.50,
-    "apgd": 0.50, "apgd[eps=0.05]": 0.80, "apgd[eps=0.1]": 0.50,
-    "autoattack": 0.50, "autoattack[eps=0.05]": 0.80, "autoattack[eps=0.1]": 0.50,
-    "pgd_l2": 0.50, "pgd_l2[eps=0.5]": 0.80, "pgd_l2[eps=1]": 0.60,
+    "fgsm": 0.50,
+    "fgsm[eps=0.05]": 0.80,
+    "fgsm[eps=0.1]": 0.50,
+    "apgd": 0.50,
+    "apgd[eps=0.05]": 0.80,
+    "apgd[eps=0.1]": 0.50,
+    "autoattack": 0.50,
+    "autoattack[eps=0.05]": 0.80,
+    "autoattack[eps=0.1]": 0.50,
+    "pgd_l2": 0.50,
+    "pgd_l2[eps=0.5]": 0.80,
+    "pgd_l2[eps=1]": 0.60,
     # Gradient-masking diagnostics: 1 means no symptom; a masking model must not pass as robust.
     "attack_trust": 1.0,
     "attack_invariants": 1.0,
@@ -86,7 +94,13 @@ DEFAULT_PROFILE: dict[str, float] = {
     "mnist_c": 0.50,
 }
 
-SETTING_KEYS = {"samples": int, "attack_samples": int, "seed": int, "epsilons": list, "checks": list}
+SETTING_KEYS = {
+    "samples": int,
+    "attack_samples": int,
+    "seed": int,
+    "epsilons": list,
+    "checks": list,
+}
 TOP_LEVEL_KEYS = set(SETTING_KEYS) | {"thresholds", "models", "ood"}
 OOD_KEYS = {"sets": list, "scores": list, "user_sets": dict}
 MODEL_KEYS = {"thresholds"}
@@ -104,7 +118,9 @@ class SafetyConfig:
     """The validated content of a threshold file (all empty when there is none)."""
 
     path: Path | None = None
-    settings: dict = field(default_factory=dict)  # samples, attack_samples, seed, epsilons, checks as given
+    settings: dict = field(
+        default_factory=dict
+    )  # samples, attack_samples, seed, epsilons, checks as given
     ood: dict = field(default_factory=dict)  # OODSettings keyword arguments, validated
     thresholds: dict[str, float] = field(default_factory=dict)
     model_thresholds: dict[str, dict[str, float]] = field(default_factory=dict)
@@ -120,11 +136,17 @@ class SafetyConfig:
         ):
             for key in (check, family):
                 if key in table:
-                    return Threshold(float(table[key]), label if table is DEFAULT_PROFILE else f"{label}.{key}")
-        raise ConfigError(f"no threshold for {check} (family {family}) in the file or the built-in profile.")
+                    return Threshold(
+                        float(table[key]), label if table is DEFAULT_PROFILE else f"{label}.{key}"
+                    )
+        raise ConfigError(
+            f"no threshold for {check} (family {family}) in the file or the built-in profile."
+        )
 
 
-def load_config(path: str | Path | None = None, pyproject: str | Path | None = None) -> SafetyConfig:
+def load_config(
+    path: str | Path | None = None, pyproject: str | Path | None = None
+) -> SafetyConfig:
     """Read ``path`` (a standalone file) or else the ``[tool.safetycheck]`` table of ``pyproject``."""
     if path is not None:
         path = Path(path)
@@ -154,16 +176,22 @@ def standalone_table(document: dict, path: Path) -> tuple[dict, str]:
     tool = document["tool"]
     if not isinstance(tool, dict) or "safetycheck" not in tool:
         others = sorted(tool) if isinstance(tool, dict) else []
-        raise ConfigError(f"{path}: has a [tool] table ({', '.join(f'tool.{name}' for name in others) or 'empty'}) "
-                          "but no [tool.safetycheck]; put the thresholds under [tool.safetycheck] or at the "
-                          "top level of the file.")
+        raise ConfigError(
+            f"{path}: has a [tool] table ({', '.join(f'tool.{name}' for name in others) or 'empty'}) "
+            "but no [tool.safetycheck]; put the thresholds under [tool.safetycheck] or at the "
+            "top level of the file."
+        )
     mixed = sorted(set(document) - {"tool"} - PYPROJECT_TABLES)
     if mixed:
-        raise ConfigError(f"{path}: holds both [tool.safetycheck] and top-level safetycheck keys ({', '.join(mixed)}); "
-                          "keep one: move them under [tool.safetycheck], or drop the [tool.safetycheck] header.")
+        raise ConfigError(
+            f"{path}: holds both [tool.safetycheck] and top-level safetycheck keys ({', '.join(mixed)}); "
+            "keep one: move them under [tool.safetycheck], or drop the [tool.safetycheck] header."
+        )
     table = tool["safetycheck"]
     if not isinstance(table, dict):
-        raise ConfigError(f"{path}: tool.safetycheck must be a table, e.g. [tool.safetycheck.thresholds].")
+        raise ConfigError(
+            f"{path}: tool.safetycheck must be a table, e.g. [tool.safetycheck.thresholds]."
+        )
     return table, "tool.safetycheck."
 
 
@@ -193,7 +221,9 @@ def _parse(table: dict, path: Path, prefix: str) -> SafetyConfig:
         for key in section:
             if key not in MODEL_KEYS:
                 _unknown(path, f"{where}.{key}", key, MODEL_KEYS)
-        config.model_thresholds[model] = _thresholds(section.get("thresholds", {}), path, f"{where}.thresholds")
+        config.model_thresholds[model] = _thresholds(
+            section.get("thresholds", {}), path, f"{where}.thresholds"
+        )
     return config
 
 
@@ -202,15 +232,24 @@ def _ood(table, path: Path, where: str) -> dict:
     from .ood import OODSettings
 
     if not isinstance(table, dict):
-        raise ConfigError(f"{path}: {where} must be a table with keys {', '.join(sorted(OOD_KEYS))}.")
+        raise ConfigError(
+            f"{path}: {where} must be a table with keys {', '.join(sorted(OOD_KEYS))}."
+        )
     options = {}
     for key, value in table.items():
         if key not in OOD_KEYS:
             _unknown(path, f"{where}.{key}", key, OOD_KEYS)
-        if not isinstance(value, OOD_KEYS[key]) or (key != "user_sets" and not all(isinstance(v, str) for v in value)):
-            raise ConfigError(f"{path}: {where}.{key} must be a {'table of name = path' if key == 'user_sets' else 'list of names'}.")
+        if not isinstance(value, OOD_KEYS[key]) or (
+            key != "user_sets" and not all(isinstance(v, str) for v in value)
+        ):
+            raise ConfigError(
+                f"{path}: {where}.{key} must be a {'table of name = path' if key == 'user_sets' else 'list of names'}."
+            )
         if key == "user_sets":
-            options[key] = tuple((str(name), str((path.parent / str(file)).resolve())) for name, file in value.items())
+            options[key] = tuple(
+                (str(name), str((path.parent / str(file)).resolve()))
+                for name, file in value.items()
+            )
         else:
             options[key] = tuple(value)
     try:
@@ -233,11 +272,17 @@ def _setting(path: Path, where: str, key: str, value):
         if key == "seed" and value < 0:
             raise ConfigError(f"{path}: {where} must be non-negative, not {value}.")
         return value
-    if not isinstance(value, list) or not value or any(isinstance(e, bool) or not isinstance(e, (int, float)) for e in value):
+    if (
+        not isinstance(value, list)
+        or not value
+        or any(isinstance(e, bool) or not isinstance(e, (int, float)) for e in value)
+    ):
         raise ConfigError(f"{path}: {where} must be a non-empty list of numbers, not {value!r}.")
     for eps in value:
         if not 0 < eps <= 1:
-            raise ConfigError(f"{path}: {where} holds {eps}; Linf epsilons lie in (0, 1] (pixel units).")
+            raise ConfigError(
+                f"{path}: {where} holds {eps}; Linf epsilons lie in (0, 1] (pixel units)."
+            )
     return [float(e) for e in value]
 
 
@@ -262,7 +307,9 @@ def parse_check_key(key: str, path: Path | str, where: str) -> tuple[str, str]:
     """Validate ``clean_accuracy`` or ``pgd_linf[eps=0.1]``; return (family, canonical check id)."""
     match = _CHECK_KEY.match(key.strip())
     if not match:
-        raise ConfigError(f"{path}: {where}: {key!r} is neither a check family nor a check id like pgd_linf[eps=0.1].")
+        raise ConfigError(
+            f"{path}: {where}: {key!r} is neither a check family nor a check id like pgd_linf[eps=0.1]."
+        )
     family_name = match["family"]
     if family_name not in REGISTRY:
         _unknown(path, where, family_name, REGISTRY)
@@ -272,8 +319,10 @@ def parse_check_key(key: str, path: Path | str, where: str) -> tuple[str, str]:
     if family.positional:
         values = match["params"].split("-") if len(family.param_names) > 1 else [match["params"]]
         if len(values) != len(family.param_names):
-            raise ConfigError(f"{path}: {where}: {key!r} needs {len(family.param_names)} values joined by '-' "
-                              f"({', '.join(family.param_names)}).")
+            raise ConfigError(
+                f"{path}: {where}: {key!r} needs {len(family.param_names)} values joined by '-' "
+                f"({', '.join(family.param_names)})."
+            )
         params = {name: value.strip() for name, value in zip(family.param_names, values)}
         for name, value in params.items():
             if name in family.param_choices and value not in family.param_choices[name]:
@@ -284,7 +333,9 @@ def parse_check_key(key: str, path: Path | str, where: str) -> tuple[str, str]:
         name, _, raw = part.partition("=")
         name = name.strip()
         if name not in family.param_names:
-            _unknown(path, where, name, family.param_names or ["(none: this family takes no parameters)"])
+            _unknown(
+                path, where, name, family.param_names or ["(none: this family takes no parameters)"]
+            )
         raw = raw.strip()
         if name in family.param_choices:
             if raw not in family.param_choices[name]:

@@ -52,7 +52,9 @@ DATASETS: dict[str, DatasetInfo] = {
     info.key: info
     for info in (
         DatasetInfo("mnist", "MNIST", "MNIST", {"train": 60_000, "test": 10_000}),
-        DatasetInfo("fashion_mnist", "FashionMNIST", "Fashion-MNIST", {"train": 60_000, "test": 10_000}),
+        DatasetInfo(
+            "fashion_mnist", "FashionMNIST", "Fashion-MNIST", {"train": 60_000, "test": 10_000}
+        ),
         DatasetInfo("kmnist", "KMNIST", "Kuzushiji-MNIST", {"train": 60_000, "test": 10_000}),
     )
 }
@@ -143,7 +145,9 @@ def check_files(dataset: str, root: DataRoot | str | os.PathLike) -> None:
             f"or pass {DOWNLOAD_FLAG} to download it with torchvision."
         )
     for name in names:
-        _check_idx_file(raw / name, expected_items=info.sizes["train" if name.startswith("train") else "test"])
+        _check_idx_file(
+            raw / name, expected_items=info.sizes["train" if name.startswith("train") else "test"]
+        )
 
 
 def data_checksums(root: DataRoot | str | os.PathLike) -> dict[str, str]:
@@ -173,7 +177,9 @@ def _check_idx_file(path: Path, expected_items: int) -> None:
     with open(path, "rb") as handle:
         header = handle.read(4)
         if len(header) < 4:
-            raise DataError(f"{path} is truncated ({size} bytes): not an IDX file. Delete it and download it again.")
+            raise DataError(
+                f"{path} is truncated ({size} bytes): not an IDX file. Delete it and download it again."
+            )
         magic = struct.unpack(">i", header)[0]
         if magic not in (IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC):
             raise DataError(
@@ -184,14 +190,18 @@ def _check_idx_file(path: Path, expected_items: int) -> None:
         ndim = 3 if magic == IDX_IMAGES_MAGIC else 1
         dims_bytes = handle.read(4 * ndim)
     if len(dims_bytes) < 4 * ndim:
-        raise DataError(f"{path} is truncated inside its header ({size} bytes). Delete it and download it again.")
+        raise DataError(
+            f"{path} is truncated inside its header ({size} bytes). Delete it and download it again."
+        )
     dims = struct.unpack(f">{ndim}i", dims_bytes)
     payload = 1
     for dim in dims:
         payload *= dim
     expected_size = 4 + 4 * ndim + payload
     if ndim == 3 and tuple(dims[1:]) != IMAGE_SHAPE[1:]:
-        raise DataError(f"{path} holds images of shape {dims[1:]}, not 28x28: it is not an MNIST-style file.")
+        raise DataError(
+            f"{path} holds images of shape {dims[1:]}, not 28x28: it is not an MNIST-style file."
+        )
     if dims[0] != expected_items:
         raise DataError(
             f"{path} holds {dims[0]} items where {expected_items} are expected: it is not the official file. "
@@ -225,22 +235,28 @@ def load_split(
     """
     info = _info(dataset)
     if split not in info.sizes:
-        raise DataError(f"unknown split {split!r} for {info.title}; choose one of {sorted(info.sizes)}.")
+        raise DataError(
+            f"unknown split {split!r} for {info.title}; choose one of {sorted(info.sizes)}."
+        )
     if not isinstance(root, DataRoot):
         root = resolve_data_root(root)
     return _load_split_cached(info.key, split, root, download)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _load_split_cached(key: str, split: str, root: DataRoot, download: bool) -> LabelledImages:
     info = DATASETS[key]
-    raw_present = all((root.path / info.folder / "raw" / name).is_file() for name in expected_files(key))
+    raw_present = all(
+        (root.path / info.folder / "raw" / name).is_file() for name in expected_files(key)
+    )
     if download and not raw_present:
         import torchvision.datasets as tv_datasets
 
         root.path.mkdir(parents=True, exist_ok=True)
         try:
-            getattr(tv_datasets, info.folder)(root=str(root.path), train=(split == "train"), download=True)
+            getattr(tv_datasets, info.folder)(
+                root=str(root.path), train=(split == "train"), download=True
+            )
         except Exception as exc:  # network errors come in many types; all mean the same here
             raise DataError(
                 f"could not download {info.title} into {root.path / info.folder / 'raw'}: {exc}. "
@@ -254,7 +270,9 @@ def _load_split_cached(key: str, split: str, root: DataRoot, download: bool) -> 
     images = images.to(torch.float32).div_(255.0).unsqueeze(1).contiguous()
     labels = labels.to(torch.int64).contiguous()
     if labels.min() < 0 or labels.max() > 9:
-        raise DataError(f"{info.title} ({split}) labels fall outside 0..9: the label file is corrupt.")
+        raise DataError(
+            f"{info.title} ({split}) labels fall outside 0..9: the label file is corrupt."
+        )
     return LabelledImages(images=images, labels=labels, name=f"{key}-{split}")
 
 
@@ -265,7 +283,7 @@ def read_idx(path: Path) -> torch.Tensor:
 
     data = path.read_bytes()
     ndim = data[3]  # the magic number's last byte is the number of dimensions
-    dims = struct.unpack(f">{ndim}i", data[4:4 + 4 * ndim])
+    dims = struct.unpack(f">{ndim}i", data[4 : 4 + 4 * ndim])
     array = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
     return torch.from_numpy(array.copy())
 

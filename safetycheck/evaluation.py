@@ -9,9 +9,10 @@ reads one of its epsilons.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Callable, TypeVar
+from typing import TypeVar
 
 import torch
 from torch import nn
@@ -43,14 +44,20 @@ class RunSettings:
     ood: OODSettings = field(default_factory=OODSettings)
     checks: tuple[str, ...] = ()  # check families to run; empty: the default suite
     mnist_c_source: str = "generated"  # or "official": the static MNIST-C files under the data root
-    acceleration: Acceleration = field(default_factory=Acceleration)  # how the attacks call the model
+    acceleration: Acceleration = field(
+        default_factory=Acceleration
+    )  # how the attacks call the model
 
 
 class ModelEvaluation:
     """Lazily computed, cached results for one model under one :class:`RunSettings`."""
 
-    def __init__(self, mut: ModelUnderTest, settings: RunSettings,
-                 progress: Callable[[str, float | None], None] | None = None):
+    def __init__(
+        self,
+        mut: ModelUnderTest,
+        settings: RunSettings,
+        progress: Callable[[str, float | None], None] | None = None,
+    ):
         """``progress(what, seconds)``, if given, hears of each shared result as it starts
         (``seconds`` None) and when it is done, so that long computations are never silent."""
         self.mut = mut
@@ -67,14 +74,18 @@ class ModelEvaluation:
 
     @cached_property
     def full_test_set(self) -> LabelledImages:
-        return load_split("mnist", "test", root=self.settings.data_root, download=self.settings.download)
+        return load_split(
+            "mnist", "test", root=self.settings.data_root, download=self.settings.download
+        )
 
     @cached_property
     def test_indices(self) -> torch.Tensor | None:
         """Indices into the full MNIST test set of the evaluated images, or None for all of them."""
         if self.settings.samples is None or self.settings.samples >= len(self.full_test_set):
             return None
-        return stratified_indices(self.full_test_set.labels, self.settings.samples, self.settings.seed)
+        return stratified_indices(
+            self.full_test_set.labels, self.settings.samples, self.settings.seed
+        )
 
     @cached_property
     def test_set(self) -> LabelledImages:
@@ -82,7 +93,11 @@ class ModelEvaluation:
         full, index = self.full_test_set, self.test_indices
         if index is None:
             return full
-        return LabelledImages(full.images[index], full.labels[index], f"{full.name} (stratified subset of {len(index)})")
+        return LabelledImages(
+            full.images[index],
+            full.labels[index],
+            f"{full.name} (stratified subset of {len(index)})",
+        )
 
     def describe_test_set(self) -> str:
         """How the evaluated MNIST test images were chosen, for a check's details."""
@@ -113,10 +128,12 @@ class ModelEvaluation:
             return self.clean_outputs[0]
         images, size = self.test_set.images, self.settings.batch_size * 4
         with evaluation_mode(self.model), torch.inference_mode():
-            return torch.cat([
-                self.model(images[i:i + size].to(self.settings.device)).float().cpu()
-                for i in range(0, len(images), size)
-            ])
+            return torch.cat(
+                [
+                    self.model(images[i : i + size].to(self.settings.device)).float().cpu()
+                    for i in range(0, len(images), size)
+                ]
+            )
 
     @cached_property
     def clean_correct(self) -> torch.Tensor:
@@ -134,7 +151,7 @@ class ModelEvaluation:
         belong to the evaluated images."""
         return values if self.test_indices is None else values[self.test_indices]
 
-    def cached(self, key: str, compute: Callable[["ModelEvaluation"], T]) -> T:
+    def cached(self, key: str, compute: Callable[[ModelEvaluation], T]) -> T:
         """The result named ``key``, computed by ``compute(self)`` the first time it is asked for;
         every check family shares its expensive results through this one cache."""
         if key not in self._cache:
@@ -148,7 +165,7 @@ class ModelEvaluation:
                 self.progress(what, time.perf_counter() - started)
         return self._cache[key]
 
-    def sweep(self, key: str, run: Callable[["ModelEvaluation"], SweepResult]) -> SweepResult:
+    def sweep(self, key: str, run: Callable[[ModelEvaluation], SweepResult]) -> SweepResult:
         """An attack sweep, cached like any other result."""
         return self.cached(f"sweep:{key}", run)
 
@@ -171,4 +188,3 @@ def stratified_indices(labels: torch.Tensor, n: int, seed: int) -> torch.Tensor:
         members = torch.nonzero(labels == label).flatten()
         chosen.append(members[torch.randperm(len(members), generator=generator)[:take]])
     return torch.sort(torch.cat(chosen)).values
-

@@ -47,13 +47,18 @@ def measured(records: list[dict], *families: str) -> list[dict]:
 
 def legend(items: list[tuple[str, str, str, str]]) -> str:
     """``items``: (text, colour, marker, dash)."""
-    return '<ul class="legend">' + "".join(
-        f"<li>{svg.swatch(c, m, d)}{escape(text)}</li>" for text, c, m, d in items) + "</ul>"
+    return (
+        '<ul class="legend">'
+        + "".join(f"<li>{svg.swatch(c, m, d)}{escape(text)}</li>" for text, c, m, d in items)
+        + "</ul>"
+    )
 
 
 def _section(anchor: str, title: str, intro: str, body: str) -> str:
-    return (f'<section class="card" id="{anchor}"><h2>{escape(title)}</h2>'
-            f'<p class="intro">{intro}</p>{body}</section>')
+    return (
+        f'<section class="card" id="{anchor}"><h2>{escape(title)}</h2>'
+        f'<p class="intro">{intro}</p>{body}</section>'
+    )
 
 
 def _eps_ticks(xs: list[float]) -> list[float] | None:
@@ -68,7 +73,9 @@ def robustness_section(records: list[dict], styles: dict[str, tuple[str, str]]) 
         for r in measured(records, *families):
             eps = num(params(r).get("eps"))
             if eps is not None:
-                lines.setdefault((str(r["model"]), family(r)), []).append((eps, num(r.get("value"))))
+                lines.setdefault((str(r["model"]), family(r)), []).append(
+                    (eps, num(r.get("value")))
+                )
         if not lines:
             continue
         fams = list(dict.fromkeys(f for _, f in lines))
@@ -86,18 +93,31 @@ def robustness_section(records: list[dict], styles: dict[str, tuple[str, str]]) 
             keys.append((text, c, m, dash))
         xs = [x for s in series for x, _ in s["points"]]
         x_hi = max(xs) if max(xs) > 0 else 1.0
-        chart = svg.line_chart(series, x_domain=(0.0, x_hi), y_domain=(0.0, 1.0), x_label="eps",
-                               y_label="robust accuracy", label=f"robust accuracy vs eps, {title}",
-                               x_ticks=_eps_ticks(xs), width=520, height=320)
-        charts.append(f'<figure class="plot"><figcaption>{escape(title)}</figcaption>{chart}'
-                      f"{legend(keys)}</figure>")
+        chart = svg.line_chart(
+            series,
+            x_domain=(0.0, x_hi),
+            y_domain=(0.0, 1.0),
+            x_label="eps",
+            y_label="robust accuracy",
+            label=f"robust accuracy vs eps, {title}",
+            x_ticks=_eps_ticks(xs),
+            width=520,
+            height=320,
+        )
+        charts.append(
+            f'<figure class="plot"><figcaption>{escape(title)}</figcaption>{chart}'
+            f"{legend(keys)}</figure>"
+        )
     if not charts:
         return ""
-    return _section("robustness", "Robust accuracy vs eps",
-                    "Share of the attacked images still classified correctly (worst case over the "
-                    "attack's iterates and restarts) at each radius. Eps 0 is the clean accuracy on "
-                    "the whole test set; attacks run on the seeded subset given in the metadata.",
-                    '<div class="plots">' + "".join(charts) + "</div>")
+    return _section(
+        "robustness",
+        "Robust accuracy vs eps",
+        "Share of the attacked images still classified correctly (worst case over the "
+        "attack's iterates and restarts) at each radius. Eps 0 is the clean accuracy on "
+        "the whole test set; attacks run on the seeded subset given in the metadata.",
+        '<div class="plots">' + "".join(charts) + "</div>",
+    )
 
 
 def _per_corruption(records: list[dict]) -> dict[str, dict[str, float | None]]:
@@ -137,18 +157,31 @@ def gallery_html(gallery: dict | None, per: dict[str, dict[str, float | None]]) 
         if not isinstance(data, bytes) or not data:
             continue
         uri = f"data:{_image_mime(data)};base64,{base64.b64encode(data).decode('ascii')}"
-        scores = "".join(f'<span class="acc">{escape(m)} {v:.3f}</span>' for m, vals in per.items()
-                         if (v := vals.get(str(name))) is not None) if len(per) <= 3 else ""
+        scores = (
+            "".join(
+                f'<span class="acc">{escape(m)} {v:.3f}</span>'
+                for m, vals in per.items()
+                if (v := vals.get(str(name))) is not None
+            )
+            if len(per) <= 3
+            else ""
+        )
         caption = "identity (clean)" if name == "identity" else str(name)
-        figures.append(f'<figure class="thumb"><img src="{uri}" alt="{escape(caption)}" width="84" '
-                       f'height="84"><figcaption>{escape(caption)}{scores}</figcaption></figure>')
+        figures.append(
+            f'<figure class="thumb"><img src="{uri}" alt="{escape(caption)}" width="84" '
+            f'height="84"><figcaption>{escape(caption)}{scores}</figcaption></figure>'
+        )
     if not figures:
         return ""
-    return ('<h3>Corruption gallery</h3><p class="intro">One test image under each corruption, as the '
-            'models saw it.</p><div class="gallery">' + "".join(figures) + "</div>")
+    return (
+        '<h3>Corruption gallery</h3><p class="intro">One test image under each corruption, as the '
+        'models saw it.</p><div class="gallery">' + "".join(figures) + "</div>"
+    )
 
 
-def corruption_section(records: list[dict], styles: dict[str, tuple[str, str]], gallery: dict | None) -> str:
+def corruption_section(
+    records: list[dict], styles: dict[str, tuple[str, str]], gallery: dict | None
+) -> str:
     per = _per_corruption(records)
     pictures = gallery_html(gallery, per)
     if not per and not pictures:
@@ -167,22 +200,38 @@ def corruption_section(records: list[dict], styles: dict[str, tuple[str, str]], 
             series.append({"label": model, "values": vals, "colour": c, "marker": m})
             keys.append((model + mean, c, m, ""))
         rows = (["clean (none)"] if has_clean else []) + categories
-        body = ('<figure class="plot wide">' + svg.dot_rows_chart(
-            rows, series, x_label="accuracy", label="MNIST-C accuracy per corruption", width=640)
-            + legend(keys) + "</figure>")
+        body = (
+            '<figure class="plot wide">'
+            + svg.dot_rows_chart(
+                rows, series, x_label="accuracy", label="MNIST-C accuracy per corruption", width=640
+            )
+            + legend(keys)
+            + "</figure>"
+        )
     elif any(measured(records, "mnist_c_mean", "mnist_c")):
         body = '<p class="note">No per-corruption accuracies were recorded.</p>'
-    return _section("corruptions", "MNIST-C: accuracy per corruption",
-                    "Accuracy on the whole test set under each of the MNIST-C corruptions (Mu &amp; "
-                    "Gilmer 2019); the top row is the uncorrupted accuracy for reference.",
-                    body + pictures)
+    return _section(
+        "corruptions",
+        "MNIST-C: accuracy per corruption",
+        "Accuracy on the whole test set under each of the MNIST-C corruptions (Mu &amp; "
+        "Gilmer 2019); the top row is the uncorrupted accuracy for reference.",
+        body + pictures,
+    )
 
 
 def _roc(record: dict) -> list[tuple[float, float]] | None:
     roc = artifacts(record).get("roc")
-    if not isinstance(roc, dict) or not isinstance(roc.get("fpr"), list) or not isinstance(roc.get("tpr"), list):
+    if (
+        not isinstance(roc, dict)
+        or not isinstance(roc.get("fpr"), list)
+        or not isinstance(roc.get("tpr"), list)
+    ):
         return None
-    points = [(x, y) for x, y in zip(map(num, roc["fpr"]), map(num, roc["tpr"])) if x is not None and y is not None]
+    points = [
+        (x, y)
+        for x, y in zip(map(num, roc["fpr"]), map(num, roc["tpr"]))
+        if x is not None and y is not None
+    ]
     return points or None
 
 
@@ -204,20 +253,42 @@ def ood_section(records: list[dict], styles: dict[str, tuple[str, str]]) -> str:
             model = str(r["model"])
             c, m = styles[model]
             auroc = num(r.get("value"))
-            text = f"{model} \u2014 AUROC {auroc:.4f}" if auroc is not None else f"{model} \u2014 AUROC n/a"
+            text = (
+                f"{model} \u2014 AUROC {auroc:.4f}"
+                if auroc is not None
+                else f"{model} \u2014 AUROC n/a"
+            )
             series.append({"label": model, "points": points, "colour": c, "marker": m, "dash": ""})
             keys.append((text, c, m, ""))
         if series:
-            chart = svg.line_chart(series, x_domain=(0.0, 1.0), y_domain=(0.0, 1.0), x_label="false positive rate",
-                                   y_label="true positive rate", label=f"ROC, {ood_set} vs MNIST, score {score}",
-                                   diagonal=True, markers=False, width=270, height=240)
-            charts.append(f'<figure class="plot small"><figcaption>{escape(ood_set)} \u00b7 '
-                          f"{escape(score)}</figcaption>{chart}{legend(keys)}</figure>")
-    note = (f'<p class="note">No ROC curve recorded for: {escape(", ".join(missing))}.</p>' if missing else "")
-    return _section("ood", "Out-of-distribution detection: ROC curves",
-                    "MNIST test images are the positives (in-distribution), the named set the "
-                    "negatives; one chart per OOD set and score. The dashed diagonal is chance.",
-                    '<div class="plots">' + "".join(charts) + "</div>" + note)
+            chart = svg.line_chart(
+                series,
+                x_domain=(0.0, 1.0),
+                y_domain=(0.0, 1.0),
+                x_label="false positive rate",
+                y_label="true positive rate",
+                label=f"ROC, {ood_set} vs MNIST, score {score}",
+                diagonal=True,
+                markers=False,
+                width=270,
+                height=240,
+            )
+            charts.append(
+                f'<figure class="plot small"><figcaption>{escape(ood_set)} \u00b7 '
+                f"{escape(score)}</figcaption>{chart}{legend(keys)}</figure>"
+            )
+    note = (
+        f'<p class="note">No ROC curve recorded for: {escape(", ".join(missing))}.</p>'
+        if missing
+        else ""
+    )
+    return _section(
+        "ood",
+        "Out-of-distribution detection: ROC curves",
+        "MNIST test images are the positives (in-distribution), the named set the "
+        "negatives; one chart per OOD set and score. The dashed diagonal is chance.",
+        '<div class="plots">' + "".join(charts) + "</div>" + note,
+    )
 
 
 def _bins(record: dict) -> list[dict] | None:
@@ -236,9 +307,15 @@ def _bins(record: dict) -> list[dict] | None:
         lo, hi, n = num(lower[i]), num(upper[i]), num(count[i])
         if lo is None or hi is None:
             continue
-        bins.append({"lower": lo, "upper": hi, "count": int(n) if n and n > 0 else 0,
-                     "confidence": num(conf[i]) if i < len(conf) else None,
-                     "accuracy": num(acc[i]) if i < len(acc) else None})
+        bins.append(
+            {
+                "lower": lo,
+                "upper": hi,
+                "count": int(n) if n and n > 0 else 0,
+                "confidence": num(conf[i]) if i < len(conf) else None,
+                "accuracy": num(acc[i]) if i < len(acc) else None,
+            }
+        )
     return bins or None
 
 
@@ -247,8 +324,10 @@ def _concentration(bins: list[dict]) -> str:
     if not total:
         return ""
     top = max(bins, key=lambda b: b["count"])
-    text = (f"{top['count'] / total:.1%} of the {total:,} samples have confidence in "
-            f"[{top['lower']:.3f}, {top['upper']:.3f}]")
+    text = (
+        f"{top['count'] / total:.1%} of the {total:,} samples have confidence in "
+        f"[{top['lower']:.3f}, {top['upper']:.3f}]"
+    )
     if top["accuracy"] is not None and top["confidence"] is not None:
         text += f": accuracy {top['accuracy']:.4f} vs mean confidence {top['confidence']:.4f} there"
     return text + "."
@@ -265,20 +344,37 @@ def calibration_section(records: list[dict], styles: dict[str, tuple[str, str]])
         if bins is None:
             continue
         seen.add(model)
-        ece = next((num(x.get("value")) for x in calibration
-                    if str(x["model"]) == model and params(x).get("metric") == "ece"), None)
-        chart = svg.reliability_chart(bins, label=f"reliability diagram, {model}", colour_=styles[model][0],
-                                      width=270)
-        head = escape(model) + (f' <span class="sub">ECE {ece:.4f}</span>' if ece is not None else "")
-        charts.append(f'<figure class="plot small"><figcaption>{head}</figcaption>{chart}'
-                      f'<p class="note">{escape(_concentration(bins))}</p></figure>')
+        ece = next(
+            (
+                num(x.get("value"))
+                for x in calibration
+                if str(x["model"]) == model and params(x).get("metric") == "ece"
+            ),
+            None,
+        )
+        chart = svg.reliability_chart(
+            bins, label=f"reliability diagram, {model}", colour_=styles[model][0], width=270
+        )
+        head = escape(model) + (
+            f' <span class="sub">ECE {ece:.4f}</span>' if ece is not None else ""
+        )
+        charts.append(
+            f'<figure class="plot small"><figcaption>{head}</figcaption>{chart}'
+            f'<p class="note">{escape(_concentration(bins))}</p></figure>'
+        )
     missing = sorted({str(r["model"]) for r in calibration} - seen)
-    note = (f'<p class="note">No reliability bins recorded for: {escape(", ".join(missing))}.</p>'
-            if missing else "")
-    return _section("calibration", "Calibration: reliability diagrams",
-                    "Accuracy per confidence bin (bars) against perfect calibration (dashed); the "
-                    "outlined band is the gap to the bin's mean confidence (tinted above a bar: "
-                    "over-confident; lightened inside it: under-confident). The strip beneath counts "
-                    "the samples per bin on a log scale: an MNIST model is so confident that nearly "
-                    "every sample lands in the top bin, so read that bin's numbers in the note.",
-                    '<div class="plots">' + "".join(charts) + "</div>" + note)
+    note = (
+        f'<p class="note">No reliability bins recorded for: {escape(", ".join(missing))}.</p>'
+        if missing
+        else ""
+    )
+    return _section(
+        "calibration",
+        "Calibration: reliability diagrams",
+        "Accuracy per confidence bin (bars) against perfect calibration (dashed); the "
+        "outlined band is the gap to the bin's mean confidence (tinted above a bar: "
+        "over-confident; lightened inside it: under-confident). The strip beneath counts "
+        "the samples per bin on a log scale: an MNIST model is so confident that nearly "
+        "every sample lands in the top bin, so read that bin's numbers in the note.",
+        '<div class="plots">' + "".join(charts) + "</div>" + note,
+    )

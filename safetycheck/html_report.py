@@ -103,7 +103,11 @@ def status(record: dict) -> str:
 
 
 def _models(metadata: dict, records: list[dict]) -> list[str]:
-    names = [str(m.get("name")) for m in metadata.get("models") or [] if isinstance(m, dict) and m.get("name")]
+    names = [
+        str(m.get("name"))
+        for m in metadata.get("models") or []
+        if isinstance(m, dict) and m.get("name")
+    ]
     return list(dict.fromkeys(names + [str(r["model"]) for r in records if "model" in r]))
 
 
@@ -116,8 +120,10 @@ def _decimals(records: list[dict]) -> int:
 def _pair(value: float | None, threshold: float | None, decimals: int = 3) -> tuple[str, str]:
     """Value and threshold to ``decimals``, or more where needed to tell unequal numbers apart."""
     if value is None or threshold is None:
-        return ("NaN" if value is None else f"{value:.{decimals}f}",
-                "" if threshold is None else f"{threshold:.{decimals}f}")
+        return (
+            "NaN" if value is None else f"{value:.{decimals}f}",
+            "" if threshold is None else f"{threshold:.{decimals}f}",
+        )
     for decimals in range(decimals, 8):
         a, b = f"{value:.{decimals}f}", f"{threshold:.{decimals}f}"
         if (a != b) == (value != threshold):
@@ -154,9 +160,12 @@ def _tooltip(record: dict, state: str) -> str:
     base = record.get("baseline")
     if isinstance(base, dict):
         bv, noise = num(base.get("value")), num(base.get("noise"))
-        lines.append("baseline " + ("n/a" if bv is None else f"{bv:.4f}")
-                     + (f" (noise \u00b1{noise:.4f})" if noise is not None else "")
-                     + (": REGRESSED" if base.get("regressed") else ""))
+        lines.append(
+            "baseline "
+            + ("n/a" if bv is None else f"{bv:.4f}")
+            + (f" (noise \u00b1{noise:.4f})" if noise is not None else "")
+            + (": REGRESSED" if base.get("regressed") else "")
+        )
     if record.get("randomized"):
         lines.append("randomised model: attack results may overstate robustness")
     if record.get("details"):
@@ -167,32 +176,44 @@ def _tooltip(record: dict, state: str) -> str:
 def _cell(model: str, check: str, record: dict | None, decimals: int = 3) -> str:
     attrs = f'data-model="{escape(model)}" data-check="{escape(check)}"'
     if record is None:
-        return (f'<td class="cell absent" {attrs} title="not run for this model">'
-                f'<span class="sym">{_SYMBOL["absent"]}</span>not run</td>')
+        return (
+            f'<td class="cell absent" {attrs} title="not run for this model">'
+            f'<span class="sym">{_SYMBOL["absent"]}</span>not run</td>'
+        )
     state = status(record)
     title = escape(_tooltip(record, state))
     if state == "skip":
         reason = str(record.get("skipped"))
         short = reason if len(reason) <= 34 else reason[:33] + "\u2026"
-        return (f'<td class="cell skip" {attrs} title="{title}"><span class="sym">{_SYMBOL["skip"]}</span>'
-                f'SKIP<span class="why">{escape(short)}</span></td>')
+        return (
+            f'<td class="cell skip" {attrs} title="{title}"><span class="sym">{_SYMBOL["skip"]}</span>'
+            f'SKIP<span class="why">{escape(short)}</span></td>'
+        )
     value, threshold = num(record.get("value")), num(record.get("threshold"))
     a, b = _pair(value, threshold, decimals)
-    main = escape(a) if threshold is None else f"{escape(a)} {_relation(record, state == 'pass')} {escape(b)}"
+    main = (
+        escape(a)
+        if threshold is None
+        else f"{escape(a)} {_relation(record, state == 'pass')} {escape(b)}"
+    )
     extra, classes = "", f"cell {state}"
     if record.get("n") is not None:
         extra += f'<span class="n">n={escape(str(record["n"]))}</span>'
     base = record.get("baseline")
     if isinstance(base, dict):
         bv = num(base.get("value"))
-        extra += f'<span class="base">base {"n/a" if bv is None else _pair(bv, bv, decimals)[0]}</span>'
+        extra += (
+            f'<span class="base">base {"n/a" if bv is None else _pair(bv, bv, decimals)[0]}</span>'
+        )
         if base.get("regressed"):
             extra += '<span class="regr">\u25bc regressed</span>'
             classes += " regressed"
     if record.get("randomized"):
         extra += '<span class="rnd">\u26a0 randomised</span>'
-    return (f'<td class="{classes}" {attrs} title="{title}"><span class="sym">{_SYMBOL[state]}</span>'
-            f"{main}{extra}</td>")
+    return (
+        f'<td class="{classes}" {attrs} title="{title}"><span class="sym">{_SYMBOL[state]}</span>'
+        f"{main}{extra}</td>"
+    )
 
 
 def _matrix(records: list[dict], models: list[str]) -> str:
@@ -210,28 +231,48 @@ def _matrix(records: list[dict], models: list[str]) -> str:
     head = ['<th class="check-col">check</th>']
     for m in models:
         states = [status(r) for (model, _), r in cells.items() if model == m]
-        counts = " \u00b7 ".join(f"{states.count(s)} {_SYMBOL[s]}" for s in ("pass", "fail", "skip") if states.count(s))
-        head.append(f'<th class="model" scope="col">{escape(m)}<div class="sub">{counts}</div></th>')
+        counts = " \u00b7 ".join(
+            f"{states.count(s)} {_SYMBOL[s]}" for s in ("pass", "fail", "skip") if states.count(s)
+        )
+        head.append(
+            f'<th class="model" scope="col">{escape(m)}<div class="sub">{counts}</div></th>'
+        )
     rows, row_id = [], 0
     for fam, checks in by_family.items():
         members = [r for r in records if family(r) == fam]
         first_metric = next((str(r["metric"]) for r in members if r.get("metric")), "")
         note = _FAMILY_NOTES.get(fam, first_metric)
         decimals = _decimals(members)
-        rows.append(f'<tr class="family"><th colspan="{len(models) + 1}">{escape(fam)} '
-                    f'<span class="sub">{escape(note)}</span></th></tr>')
+        rows.append(
+            f'<tr class="family"><th colspan="{len(models) + 1}">{escape(fam)} '
+            f'<span class="sub">{escape(note)}</span></th></tr>'
+        )
         for check in checks:
             row_id += 1
             own = metric.get(check, first_metric)
-            label = escape(check) + (f' <span class="sub">{escape(own)}</span>' if own != first_metric else "")
-            rows.append(f'<tr id="row-{row_id}"><th scope="row" class="check">{label}</th>'
-                        + "".join(_cell(m, check, cells.get((m, check)), decimals) for m in models) + "</tr>")
-    key = ('<p class="key-row"><span>\u2713 pass</span><span>\u2717 fail</span><span>\u2013 skipped</span>'
-           '<span>\u00b7 not run</span><span>\u25bc regressed against the baseline</span>'
-           "<span>hover a cell for details, threshold source and interval</span></p>")
-    return ('<section class="card" id="matrix"><h2>Pass/fail matrix</h2><div class="matrix-wrap">'
-            '<table class="matrix"><thead><tr>' + "".join(head) + "</tr></thead><tbody>" + "".join(rows)
-            + "</tbody></table></div>" + key + "</section>")
+            label = escape(check) + (
+                f' <span class="sub">{escape(own)}</span>' if own != first_metric else ""
+            )
+            rows.append(
+                f'<tr id="row-{row_id}"><th scope="row" class="check">{label}</th>'
+                + "".join(_cell(m, check, cells.get((m, check)), decimals) for m in models)
+                + "</tr>"
+            )
+    key = (
+        '<p class="key-row"><span>\u2713 pass</span><span>\u2717 fail</span><span>\u2013 skipped</span>'
+        "<span>\u00b7 not run</span><span>\u25bc regressed against the baseline</span>"
+        "<span>hover a cell for details, threshold source and interval</span></p>"
+    )
+    return (
+        '<section class="card" id="matrix"><h2>Pass/fail matrix</h2><div class="matrix-wrap">'
+        '<table class="matrix"><thead><tr>'
+        + "".join(head)
+        + "</tr></thead><tbody>"
+        + "".join(rows)
+        + "</tbody></table></div>"
+        + key
+        + "</section>"
+    )
 
 
 def _verdict(records: list[dict], metadata: dict, models: list[str]) -> str:
@@ -242,12 +283,16 @@ def _verdict(records: list[dict], metadata: dict, models: list[str]) -> str:
         items = []
         for r in [r for r in records if status(r) == "fail"][:12]:
             a, b = _pair(num(r.get("value")), num(r.get("threshold")), _decimals([r]))
-            items.append(f"<li><strong>{escape(str(r.get('model')))}</strong> {escape(str(r.get('check')))}: "
-                         f"{escape(a)} {_relation(r, False)} {escape(b)}</li>")
+            items.append(
+                f"<li><strong>{escape(str(r.get('model')))}</strong> {escape(str(r.get('check')))}: "
+                f"{escape(a)} {_relation(r, False)} {escape(b)}</li>"
+            )
         if failed > 12:
             items.append(f"<li>and {failed - 12} more in the matrix below</li>")
-        out = (f'<div class="banner failed" role="alert"><span class="big">\u2717 FAILED</span>{counts}'
-               f'<ul>{"".join(items)}</ul></div>')
+        out = (
+            f'<div class="banner failed" role="alert"><span class="big">\u2717 FAILED</span>{counts}'
+            f"<ul>{''.join(items)}</ul></div>"
+        )
     elif passed:
         out = f'<div class="banner passed"><span class="big">\u2713 PASSED</span>{counts}</div>'
     else:
@@ -255,33 +300,59 @@ def _verdict(records: list[dict], metadata: dict, models: list[str]) -> str:
     samples = metadata.get("samples")
     if samples is not None and samples is not False:
         seed = metadata.get("seed")
-        out += ('<div class="notice notice-subset"><strong>\u26a0 Subset run.</strong> Every check was '
-                f"evaluated on a stratified, seeded subset of <strong>{escape(str(samples))}</strong> MNIST "
-                f"test images{f' (seed {escape(str(seed))})' if seed is not None else ''}, not on the whole "
-                "test set. The values are estimates with wider uncertainty than a full run's; do not read "
-                "them as the model's full-test-set figures.</div>")
-    randomized = [str(m.get("name")) for m in metadata.get("models") or [] if isinstance(m, dict) and m.get("randomized")]
-    randomized = list(dict.fromkeys(randomized + [str(r.get("model")) for r in records if r.get("randomized")]))
+        out += (
+            '<div class="notice notice-subset"><strong>\u26a0 Subset run.</strong> Every check was '
+            f"evaluated on a stratified, seeded subset of <strong>{escape(str(samples))}</strong> MNIST "
+            f"test images{f' (seed {escape(str(seed))})' if seed is not None else ''}, not on the whole "
+            "test set. The values are estimates with wider uncertainty than a full run's; do not read "
+            "them as the model's full-test-set figures.</div>"
+        )
+    randomized = [
+        str(m.get("name"))
+        for m in metadata.get("models") or []
+        if isinstance(m, dict) and m.get("randomized")
+    ]
+    randomized = list(
+        dict.fromkeys(randomized + [str(r.get("model")) for r in records if r.get("randomized")])
+    )
     if randomized:
-        out += ('<div class="notice notice-randomized"><strong>\u26a0 Randomised model'
-                f'{"s" if len(randomized) > 1 else ""}: {escape(", ".join(randomized))}.</strong> Outputs differ '
-                "between identical calls in eval mode; attack results may overstate robustness (randomness "
-                "can mask gradients). Evaluated only because randomised models were explicitly allowed.</div>")
+        out += (
+            '<div class="notice notice-randomized"><strong>\u26a0 Randomised model'
+            f"{'s' if len(randomized) > 1 else ''}: {escape(', '.join(randomized))}.</strong> Outputs differ "
+            "between identical calls in eval mode; attack results may overstate robustness (randomness "
+            "can mask gradients). Evaluated only because randomised models were explicitly allowed.</div>"
+        )
     base = metadata.get("baseline")
     if isinstance(base, dict):
-        regressed = sum(1 for r in records if isinstance(r.get("baseline"), dict) and r["baseline"].get("regressed"))
+        regressed = sum(
+            1
+            for r in records
+            if isinstance(r.get("baseline"), dict) and r["baseline"].get("regressed")
+        )
         created = f" (created {escape(str(base['created']))})" if base.get("created") else ""
-        out += (f'<div class="notice notice-baseline">Compared with the baseline <code>'
-                f'{escape(str(base.get("path", "?")))}</code>{created}: '
-                f"<strong>{regressed} regression{'' if regressed == 1 else 's'}</strong>.</div>")
+        out += (
+            f'<div class="notice notice-baseline">Compared with the baseline <code>'
+            f"{escape(str(base.get('path', '?')))}</code>{created}: "
+            f"<strong>{regressed} regression{'' if regressed == 1 else 's'}</strong>.</div>"
+        )
     return out
 
 
 _META_LABELS = (
-    ("created", "created"), ("safetycheck", "safetycheck"), ("python", "Python"), ("torch", "torch"),
-    ("torchvision", "torchvision"), ("numpy", "NumPy"), ("platform", "platform"), ("device", "device"),
-    ("seed", "seed"), ("attack_samples", "images attacked per sweep"), ("epsilons", "L\u221e epsilons"),
-    ("samples", "subset of the test set"), ("data_root", "data root"), ("data_root_source", "data root from"),
+    ("created", "created"),
+    ("safetycheck", "safetycheck"),
+    ("python", "Python"),
+    ("torch", "torch"),
+    ("torchvision", "torchvision"),
+    ("numpy", "NumPy"),
+    ("platform", "platform"),
+    ("device", "device"),
+    ("seed", "seed"),
+    ("attack_samples", "images attacked per sweep"),
+    ("epsilons", "L\u221e epsilons"),
+    ("samples", "subset of the test set"),
+    ("data_root", "data root"),
+    ("data_root_source", "data root from"),
 )
 
 
@@ -294,7 +365,11 @@ def _metadata(metadata: dict, records: list[dict]) -> str:
     for key, label in _META_LABELS:
         if key == "samples":
             value = metadata.get("samples")
-            shown = "none: every check used the whole test set" if value in (None, False) else f"{value} images"
+            shown = (
+                "none: every check used the whole test set"
+                if value in (None, False)
+                else f"{value} images"
+            )
         elif key in metadata:
             shown = _text(metadata[key])
         else:
@@ -302,28 +377,49 @@ def _metadata(metadata: dict, records: list[dict]) -> str:
         rows.append(f"<tr><th>{escape(label)}</th><td>{escape(shown)}</td></tr>")
     base = metadata.get("baseline")
     if isinstance(base, dict):
-        rows.append(f'<tr><th>baseline</th><td><code>{escape(str(base.get("path", "?")))}</code> '
-                    f'{escape(str(base.get("created", "")))}</td></tr>')
+        rows.append(
+            f"<tr><th>baseline</th><td><code>{escape(str(base.get('path', '?')))}</code> "
+            f"{escape(str(base.get('created', '')))}</td></tr>"
+        )
     sizes = sorted({int(n) for r in records if (n := num(r.get("n"))) is not None})
     if sizes:
-        rows.append(f"<tr><th>sample counts (n)</th><td>{escape(', '.join(f'{n:,}' for n in sizes))}</td></tr>")
+        rows.append(
+            f"<tr><th>sample counts (n)</th><td>{escape(', '.join(f'{n:,}' for n in sizes))}</td></tr>"
+        )
     known = {k for k, _ in _META_LABELS} | {"models", "data_checksums", "baseline"}
     for key in metadata:
         if key not in known:
-            rows.append(f"<tr><th>{escape(str(key))}</th><td>{escape(_text(metadata[key]))}</td></tr>")
-    out = '<section class="card" id="metadata"><h2>Run metadata</h2><table class="meta">' + "".join(rows) + "</table>"
+            rows.append(
+                f"<tr><th>{escape(str(key))}</th><td>{escape(_text(metadata[key]))}</td></tr>"
+            )
+    out = (
+        '<section class="card" id="metadata"><h2>Run metadata</h2><table class="meta">'
+        + "".join(rows)
+        + "</table>"
+    )
     models = [m for m in metadata.get("models") or [] if isinstance(m, dict)]
     if models:
-        out += ('<h3>Models</h3><table class="meta"><tr><th>name</th><th>source</th><th>randomised</th>'
-                "<th>note</th></tr>" + "".join(
-                    f'<tr><td>{escape(str(m.get("name", "?")))}</td><td><code>{escape(str(m.get("source", "")))}'
-                    f'</code></td><td>{_YES if m.get("randomized") else "no"}</td>'
-                    f'<td>{escape(str(m.get("warning", "")))}</td></tr>' for m in models) + "</table>")
+        out += (
+            '<h3>Models</h3><table class="meta"><tr><th>name</th><th>source</th><th>randomised</th>'
+            "<th>note</th></tr>"
+            + "".join(
+                f"<tr><td>{escape(str(m.get('name', '?')))}</td><td><code>{escape(str(m.get('source', '')))}"
+                f"</code></td><td>{_YES if m.get('randomized') else 'no'}</td>"
+                f"<td>{escape(str(m.get('warning', '')))}</td></tr>"
+                for m in models
+            )
+            + "</table>"
+        )
     sums = metadata.get("data_checksums")
     if isinstance(sums, dict) and sums:
-        out += ('<h3>Data checksums (SHA-256)</h3><table class="meta">' + "".join(
-            f'<tr><th>{escape(str(k))}</th><td class="mono">{escape(_text(v))}</td></tr>' for k, v in sums.items())
-            + "</table>")
+        out += (
+            '<h3>Data checksums (SHA-256)</h3><table class="meta">'
+            + "".join(
+                f'<tr><th>{escape(str(k))}</th><td class="mono">{escape(_text(v))}</td></tr>'
+                for k, v in sums.items()
+            )
+            + "</table>"
+        )
     return out + "</section>"
 
 
@@ -358,30 +454,47 @@ def render_html(document: dict, gallery: dict[str, bytes] | None = None) -> str:
         plots.ood_section(records, styles),
         plots.calibration_section(records, styles),
     ]
-    anchors = [("matrix", "Matrix")] + [
-        (a, t) for a, t, s in zip(("robustness", "corruptions", "ood", "calibration"),
-                                  ("Robustness", "MNIST-C", "OOD", "Calibration"), sections) if s
-    ] + [("metadata", "Metadata")]
-    subtitle = " \u00b7 ".join(x for x in (
-        f"{len(models)} model{'' if len(models) == 1 else 's'}: {', '.join(models)}" if models else "",
-        f"created {metadata['created']}" if metadata.get("created") else "",
-        f"safetycheck {metadata['safetycheck']}" if metadata.get("safetycheck") else "",
-        f"device {metadata['device']}" if metadata.get("device") else "",
-    ) if x)
+    anchors = (
+        [("matrix", "Matrix")]
+        + [
+            (a, t)
+            for a, t, s in zip(
+                ("robustness", "corruptions", "ood", "calibration"),
+                ("Robustness", "MNIST-C", "OOD", "Calibration"),
+                sections,
+            )
+            if s
+        ]
+        + [("metadata", "Metadata")]
+    )
+    subtitle = " \u00b7 ".join(
+        x
+        for x in (
+            f"{len(models)} model{'' if len(models) == 1 else 's'}: {', '.join(models)}"
+            if models
+            else "",
+            f"created {metadata['created']}" if metadata.get("created") else "",
+            f"safetycheck {metadata['safetycheck']}" if metadata.get("safetycheck") else "",
+            f"device {metadata['device']}" if metadata.get("device") else "",
+        )
+        if x
+    )
     title = "Safety report" + (f": {', '.join(models)}" if models else "")
-    return "".join([
-        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">',
-        '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>{escape(title)}</title><style>{_CSS}</style></head><body><main>",
-        f'<header><h1>Safety report</h1><p class="subtitle">{escape(subtitle)}</p></header>',
-        _verdict(records, metadata, models),
-        '<nav class="toc">' + "".join(f'<a href="#{a}">{t}</a>' for a, t in anchors) + "</nav>",
-        _matrix(records, models),
-        *[s for s in sections if s],
-        _metadata(metadata, records),
-        f'<footer>safetycheck results format {escape(str(document.get("format_version", "?")))} \u00b7 '
-        "self-contained report: no scripts, no network</footer></main></body></html>\n",
-    ])
+    return "".join(
+        [
+            '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">',
+            '<meta name="viewport" content="width=device-width, initial-scale=1">',
+            f"<title>{escape(title)}</title><style>{_CSS}</style></head><body><main>",
+            f'<header><h1>Safety report</h1><p class="subtitle">{escape(subtitle)}</p></header>',
+            _verdict(records, metadata, models),
+            '<nav class="toc">' + "".join(f'<a href="#{a}">{t}</a>' for a, t in anchors) + "</nav>",
+            _matrix(records, models),
+            *[s for s in sections if s],
+            _metadata(metadata, records),
+            f"<footer>safetycheck results format {escape(str(document.get('format_version', '?')))} \u00b7 "
+            "self-contained report: no scripts, no network</footer></main></body></html>\n",
+        ]
+    )
 
 
 def write_html(path: str | Path, document: dict, gallery: dict[str, bytes] | None = None) -> None:

@@ -13,10 +13,11 @@ import re
 import sys
 import warnings
 import zipfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -51,7 +52,9 @@ class Ensemble(nn.Module):
     def __init__(self, members: list[nn.Module]):
         super().__init__()
         if not members:
-            raise ModelLoadError("an ensemble needs at least one member; the list of models is empty.")
+            raise ModelLoadError(
+                "an ensemble needs at least one member; the list of models is empty."
+            )
         self.members = nn.ModuleList(members)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -77,7 +80,9 @@ def load_model_file(path: str | Path) -> list[ModelUnderTest]:
     if path.is_dir():
         raise ModelLoadError(f"{path} is a folder; give a .py model file or a TorchScript file.")
     if path.suffix == ".py":
-        return models_from_object(_object_from_python_file(path), default_name=path.stem, source=str(path))
+        return models_from_object(
+            _object_from_python_file(path), default_name=path.stem, source=str(path)
+        )
     return [ModelUnderTest(name=path.stem, module=_load_torchscript(path), source=str(path))]
 
 
@@ -89,7 +94,9 @@ def models_from_object(obj: Any, default_name: str, source: str) -> list[ModelUn
         models = []
         for key, value in obj.items():
             if not isinstance(key, str):
-                raise ModelLoadError(f"{source} gave a dict with the non-string key {key!r}; name models with strings.")
+                raise ModelLoadError(
+                    f"{source} gave a dict with the non-string key {key!r}; name models with strings."
+                )
             models.append(_single_model(value, name=key, source=f"{source}[{key!r}]"))
         return models
     name = getattr(obj, "name", None)
@@ -105,7 +112,11 @@ def _single_model(obj: Any, name: str, source: str) -> ModelUnderTest:
                 )
         obj = Ensemble(list(obj))
     if not isinstance(obj, nn.Module):
-        hint = " (call it: give the module, not its class)" if isinstance(obj, type) or callable(obj) else ""
+        hint = (
+            " (call it: give the module, not its class)"
+            if isinstance(obj, type) or callable(obj)
+            else ""
+        )
         raise ModelLoadError(
             f"{source} gave a {type(obj).__name__}, not a torch.nn.Module{hint}; give a module, a list of "
             f"modules (an ensemble) or a dict name -> module."
@@ -133,12 +144,16 @@ def _object_from_python_file(path: Path) -> Any:
             spec.loader.exec_module(module)
         except Exception as exc:
             del sys.modules[module_name]
-            raise ModelLoadError(f"importing model file {path} raised {type(exc).__name__}: {exc}") from exc
+            raise ModelLoadError(
+                f"importing model file {path} raised {type(exc).__name__}: {exc}"
+            ) from exc
         for factory_name in FACTORY_NAMES:
             factory = getattr(module, factory_name, None)
             if factory is not None:
                 if not callable(factory):
-                    raise ModelLoadError(f"{path}: {factory_name} must be a function that returns the model.")
+                    raise ModelLoadError(
+                        f"{path}: {factory_name} must be a function that returns the model."
+                    )
                 try:
                     return factory()
                 except Exception as exc:
@@ -183,7 +198,11 @@ def _describe_non_torchscript(path: Path) -> str:
             "it looks like a whole module pickled with torch.save, which cannot be loaded safely; save it with "
             "torch.jit.save, or provide a .py file whose safety_model() builds the model and loads the weights."
         )
-    if isinstance(content, dict) and content and all(isinstance(v, torch.Tensor) for v in content.values()):
+    if (
+        isinstance(content, dict)
+        and content
+        and all(isinstance(v, torch.Tensor) for v in content.values())
+    ):
         return (
             f"it is a bare state_dict ({len(content)} tensors, no architecture); provide a .py file whose "
             f"safety_model() builds the model and loads these weights with load_state_dict."
@@ -200,12 +219,18 @@ def resolve_device(name: str) -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise ConfigError(f"--safety-device {name!r} is not a device; use cpu, cuda or cuda:N.") from None
+        raise ConfigError(
+            f"--safety-device {name!r} is not a device; use cpu, cuda or cuda:N."
+        ) from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise ConfigError(f"--safety-device {name} asked for CUDA, but torch {torch.__version__} sees no GPU here; use cpu.")
+            raise ConfigError(
+                f"--safety-device {name} asked for CUDA, but torch {torch.__version__} sees no GPU here; use cpu."
+            )
         if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ConfigError(f"--safety-device {name}: only {torch.cuda.device_count()} CUDA device(s) are visible.")
+            raise ConfigError(
+                f"--safety-device {name}: only {torch.cuda.device_count()} CUDA device(s) are visible."
+            )
     elif device.type != "cpu":
         raise ConfigError(f"--safety-device {name!r} is not supported; use cpu, cuda or cuda:N.")
     return device
@@ -251,7 +276,9 @@ def probe_batch(n: int = 8, seed: int = 0) -> torch.Tensor:
     return batch
 
 
-def check_contract(mut: ModelUnderTest, device: torch.device, allow_randomized: bool = False) -> None:
+def check_contract(
+    mut: ModelUnderTest, device: torch.device, allow_randomized: bool = False
+) -> None:
     """Raise :class:`ModelContractError` unless ``mut`` honours the contract on a probe batch.
 
     Checks, each with its own message: the call succeeds; the output is a tensor (not a tuple or
@@ -274,7 +301,9 @@ def check_contract(mut: ModelUnderTest, device: torch.device, allow_randomized: 
         mut.randomized = True
 
 
-def _check_outputs(model: nn.Module, label: str, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+def _check_outputs(
+    model: nn.Module, label: str, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
     batch = probe_batch().to(device)
     with evaluation_mode(model), torch.no_grad():
         first = _call(model, batch, label)
@@ -303,9 +332,13 @@ def _check_output_value(output: Any, label: str, n: int) -> None:
             f"{label} returns a dict with keys {sorted(map(str, output))}; return the logits tensor (N, 10) alone."
         )
     if not isinstance(output, torch.Tensor):
-        raise ModelContractError(f"{label} returns a {type(output).__name__}; return a logits tensor of shape (N, 10).")
+        raise ModelContractError(
+            f"{label} returns a {type(output).__name__}; return a logits tensor of shape (N, 10)."
+        )
     if not output.is_floating_point():
-        raise ModelContractError(f"{label} returns a {output.dtype} tensor; return float logits, not class indices.")
+        raise ModelContractError(
+            f"{label} returns a {output.dtype} tensor; return float logits, not class indices."
+        )
     if tuple(output.shape) != (n, NUM_CLASSES):
         raise ModelContractError(
             f"{label} returns shape {tuple(output.shape)} for a batch of {n}; expected ({n}, {NUM_CLASSES}) logits."
@@ -318,7 +351,9 @@ def _check_output_value(output: Any, label: str, n: int) -> None:
             f"images; fix the model before testing its safety."
         )
     values = output.float()
-    if (values >= 0).all() and torch.allclose(values.sum(dim=1), torch.ones(n, device=values.device), atol=1e-4):
+    if (values >= 0).all() and torch.allclose(
+        values.sum(dim=1), torch.ones(n, device=values.device), atol=1e-4
+    ):
         raise ModelContractError(
             f"{label} returns probabilities (non-negative rows summing to 1); return the logits from before the "
             f"softmax. Attacks on softmax outputs have vanishing gradients and report false robustness."

@@ -29,7 +29,17 @@ from .data import DataRoot, LabelledImages, load_split
 from .errors import ConfigError, DataError
 from .models import Ensemble
 from .ood_metrics import DEFAULT_BOOTSTRAP, OODMetrics, ood_metrics, roc_curve_data
-from .ood_scores import KNN, Mahalanobis, MemberOutputs, ViM, energy, max_logit, model_outputs, msp, odin
+from .ood_scores import (
+    KNN,
+    Mahalanobis,
+    MemberOutputs,
+    ViM,
+    energy,
+    max_logit,
+    model_outputs,
+    msp,
+    odin,
+)
 
 IN_DISTRIBUTION = "mnist"
 
@@ -43,16 +53,38 @@ class ScoreInfo:
     reference: str
 
 
-SCORES: dict[str, ScoreInfo] = {info.name: info for info in (
-    ScoreInfo("msp", "logits", "maximum softmax probability", "Hendrycks & Gimpel, ICLR 2017"),
-    ScoreInfo("max_logit", "logits", "maximum logit", "Hendrycks et al., ICML 2022"),
-    ScoreInfo("energy", "logits", "negative energy T*logsumexp(logits/T), T=1", "Liu et al., NeurIPS 2020"),
-    ScoreInfo("odin", "gradient", "ODIN: temperature scaling with input perturbation", "Liang et al., ICLR 2018"),
-    ScoreInfo("mahalanobis", "features", "Mahalanobis distance, class means, shared covariance",
-              "Lee et al., NeurIPS 2018"),
-    ScoreInfo("vim", "features", "virtual-logit matching", "Wang et al., CVPR 2022"),
-    ScoreInfo("knn", "features", "k-th nearest neighbour of normalised features", "Sun et al., ICML 2022"),
-)}
+SCORES: dict[str, ScoreInfo] = {
+    info.name: info
+    for info in (
+        ScoreInfo("msp", "logits", "maximum softmax probability", "Hendrycks & Gimpel, ICLR 2017"),
+        ScoreInfo("max_logit", "logits", "maximum logit", "Hendrycks et al., ICML 2022"),
+        ScoreInfo(
+            "energy",
+            "logits",
+            "negative energy T*logsumexp(logits/T), T=1",
+            "Liu et al., NeurIPS 2020",
+        ),
+        ScoreInfo(
+            "odin",
+            "gradient",
+            "ODIN: temperature scaling with input perturbation",
+            "Liang et al., ICLR 2018",
+        ),
+        ScoreInfo(
+            "mahalanobis",
+            "features",
+            "Mahalanobis distance, class means, shared covariance",
+            "Lee et al., NeurIPS 2018",
+        ),
+        ScoreInfo("vim", "features", "virtual-logit matching", "Wang et al., CVPR 2022"),
+        ScoreInfo(
+            "knn",
+            "features",
+            "k-th nearest neighbour of normalised features",
+            "Sun et al., ICML 2022",
+        ),
+    )
+}
 DEFAULT_SCORES = ("msp", "max_logit", "energy", "mahalanobis", "vim", "knn")  # ODIN is opt-in
 BUILTIN_SETS = {
     "fmnist": "Fashion-MNIST test",
@@ -96,15 +128,27 @@ class OODSettings:
                 )
         for name in self.sets:
             if name not in BUILTIN_SETS and name not in user_names:
-                raise ConfigError(f"unknown OOD set {name!r}; choose one of {', '.join([*BUILTIN_SETS, *user_names])}, "
-                                  f"or add a user set with that name (a folder of images or an .npy file).")
-        for name, value, low in (("knn_k", self.knn_k, 1), ("knn_bank", self.knn_bank, 1),
-                                 ("noise_samples", self.noise_samples, 1), ("bootstrap", self.bootstrap, 1),
-                                 ("fit_samples", 60_000 if self.fit_samples is None else self.fit_samples, 10)):
+                raise ConfigError(
+                    f"unknown OOD set {name!r}; choose one of {', '.join([*BUILTIN_SETS, *user_names])}, "
+                    f"or add a user set with that name (a folder of images or an .npy file)."
+                )
+        for name, value, low in (
+            ("knn_k", self.knn_k, 1),
+            ("knn_bank", self.knn_bank, 1),
+            ("noise_samples", self.noise_samples, 1),
+            ("bootstrap", self.bootstrap, 1),
+            ("fit_samples", 60_000 if self.fit_samples is None else self.fit_samples, 10),
+        ):
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ConfigError(f"OOD setting {name}={value!r} must be an integer of at least {low}.")
-        if self.knn_k > min(self.knn_bank, 60_000 if self.fit_samples is None else self.fit_samples):
-            raise ConfigError(f"OOD setting knn_k={self.knn_k} exceeds the KNN bank; lower knn_k or raise knn_bank.")
+                raise ConfigError(
+                    f"OOD setting {name}={value!r} must be an integer of at least {low}."
+                )
+        if self.knn_k > min(
+            self.knn_bank, 60_000 if self.fit_samples is None else self.fit_samples
+        ):
+            raise ConfigError(
+                f"OOD setting knn_k={self.knn_k} exceeds the KNN bank; lower knn_k or raise knn_bank."
+            )
 
     @property
     def all_sets(self) -> tuple[str, ...]:
@@ -144,27 +188,45 @@ def as_ood_images(array, source: str) -> torch.Tensor:
     if array.ndim == 3 and shape[1:] == (28, 28):
         array = array[:, None]
     elif not (array.ndim == 4 and shape[1:] == (1, 28, 28)):
-        hint = (" (one image: add a leading batch axis)" if shape == (28, 28)
-                else " (channels last: move the channel axis to position 1)"
-                if array.ndim == 4 and shape[1:] == (28, 28, 1)
-                else " (colour images: convert them to greyscale)" if array.ndim == 4 and 3 in shape[1:2] + shape[3:]
-                else "")
-        raise DataError(f"{source} holds an array of shape {shape}; OOD images must be (N, 28, 28) or "
-                        f"(N, 1, 28, 28), greyscale 28x28{hint}.")
+        hint = (
+            " (one image: add a leading batch axis)"
+            if shape == (28, 28)
+            else " (channels last: move the channel axis to position 1)"
+            if array.ndim == 4 and shape[1:] == (28, 28, 1)
+            else " (colour images: convert them to greyscale)"
+            if array.ndim == 4 and 3 in shape[1:2] + shape[3:]
+            else ""
+        )
+        raise DataError(
+            f"{source} holds an array of shape {shape}; OOD images must be (N, 28, 28) or "
+            f"(N, 1, 28, 28), greyscale 28x28{hint}."
+        )
     if array.shape[0] == 0:
-        raise DataError(f"{source} holds no images (shape {shape}); an OOD set needs at least one image.")
+        raise DataError(
+            f"{source} holds no images (shape {shape}); an OOD set needs at least one image."
+        )
     if array.dtype == np.uint8:
         return torch.from_numpy(array.astype(np.float32) / 255.0)
     if not np.issubdtype(array.dtype, np.floating):
-        raise DataError(f"{source} holds {array.dtype} values; give uint8 pixels in 0..255 or floats in [0, 1].")
+        raise DataError(
+            f"{source} holds {array.dtype} values; give uint8 pixels in 0..255 or floats in [0, 1]."
+        )
     finite = np.isfinite(array)
     if not finite.all():
-        raise DataError(f"{source} holds {int((~finite).sum())} NaN or infinite pixel values; "
-                        f"pixels must lie in [0, 1].")
+        raise DataError(
+            f"{source} holds {int((~finite).sum())} NaN or infinite pixel values; "
+            f"pixels must lie in [0, 1]."
+        )
     low, high = float(array.min()), float(array.max())
     if low < 0.0 or high > 1.0:
-        hint = " (it looks like 0..255 data stored as floats: divide by 255)" if low >= 0.0 and high <= 255.0 else ""
-        raise DataError(f"{source} holds pixel values in [{low:g}, {high:g}]; float images must lie in [0, 1]{hint}.")
+        hint = (
+            " (it looks like 0..255 data stored as floats: divide by 255)"
+            if low >= 0.0 and high <= 255.0
+            else ""
+        )
+        raise DataError(
+            f"{source} holds pixel values in [{low:g}, {high:g}]; float images must lie in [0, 1]{hint}."
+        )
     return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
 
 
@@ -180,7 +242,9 @@ def load_user_set(path: str | Path) -> torch.Tensor:
         try:
             array = np.load(path, allow_pickle=False)
         except Exception as exc:
-            raise DataError(f"{path} cannot be read as a .npy array ({exc}); save it with numpy.save.") from exc
+            raise DataError(
+                f"{path} cannot be read as a .npy array ({exc}); save it with numpy.save."
+            ) from exc
         return as_ood_images(array, str(path))
     raise DataError(f"OOD set {path} is neither a folder of PNG/JPEG images nor an .npy file.")
 
@@ -188,9 +252,13 @@ def load_user_set(path: str | Path) -> torch.Tensor:
 def _read_image_folder(folder: Path) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
-    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    files = sorted(
+        p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+    )
     if not files:
-        raise DataError(f"OOD image folder {folder} holds no PNG or JPEG files; an OOD set needs at least one image.")
+        raise DataError(
+            f"OOD image folder {folder} holds no PNG or JPEG files; an OOD set needs at least one image."
+        )
     images = []
     for file in files:
         try:
@@ -199,19 +267,30 @@ def _read_image_folder(folder: Path) -> np.ndarray:
                 mode, size = image.mode, image.size
                 pixels = np.asarray(image.convert("L") if mode == "1" else image)
         except (OSError, UnidentifiedImageError) as exc:
-            raise DataError(f"{file} cannot be read as an image ({exc}); remove or replace it.") from exc
+            raise DataError(
+                f"{file} cannot be read as an image ({exc}); remove or replace it."
+            ) from exc
         if size != (28, 28):
-            raise DataError(f"{file} is {size[0]}x{size[1]} pixels; OOD images must be 28x28 (resize them first).")
+            raise DataError(
+                f"{file} is {size[0]}x{size[1]} pixels; OOD images must be 28x28 (resize them first)."
+            )
         if mode == "RGB" and (pixels == pixels[..., :1]).all():
             pixels = pixels[..., 0]  # greyscale saved as RGB: three equal channels
         elif mode not in ("L", "1"):
-            raise DataError(f"{file} is a {mode} image; OOD images must be 8-bit greyscale (mode L): convert it.")
+            raise DataError(
+                f"{file} is a {mode} image; OOD images must be 8-bit greyscale (mode L): convert it."
+            )
         images.append(pixels.astype(np.uint8))
     return np.stack(images)
 
 
-def load_ood_set(name: str, settings: OODSettings = OODSettings(), root: DataRoot | str | None = None,
-                 download: bool = False, seed: int = 0) -> OODSet:
+def load_ood_set(
+    name: str,
+    settings: OODSettings = OODSettings(),
+    root: DataRoot | str | None = None,
+    download: bool = False,
+    seed: int = 0,
+) -> OODSet:
     """The OOD set called ``name``: a built-in one or one of ``settings.user_sets``."""
     user_sets = dict(settings.user_sets)
     if name in _DATASET_OF:
@@ -221,13 +300,20 @@ def load_ood_set(name: str, settings: OODSettings = OODSettings(), root: DataRoo
         # A seed per set, so that adding a set never changes another's images.
         generator = torch.Generator().manual_seed(seed * 1000 + (1 if name == "uniform" else 2))
         shape = (settings.noise_samples, 1, 28, 28)
-        images = (torch.rand(shape, generator=generator) if name == "uniform"
-                  else (0.5 + torch.randn(shape, generator=generator)).clamp_(0.0, 1.0))
-        return OODSet(name, images, f"{BUILTIN_SETS[name]} ({settings.noise_samples} images, seed {seed})")
+        images = (
+            torch.rand(shape, generator=generator)
+            if name == "uniform"
+            else (0.5 + torch.randn(shape, generator=generator)).clamp_(0.0, 1.0)
+        )
+        return OODSet(
+            name, images, f"{BUILTIN_SETS[name]} ({settings.noise_samples} images, seed {seed})"
+        )
     if name in user_sets:
         images = load_user_set(user_sets[name])
         return OODSet(name, images, f"user set {user_sets[name]} ({images.shape[0]} images)")
-    raise ConfigError(f"unknown OOD set {name!r}; choose one of {', '.join([*BUILTIN_SETS, *user_sets])}.")
+    raise ConfigError(
+        f"unknown OOD set {name!r}; choose one of {', '.join([*BUILTIN_SETS, *user_sets])}."
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -254,8 +340,14 @@ class OODResult:
     skipped: str | None = None
 
     def as_dict(self) -> dict:
-        return {"set": self.set, "score": self.score, "description": self.description, "skipped": self.skipped,
-                "metrics": self.metrics.as_dict() if self.metrics else None, "roc": self.roc}
+        return {
+            "set": self.set,
+            "score": self.score,
+            "description": self.description,
+            "skipped": self.skipped,
+            "metrics": self.metrics.as_dict() if self.metrics else None,
+            "roc": self.roc,
+        }
 
 
 @dataclass
@@ -285,7 +377,9 @@ class ModelOOD:
     seed: int = 0
     batch_size: int = 500
     in_logits: torch.Tensor | None = None
-    in_outputs: tuple | None = None  # model_outputs(...) on the in-distribution set, if already computed
+    in_outputs: tuple | None = (
+        None  # model_outputs(...) on the in-distribution set, if already computed
+    )
     train: LabelledImages | None = None
     image_sets: dict[str, OODSet] = field(default_factory=dict)
     _outputs: dict = field(default_factory=dict, repr=False)
@@ -300,9 +394,13 @@ class ModelOOD:
                 self._sets[set_name] = self.image_sets[set_name]
             elif set_name == IN_DISTRIBUTION:
                 split = load_split("mnist", "test", root=self.root, download=self.download)
-                self._sets[set_name] = OODSet(set_name, split.images, f"MNIST test ({len(split)} images)")
+                self._sets[set_name] = OODSet(
+                    set_name, split.images, f"MNIST test ({len(split)} images)"
+                )
             else:
-                self._sets[set_name] = load_ood_set(set_name, self.settings, self.root, self.download, self.seed)
+                self._sets[set_name] = load_ood_set(
+                    set_name, self.settings, self.root, self.download, self.seed
+                )
         return self._sets[set_name]
 
     def outputs(self, set_name: str) -> tuple[torch.Tensor, list[MemberOutputs]]:
@@ -311,7 +409,9 @@ class ModelOOD:
             if set_name == IN_DISTRIBUTION and self.in_outputs is not None:
                 self._outputs[set_name] = self.in_outputs
             else:
-                self._outputs[set_name] = model_outputs(self.model, self.images(set_name).images, self.batch_size)
+                self._outputs[set_name] = model_outputs(
+                    self.model, self.images(set_name).images, self.batch_size
+                )
         return self._outputs[set_name]
 
     def detectors(self) -> list[dict]:
@@ -331,7 +431,10 @@ class ModelOOD:
         if member.features is None:
             return dict.fromkeys(("mahalanobis", "vim", "knn"), member.features_missing)
         bank = member.features[: self.settings.knn_bank]  # rows are already in seeded random order
-        fitted = {"mahalanobis": Mahalanobis.fit(member.features, labels), "knn": KNN.fit(bank, self.settings.knn_k)}
+        fitted = {
+            "mahalanobis": Mahalanobis.fit(member.features, labels),
+            "knn": KNN.fit(bank, self.settings.knn_k),
+        }
         if member.head is None:
             fitted["vim"] = f"ViM needs the linear classification head: {member.head_missing}"
         elif member.features.shape[1] < 2:
@@ -351,18 +454,29 @@ class ModelOOD:
     def _compute_scores(self, set_name: str, info: ScoreInfo) -> ScoreResult:
         plain = not isinstance(self.model, Ensemble)
         if info.name == "odin":
-            return ScoreResult(odin(self.model, self.images(set_name).images, self.settings.odin_temperature,
-                                    self.settings.odin_epsilon, self.batch_size))
+            return ScoreResult(
+                odin(
+                    self.model,
+                    self.images(set_name).images,
+                    self.settings.odin_temperature,
+                    self.settings.odin_epsilon,
+                    self.batch_size,
+                )
+            )
         if info.name == "msp" or (info.kind == "logits" and plain):
             # MSP of an ensemble is that of its averaged probabilities, which its logits encode.
             if set_name == IN_DISTRIBUTION and self.in_logits is not None:
                 logits = self.in_logits
                 if logits.shape[0] != self.images(set_name).images.shape[0]:
-                    raise ConfigError(f"in_logits has {logits.shape[0]} rows but the in-distribution set holds "
-                                      f"{self.images(set_name).images.shape[0]} images; pass the logits of that set.")
+                    raise ConfigError(
+                        f"in_logits has {logits.shape[0]} rows but the in-distribution set holds "
+                        f"{self.images(set_name).images.shape[0]} images; pass the logits of that set."
+                    )
             else:
                 logits = self.outputs(set_name)[0]
-            return ScoreResult({"msp": msp, "max_logit": max_logit, "energy": energy}[info.name](logits))
+            return ScoreResult(
+                {"msp": msp, "max_logit": max_logit, "energy": energy}[info.name](logits)
+            )
         _, members = self.outputs(set_name)
         if info.kind == "logits":
             # An ensemble's logits are log-probabilities (energy identically 0), so average the
@@ -375,8 +489,11 @@ class ModelOOD:
             if isinstance(detector, str):
                 where = f"ensemble member {index}: " if not plain else ""
                 return ScoreResult(None, skipped=f"{info.name} skipped: {where}{detector}.")
-            per_member.append(detector.score(member.features, member.logits) if info.name == "vim"
-                              else detector.score(member.features))
+            per_member.append(
+                detector.score(member.features, member.logits)
+                if info.name == "vim"
+                else detector.score(member.features)
+            )
         return ScoreResult(torch.stack(per_member).mean(dim=0))
 
     def result(self, set_name: str, score: str) -> OODResult:
@@ -388,12 +505,24 @@ class ModelOOD:
             description = f"{info.title} ({info.reference}); {inside_set} vs {self.images(set_name).description}"
             inside, outside = self.scores(IN_DISTRIBUTION, score), self.scores(set_name, score)
             if inside.skipped or outside.skipped:
-                self._results[key] = OODResult(set_name, score, description, skipped=inside.skipped or outside.skipped)
+                self._results[key] = OODResult(
+                    set_name, score, description, skipped=inside.skipped or outside.skipped
+                )
             else:
-                metrics = ood_metrics(inside.values, outside.values, self.settings.confidence,
-                                      self.settings.bootstrap, self.seed)
-                self._results[key] = OODResult(set_name, score, description, metrics,
-                                               roc_curve_data(inside.values, outside.values))
+                metrics = ood_metrics(
+                    inside.values,
+                    outside.values,
+                    self.settings.confidence,
+                    self.settings.bootstrap,
+                    self.seed,
+                )
+                self._results[key] = OODResult(
+                    set_name,
+                    score,
+                    description,
+                    metrics,
+                    roc_curve_data(inside.values, outside.values),
+                )
         return self._results[key]
 
     def report(self) -> list[dict]:

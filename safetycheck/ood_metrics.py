@@ -78,13 +78,19 @@ def as_score_array(scores, name: str) -> np.ndarray:
         array = np.asarray(scores)
     except Exception as exc:  # ragged lists and the like: numpy's own error says which
         raise ConfigError(f"{name} scores cannot be read as a numeric array: {exc}.") from exc
-    real = np.issubdtype(array.dtype, np.number) and not np.issubdtype(array.dtype, np.complexfloating)
+    real = np.issubdtype(array.dtype, np.number) and not np.issubdtype(
+        array.dtype, np.complexfloating
+    )
     if array.dtype == bool or not real:
         raise ConfigError(f"{name} scores must be real numbers, not {array.dtype} values.")
     if array.ndim != 1:
-        raise ConfigError(f"{name} scores must be a 1-D vector, one score per input; got shape {array.shape}.")
+        raise ConfigError(
+            f"{name} scores must be a 1-D vector, one score per input; got shape {array.shape}."
+        )
     if array.size == 0:
-        raise DataError(f"{name} scores are empty: the set has no inputs; give it at least one image.")
+        raise DataError(
+            f"{name} scores are empty: the set has no inputs; give it at least one image."
+        )
     array = array.astype(np.float64, copy=False)
     finite = np.isfinite(array)
     if not finite.all():
@@ -131,8 +137,9 @@ def fpr_at_tpr(in_scores, out_scores, tpr: float = 0.95) -> float:
     return float(fprs[np.searchsorted(tprs, tpr, side="left")])
 
 
-def weighted_auroc(in_scores: np.ndarray, out_scores: np.ndarray, in_weights: np.ndarray,
-                   out_weights: np.ndarray) -> np.ndarray:
+def weighted_auroc(
+    in_scores: np.ndarray, out_scores: np.ndarray, in_weights: np.ndarray, out_weights: np.ndarray
+) -> np.ndarray:
     """AUROC of resamples given as counts: ``in_weights`` (B, N_in), ``out_weights`` (B, N_out).
 
     Row b is the AUROC of the multiset holding ``in_weights[b, i]`` copies of ``in_scores[i]``
@@ -160,7 +167,9 @@ def _resample_counts(rng: np.random.Generator, rows: int, n: int) -> np.ndarray:
     return np.bincount(picks.ravel(), minlength=rows * n).reshape(rows, n)
 
 
-def auroc_bootstrap(in_scores, out_scores, n_resamples: int = DEFAULT_BOOTSTRAP, seed: int = 0) -> np.ndarray:
+def auroc_bootstrap(
+    in_scores, out_scores, n_resamples: int = DEFAULT_BOOTSTRAP, seed: int = 0
+) -> np.ndarray:
     """AUROC of ``n_resamples`` stratified bootstrap resamples (in and OOD resampled separately,
     so each keeps its size); seeded, vectorised, exact for each resample."""
     if isinstance(n_resamples, bool) or not isinstance(n_resamples, int) or n_resamples < 1:
@@ -171,24 +180,42 @@ def auroc_bootstrap(in_scores, out_scores, n_resamples: int = DEFAULT_BOOTSTRAP,
     values = []
     for start in range(0, n_resamples, _BOOTSTRAP_CHUNK):
         rows = min(_BOOTSTRAP_CHUNK, n_resamples - start)
-        values.append(weighted_auroc(positives, negatives, _resample_counts(rng, rows, positives.size),
-                                     _resample_counts(rng, rows, negatives.size)))
+        values.append(
+            weighted_auroc(
+                positives,
+                negatives,
+                _resample_counts(rng, rows, positives.size),
+                _resample_counts(rng, rows, negatives.size),
+            )
+        )
     return np.concatenate(values)
 
 
-def auroc_confidence_interval(in_scores, out_scores, confidence: float = DEFAULT_CONFIDENCE,
-                              n_resamples: int = DEFAULT_BOOTSTRAP, seed: int = 0) -> tuple[float, float]:
+def auroc_confidence_interval(
+    in_scores,
+    out_scores,
+    confidence: float = DEFAULT_CONFIDENCE,
+    n_resamples: int = DEFAULT_BOOTSTRAP,
+    seed: int = 0,
+) -> tuple[float, float]:
     """Percentile bootstrap interval for AUROC (Efron & Tibshirani 1993), at ``confidence``."""
     if not 0.0 < confidence < 1.0:
-        raise ConfigError(f"confidence={confidence!r} must lie strictly between 0 and 1, e.g. 0.95.")
+        raise ConfigError(
+            f"confidence={confidence!r} must lie strictly between 0 and 1, e.g. 0.95."
+        )
     values = auroc_bootstrap(in_scores, out_scores, n_resamples, seed)
     tail = (1.0 - confidence) / 2.0
     low, high = np.quantile(values, [tail, 1.0 - tail])
     return float(low), float(high)
 
 
-def ood_metrics(in_scores, out_scores, confidence: float = DEFAULT_CONFIDENCE,
-                n_resamples: int = DEFAULT_BOOTSTRAP, seed: int = 0) -> OODMetrics:
+def ood_metrics(
+    in_scores,
+    out_scores,
+    confidence: float = DEFAULT_CONFIDENCE,
+    n_resamples: int = DEFAULT_BOOTSTRAP,
+    seed: int = 0,
+) -> OODMetrics:
     """Every metric of one score: ``in_scores`` (N_in,) on in-distribution inputs (positive),
     ``out_scores`` (N_out,) on OOD inputs; higher means more in-distribution."""
     positives = as_score_array(in_scores, "in-distribution")
@@ -217,7 +244,9 @@ def roc_curve_data(in_scores, out_scores, max_points: int = 300) -> dict:
     if isinstance(max_points, bool) or not isinstance(max_points, int) or max_points < 2:
         raise ConfigError(f"max_points={max_points!r} must be an integer of at least 2.")
     labels, scores, _, _ = _labelled(in_scores, out_scores)
-    fprs, tprs, _ = _sklearn().roc_curve(labels, scores)  # starts at (0, 0): its first threshold is +inf
+    fprs, tprs, _ = _sklearn().roc_curve(
+        labels, scores
+    )  # starts at (0, 0): its first threshold is +inf
     if fprs.size > max_points:
         length = np.concatenate([[0.0], np.cumsum(np.hypot(np.diff(fprs), np.diff(tprs)))])
         keep = np.searchsorted(length, np.linspace(0.0, length[-1], max_points), side="left")

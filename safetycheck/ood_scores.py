@@ -54,8 +54,13 @@ def energy(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
     return temperature * torch.logsumexp(_as_logits(logits) / temperature, dim=1)
 
 
-def odin(model: nn.Module, images: torch.Tensor, temperature: float = 1000.0, epsilon: float = 0.0014,
-         batch_size: int = 500) -> torch.Tensor:
+def odin(
+    model: nn.Module,
+    images: torch.Tensor,
+    temperature: float = 1000.0,
+    epsilon: float = 0.0014,
+    batch_size: int = 500,
+) -> torch.Tensor:
     """ODIN (Liang, Li & Srikant, ICLR 2018): the maximum softmax probability at temperature T
     after a small input step that raises it.
 
@@ -68,30 +73,42 @@ def odin(model: nn.Module, images: torch.Tensor, temperature: float = 1000.0, ep
     scores. ``images`` (N, 1, 28, 28) in [0, 1] -> (N,) float64, on the CPU.
     """
     _positive(temperature, "temperature")
-    if not isinstance(epsilon, (int, float)) or isinstance(epsilon, bool) or not 0.0 <= epsilon <= 1.0:
+    if (
+        not isinstance(epsilon, (int, float))
+        or isinstance(epsilon, bool)
+        or not 0.0 <= epsilon <= 1.0
+    ):
         raise ConfigError(f"ODIN epsilon={epsilon!r} must lie in [0, 1] (pixel units).")
     members = list(model.members) if isinstance(model, Ensemble) else [model]
-    return torch.stack([_odin_member(m, images, temperature, epsilon, batch_size) for m in members]).mean(dim=0)
+    return torch.stack(
+        [_odin_member(m, images, temperature, epsilon, batch_size) for m in members]
+    ).mean(dim=0)
 
 
-def _odin_member(model: nn.Module, images: torch.Tensor, temperature: float, epsilon: float,
-                 batch_size: int) -> torch.Tensor:
+def _odin_member(
+    model: nn.Module, images: torch.Tensor, temperature: float, epsilon: float, batch_size: int
+) -> torch.Tensor:
     device, scores = model_device(model), []
     with evaluation_mode(model), torch.enable_grad():
         for start in range(0, images.shape[0], batch_size):
-            x = images[start:start + batch_size].to(device).detach().requires_grad_(True)
+            x = images[start : start + batch_size].to(device).detach().requires_grad_(True)
             log_top = F.log_softmax(model(x).double() / temperature, dim=1).amax(dim=1)
             (grad,) = torch.autograd.grad(log_top.sum(), x)
             shifted = (x.detach() + epsilon * grad.sign()).clamp_(0.0, 1.0)
             with torch.no_grad():
-                scores.append(F.softmax(model(shifted).double() / temperature, dim=1).amax(dim=1).cpu())
+                scores.append(
+                    F.softmax(model(shifted).double() / temperature, dim=1).amax(dim=1).cpu()
+                )
     return torch.cat(scores)
 
 
 def _as_logits(logits: torch.Tensor) -> torch.Tensor:
     if not isinstance(logits, torch.Tensor) or logits.dim() != 2 or not logits.is_floating_point():
-        what = (f"a {logits.dtype} tensor of shape {tuple(logits.shape)}" if isinstance(logits, torch.Tensor)
-                else f"a {type(logits).__name__}")
+        what = (
+            f"a {logits.dtype} tensor of shape {tuple(logits.shape)}"
+            if isinstance(logits, torch.Tensor)
+            else f"a {type(logits).__name__}"
+        )
         raise ConfigError(f"logits must be a float tensor of shape (N, C); got {what}.")
     return logits.detach().to(torch.float64)
 
@@ -136,7 +153,9 @@ def member_outputs(model: nn.Module, images: torch.Tensor, batch_size: int = 500
     """
     device = model_device(model)
     method = _features_method(model)
-    names = {id(module): name for name, module in model.named_modules() if isinstance(module, nn.Linear)}
+    names = {
+        id(module): name for name, module in model.named_modules() if isinstance(module, nn.Linear)
+    }
     last: dict = {}
 
     def remember(module, inputs, output):
@@ -154,7 +173,7 @@ def member_outputs(model: nn.Module, images: torch.Tensor, batch_size: int = 500
     try:
         with evaluation_mode(model), torch.inference_mode():
             for start in range(0, images.shape[0], batch_size):
-                x = images[start:start + batch_size].to(device)
+                x = images[start : start + batch_size].to(device)
                 last.clear()
                 out = model(x)
                 if not isinstance(out, torch.Tensor) or out.dim() != 2:
@@ -163,12 +182,18 @@ def member_outputs(model: nn.Module, images: torch.Tensor, batch_size: int = 500
                         f"expected logits of shape (N, C)."
                     )
                 logits.append(out.float().cpu())
-                hooked, head_input, head_output = last.get("module"), last.get("input"), last.get("output")
+                hooked, head_input, head_output = (
+                    last.get("module"),
+                    last.get("input"),
+                    last.get("output"),
+                )
                 if start == 0:
                     layer = hooked
                 elif hooked is not layer:
-                    raise ModelContractError("the last nn.Linear the model calls changes between batches; "
-                                             "give the model a features(x) method returning penultimate activations.")
+                    raise ModelContractError(
+                        "the last nn.Linear the model calls changes between batches; "
+                        "give the model a features(x) method returning penultimate activations."
+                    )
                 if start == 0 and method is not None:
                     feats = _checked_features(method(x), x.shape[0])
                     # Where features() is exactly the head's input, later batches read it from the
@@ -180,26 +205,37 @@ def member_outputs(model: nn.Module, images: torch.Tensor, batch_size: int = 500
                     feats = head_input
                 if feats is not None:
                     features.append(feats.flatten(1).float().cpu())
-                    head_ok = head_ok and hooked is not None and _is_head(head_input, head_output, feats, out)
+                    head_ok = (
+                        head_ok
+                        and hooked is not None
+                        and _is_head(head_input, head_output, feats, out)
+                    )
     finally:
         for handle in handles:
             handle.remove()
     logits = torch.cat(logits) if logits else torch.empty(0, 0)
     if not features:
-        reason = ("the model has neither a features(x) method nor an nn.Linear layer whose input could serve as "
-                  "penultimate features (TorchScript models hide their layers); add a features(x) method "
-                  "returning (N, D) penultimate activations")
+        reason = (
+            "the model has neither a features(x) method nor an nn.Linear layer whose input could serve as "
+            "penultimate features (TorchScript models hide their layers); add a features(x) method "
+            "returning (N, D) penultimate activations"
+        )
         return MemberOutputs(logits, None, "", None, features_missing=reason, head_missing=reason)
     features = torch.cat(features)
     if not torch.isfinite(features).all():
-        raise ModelContractError("the model's penultimate features hold NaN or inf on valid images; fix the model.")
+        raise ModelContractError(
+            "the model's penultimate features hold NaN or inf on valid images; fix the model."
+        )
     layer_name = names.get(id(layer), "") or "the last nn.Linear"
     source = "features()" if method is not None else f"input of nn.Linear {layer_name!r}"
     if head_ok:
         head = (layer.weight.detach().double().cpu(), _bias(layer).cpu())
         return MemberOutputs(logits, features, source, head)
-    why = (f"the model's logits are not the output of its last nn.Linear ({layer_name}) applied to {source}"
-           if layer is not None else "the model has no nn.Linear classification head")
+    why = (
+        f"the model's logits are not the output of its last nn.Linear ({layer_name}) applied to {source}"
+        if layer is not None
+        else "the model has no nn.Linear classification head"
+    )
     return MemberOutputs(logits, features, source, None, head_missing=why)
 
 
@@ -219,8 +255,12 @@ def _checked_features(feats, n: int) -> torch.Tensor:
 
 
 def _close(a, b) -> bool:
-    return (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.shape == b.shape
-            and torch.allclose(a.float(), b.float(), rtol=1e-4, atol=1e-5))
+    return (
+        isinstance(a, torch.Tensor)
+        and isinstance(b, torch.Tensor)
+        and a.shape == b.shape
+        and torch.allclose(a.float(), b.float(), rtol=1e-4, atol=1e-5)
+    )
 
 
 def _is_head(layer_input, layer_output, feats, logits) -> bool:
@@ -229,8 +269,9 @@ def _is_head(layer_input, layer_output, feats, logits) -> bool:
     return _close(layer_output, logits) and _close(layer_input, feats)
 
 
-def model_outputs(model: nn.Module, images: torch.Tensor,
-                  batch_size: int = 500) -> tuple[torch.Tensor, list[MemberOutputs]]:
+def model_outputs(
+    model: nn.Module, images: torch.Tensor, batch_size: int = 500
+) -> tuple[torch.Tensor, list[MemberOutputs]]:
     """(the model's own logits (N, C) float32, [outputs of each member]) on ``images``.
 
     A plain model is its own single member. For an :class:`~safetycheck.models.Ensemble` each
@@ -264,7 +305,7 @@ class Mahalanobis:
     precision: torch.Tensor  # (D, D) float64
 
     @classmethod
-    def fit(cls, features: torch.Tensor, labels: torch.Tensor) -> "Mahalanobis":
+    def fit(cls, features: torch.Tensor, labels: torch.Tensor) -> Mahalanobis:
         """``features`` (N, D), ``labels`` (N,) int64 class indices (the true training labels)."""
         x = features.double()
         classes = torch.unique(labels)
@@ -276,8 +317,11 @@ class Mahalanobis:
     def score(self, features: torch.Tensor) -> torch.Tensor:
         x = features.double()
         projected = x @ self.precision
-        distances = ((projected * x).sum(dim=1, keepdim=True) - 2.0 * projected @ self.means.T
-                     + ((self.means @ self.precision) * self.means).sum(dim=1))
+        distances = (
+            (projected * x).sum(dim=1, keepdim=True)
+            - 2.0 * projected @ self.means.T
+            + ((self.means @ self.precision) * self.means).sum(dim=1)
+        )
         return -distances.amin(dim=1)
 
 
@@ -305,14 +349,22 @@ class ViM:
         return 1000 if feature_dim >= 2048 else 512 if feature_dim >= 768 else feature_dim // 2
 
     @classmethod
-    def fit(cls, features: torch.Tensor, logits: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
-            principal_dim: int | None = None) -> "ViM":
+    def fit(
+        cls,
+        features: torch.Tensor,
+        logits: torch.Tensor,
+        weight: torch.Tensor,
+        bias: torch.Tensor,
+        principal_dim: int | None = None,
+    ) -> ViM:
         x = features.double()
         dim = x.shape[1]
         principal_dim = cls.default_principal_dim(dim) if principal_dim is None else principal_dim
         if not 1 <= principal_dim < dim:
-            raise ConfigError(f"ViM principal_dim={principal_dim} must lie in [1, {dim - 1}] "
-                              f"for {dim}-dimensional features.")
+            raise ConfigError(
+                f"ViM principal_dim={principal_dim} must lie in [1, {dim - 1}] "
+                f"for {dim}-dimensional features."
+            )
         origin = -torch.linalg.pinv(weight.double()) @ bias.double()
         centred = x - origin
         _, vectors = torch.linalg.eigh(centred.T @ centred / x.shape[0])  # eigenvalues ascending
@@ -341,15 +393,17 @@ class KNN:
     k: int
 
     @classmethod
-    def fit(cls, features: torch.Tensor, k: int = 50) -> "KNN":
+    def fit(cls, features: torch.Tensor, k: int = 50) -> KNN:
         if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= features.shape[0]:
-            raise ConfigError(f"KNN k={k!r} must be an integer in [1, {features.shape[0]}] (the size of the bank).")
+            raise ConfigError(
+                f"KNN k={k!r} must be an integer in [1, {features.shape[0]}] (the size of the bank)."
+            )
         return cls(F.normalize(features.float(), dim=1), k)
 
     def score(self, features: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
         queries, scores = F.normalize(features.float(), dim=1), []
         for start in range(0, queries.shape[0], chunk):
-            similarity = queries[start:start + chunk] @ self.bank.T
+            similarity = queries[start : start + chunk] @ self.bank.T
             kth = similarity.topk(self.k, dim=1).values[:, -1].double()
             # For unit vectors |a - b|^2 = 2 - 2 a.b
             scores.append(-(2.0 - 2.0 * kth).clamp_min(0.0).sqrt())

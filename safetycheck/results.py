@@ -21,7 +21,7 @@ import os
 import platform
 import sys
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 FORMAT_VERSION = 1
@@ -71,7 +71,9 @@ def compare(value: float, threshold: float, bound: str) -> bool:
 
 
 def _json_number(value: float):
-    return None if value is None or (isinstance(value, float) and not math.isfinite(value)) else value
+    return (
+        None if value is None or (isinstance(value, float) and not math.isfinite(value)) else value
+    )
 
 
 def run_metadata(settings, models: list) -> dict:
@@ -85,7 +87,7 @@ def run_metadata(settings, models: list) -> dict:
     from .data import data_checksums
 
     return {
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "safetycheck": __version__,
         "python": sys.version.split()[0],
         "torch": torch.__version__,
@@ -103,8 +105,16 @@ def run_metadata(settings, models: list) -> dict:
         "data_root_source": settings.data_root.source,
         "data_checksums": data_checksums(settings.data_root),
         "models": [
-            {"name": m.name, "source": m.source, "randomized": m.randomized,
-             **({"warning": "randomised model: attack results may overstate robustness"} if m.randomized else {})}
+            {
+                "name": m.name,
+                "source": m.source,
+                "randomized": m.randomized,
+                **(
+                    {"warning": "randomised model: attack results may overstate robustness"}
+                    if m.randomized
+                    else {}
+                ),
+            }
             for m in models
         ],
     }
@@ -112,11 +122,17 @@ def run_metadata(settings, models: list) -> dict:
 
 def results_document(records: list[dict], metadata: dict) -> dict:
     """The JSON results document (the shape in this module's docstring)."""
-    return {"format": "safetycheck-results", "format_version": FORMAT_VERSION, "metadata": metadata,
-            "results": records}
+    return {
+        "format": "safetycheck-results",
+        "format_version": FORMAT_VERSION,
+        "metadata": metadata,
+        "results": records,
+    }
 
 
-def add_gallery(document: dict, root, seed: int = 0, download: bool = False) -> dict[str, bytes] | None:
+def add_gallery(
+    document: dict, root, seed: int = 0, download: bool = False
+) -> dict[str, bytes] | None:
     """When the document holds MNIST-C results, put the corruption gallery (one test image under
     each corruption, PNG, base64) into it under ``"gallery"``, so that the JSON carries all the
     HTML report shows; returns the PNG bytes by corruption name (None without MNIST-C results)."""
@@ -127,7 +143,9 @@ def add_gallery(document: dict, root, seed: int = 0, download: bool = False) -> 
     from .corruptions.gallery import test_set_gallery
 
     pictures = test_set_gallery(root, seed=seed, download=download)
-    document["gallery"] = {name: base64.b64encode(png).decode("ascii") for name, png in pictures.items()}
+    document["gallery"] = {
+        name: base64.b64encode(png).decode("ascii") for name, png in pictures.items()
+    }
     return pictures
 
 

@@ -10,8 +10,8 @@ Robust accuracy is therefore monotone non-increasing in eps and never above clea
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 import torch
 from torch import nn
@@ -76,11 +76,13 @@ def robust_accuracy_sweep(
         result.descriptions[eps] = []
         for name, factory in attacks:
             attack = factory(eps)
-            result.descriptions[eps].append(attack.describe() if hasattr(attack, "describe") else name)
+            result.descriptions[eps].append(
+                attack.describe() if hasattr(attack, "describe") else name
+            )
             index = survivors.nonzero().squeeze(1)
             broken = 0
             for start in range(0, len(index), batch_size):
-                chunk = index[start:start + batch_size]
+                chunk = index[start : start + batch_size]
                 outcome = attack(model, images[chunk], labels[chunk])
                 result.forward_passes += outcome.forward_passes
                 fooled = outcome.fooled.cpu()
@@ -92,12 +94,23 @@ def robust_accuracy_sweep(
 
 
 @torch.no_grad()
-def _clean_correct(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int) -> torch.Tensor:
+def _clean_correct(
+    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int
+) -> torch.Tensor:
     from .models import evaluation_mode, model_device
 
     device = model_device(model)
     with evaluation_mode(model):
-        return torch.cat([
-            (model(images[i:i + batch_size].to(device)).argmax(1) == labels[i:i + batch_size].to(device)).cpu()
-            for i in range(0, len(labels), batch_size)
-        ]) if len(labels) else torch.zeros(0, dtype=torch.bool)
+        return (
+            torch.cat(
+                [
+                    (
+                        model(images[i : i + batch_size].to(device)).argmax(1)
+                        == labels[i : i + batch_size].to(device)
+                    ).cpu()
+                    for i in range(0, len(labels), batch_size)
+                ]
+            )
+            if len(labels)
+            else torch.zeros(0, dtype=torch.bool)
+        )

@@ -12,24 +12,41 @@ from .evaluation import ModelEvaluation
 from .results import CheckResult, compare
 
 
-def run_check(evaluation: ModelEvaluation, planned: PlannedCheck, file_config: SafetyConfig,
-              baseline=None) -> CheckResult:
+def run_check(
+    evaluation: ModelEvaluation, planned: PlannedCheck, file_config: SafetyConfig, baseline=None
+) -> CheckResult:
     """Measure ``planned`` on the evaluation's model and judge it against its threshold (the most
     specific one in ``file_config``) and, when a :class:`~safetycheck.baseline.Baseline` is given,
     against the baseline's value. A check that cannot be measured gives a record with ``skipped``
     set (and a NaN value); every other error propagates."""
     family, model = planned.family, evaluation.mut.name
     threshold = file_config.threshold(model, family.name, planned.id)
-    common = dict(model=model, check=planned.id, family=family.name, params=planned.params,
-                  threshold=threshold.value, threshold_source=threshold.source, bound=family.bound,
-                  metric=family.metric, randomized=evaluation.mut.randomized)
+    common = dict(
+        model=model,
+        check=planned.id,
+        family=family.name,
+        params=planned.params,
+        threshold=threshold.value,
+        threshold_source=threshold.source,
+        bound=family.bound,
+        metric=family.metric,
+        randomized=evaluation.mut.randomized,
+    )
     try:
         measurement = family.measure(evaluation, planned.params)
     except CheckSkipped as skipped:
-        return CheckResult(value=math.nan, passed=False, n=0, details="", skipped=skipped.reason, **common)
-    result = CheckResult(value=measurement.value, passed=compare(measurement.value, threshold.value, family.bound),
-                         n=measurement.n, details=measurement.details, ci=measurement.ci,
-                         artifacts=measurement.artifacts, **common)
+        return CheckResult(
+            value=math.nan, passed=False, n=0, details="", skipped=skipped.reason, **common
+        )
+    result = CheckResult(
+        value=measurement.value,
+        passed=compare(measurement.value, threshold.value, family.bound),
+        n=measurement.n,
+        details=measurement.details,
+        ci=measurement.ci,
+        artifacts=measurement.artifacts,
+        **common,
+    )
     if baseline is None:
         return result
     return dataclasses.replace(result, baseline=baseline_comparison(result.record(), baseline))
@@ -43,5 +60,11 @@ def baseline_comparison(record: dict, baseline) -> dict:
     if base is None:
         return {"value": None, "regressed": False, "message": "not in the baseline"}
     comparison = compare_to_baseline(record, base)
-    return {"value": comparison.base_value, "regressed": comparison.regressed, "noise": comparison.noise,
-            "difference": comparison.difference, "method": comparison.method, "message": comparison.describe()}
+    return {
+        "value": comparison.base_value,
+        "regressed": comparison.regressed,
+        "noise": comparison.noise,
+        "difference": comparison.difference,
+        "method": comparison.method,
+        "message": comparison.describe(),
+    }

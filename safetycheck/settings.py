@@ -37,13 +37,18 @@ class Options:
     compile: bool = False
 
 
-def build_settings(options: Options, file_config: SafetyConfig, prefix: str = "--safety-") -> RunSettings:
+def build_settings(
+    options: Options, file_config: SafetyConfig, prefix: str = "--safety-"
+) -> RunSettings:
     defaults = RunSettings.__dataclass_fields__
     samples = _first(options.samples, file_config.settings.get("samples"))
     if samples is not None and samples < 1:
         raise ConfigError(f"{prefix}samples must be at least 1, not {samples}.")
-    attack_samples = _first(options.attack_samples, file_config.settings.get("attack_samples"),
-                            defaults["attack_samples"].default)
+    attack_samples = _first(
+        options.attack_samples,
+        file_config.settings.get("attack_samples"),
+        defaults["attack_samples"].default,
+    )
     if attack_samples < 1:
         raise ConfigError(f"{prefix}attack-samples must be at least 1, not {attack_samples}.")
     if samples is not None:
@@ -64,8 +69,11 @@ def build_settings(options: Options, file_config: SafetyConfig, prefix: str = "-
         seed=seed,
         attack_samples=attack_samples,
         samples=samples,
-        epsilons=tuple(_epsilons(options.eps, prefix) or file_config.settings.get("epsilons")
-                       or defaults["epsilons"].default),
+        epsilons=tuple(
+            _epsilons(options.eps, prefix)
+            or file_config.settings.get("epsilons")
+            or defaults["epsilons"].default
+        ),
         data_root=resolve_data_root(options.data),
         download=options.download,
         allow_randomized=options.allow_randomized,
@@ -78,7 +86,9 @@ def build_settings(options: Options, file_config: SafetyConfig, prefix: str = "-
 
 def _acceleration(options: Options, prefix: str) -> Acceleration:
     if options.precision not in PRECISIONS:
-        raise ConfigError(f"{prefix}precision {options.precision!r} is not one of {', '.join(PRECISIONS)}.")
+        raise ConfigError(
+            f"{prefix}precision {options.precision!r} is not one of {', '.join(PRECISIONS)}."
+        )
     return Acceleration(options.precision, options.channels_last, options.compile)
 
 
@@ -90,7 +100,9 @@ def _first(*values):
 def _families(text: str | None, prefix: str) -> tuple[str, ...]:
     if not text:
         return ()
-    return validate_families([part.strip() for part in text.split(",") if part.strip()], f"{prefix}checks")
+    return validate_families(
+        [part.strip() for part in text.split(",") if part.strip()], f"{prefix}checks"
+    )
 
 
 def _epsilons(text: str | None, prefix: str) -> list[float] | None:
@@ -99,8 +111,12 @@ def _epsilons(text: str | None, prefix: str) -> list[float] | None:
     try:
         values = [float(part) for part in text.split(",") if part.strip()]
     except ValueError:
-        raise ConfigError(f"{prefix}eps {text!r}: give comma-separated numbers, e.g. 0.1,0.3.") from None
+        raise ConfigError(
+            f"{prefix}eps {text!r}: give comma-separated numbers, e.g. 0.1,0.3."
+        ) from None
     bad = [v for v in values if not 0 < v <= 1]
     if not values or bad:
-        raise ConfigError(f"{prefix}eps {text!r}: Linf epsilons lie in (0, 1] (pixel units); got {bad or 'none'}.")
+        raise ConfigError(
+            f"{prefix}eps {text!r}: Linf epsilons lie in (0, 1] (pixel units); got {bad or 'none'}."
+        )
     return values

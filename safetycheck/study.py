@@ -16,8 +16,8 @@ import dataclasses
 import hashlib
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -43,16 +43,22 @@ def model_fingerprint(model: torch.nn.Module) -> str:
     return digest.hexdigest()
 
 
-def settings_fingerprint(settings: RunSettings, check_ids: list[str], file_config: SafetyConfig) -> str:
+def settings_fingerprint(
+    settings: RunSettings, check_ids: list[str], file_config: SafetyConfig
+) -> str:
     """What makes two runs' numbers comparable: every setting but the device, the data root's
     location and a default (inactive) attack acceleration, the planned checks, the thresholds and
     the safetycheck version."""
     described = {
-        "version": __version__, "checks": check_ids,
-        "settings": {f.name: repr(getattr(settings, f.name)) for f in dataclasses.fields(settings)
-                     if f.name not in ("device", "data_root", "download")
-                     # plain fp32 attacks are what every run before the option measured
-                     and not (f.name == "acceleration" and not settings.acceleration.active)},
+        "version": __version__,
+        "checks": check_ids,
+        "settings": {
+            f.name: repr(getattr(settings, f.name))
+            for f in dataclasses.fields(settings)
+            if f.name not in ("device", "data_root", "download")
+            # plain fp32 attacks are what every run before the option measured
+            and not (f.name == "acceleration" and not settings.acceleration.active)
+        },
         "thresholds": repr((file_config.thresholds, file_config.model_thresholds)),
     }
     return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()
@@ -64,8 +70,14 @@ def model_group(model: ModelUnderTest) -> str:
     return family if isinstance(family, str) else "user model"
 
 
-def run_study(models: list[ModelUnderTest], settings: RunSettings, file_config: SafetyConfig, out_dir: Path,
-              progress: Progress = print, manifest: dict | None = None) -> dict:
+def run_study(
+    models: list[ModelUnderTest],
+    settings: RunSettings,
+    file_config: SafetyConfig,
+    out_dir: Path,
+    progress: Progress = print,
+    manifest: dict | None = None,
+) -> dict:
     """Evaluate every model (resuming saved ones), then write the study's files; returns the
     results document. ``manifest``: the zoo's training manifest, for the study's training table."""
     out_dir = Path(out_dir)
@@ -74,8 +86,17 @@ def run_study(models: list[ModelUnderTest], settings: RunSettings, file_config: 
     fingerprint = settings_fingerprint(settings, [p.id for p in planned], file_config)
     records: list[dict] = []
     for index, model in enumerate(models, start=1):
-        records.extend(_model_records(model, settings, file_config, planned, fingerprint, out_dir,
-                                      lambda text: progress(f"[{index}/{len(models)}] {model.name}: {text}")))
+        records.extend(
+            _model_records(
+                model,
+                settings,
+                file_config,
+                planned,
+                fingerprint,
+                out_dir,
+                lambda text: progress(f"[{index}/{len(models)}] {model.name}: {text}"),
+            )
+        )
     document = results_document(records, run_metadata(settings, models))
     document["metadata"]["study"] = {"groups": {m.name: model_group(m) for m in models}}
     _write_reports(out_dir, document, settings, {m.name: model_group(m) for m in models}, manifest)
@@ -83,13 +104,23 @@ def run_study(models: list[ModelUnderTest], settings: RunSettings, file_config: 
     return document
 
 
-def _model_records(model: ModelUnderTest, settings: RunSettings, file_config: SafetyConfig, planned: list,
-                   fingerprint: str, out_dir: Path, say: Progress) -> list[dict]:
+def _model_records(
+    model: ModelUnderTest,
+    settings: RunSettings,
+    file_config: SafetyConfig,
+    planned: list,
+    fingerprint: str,
+    out_dir: Path,
+    say: Progress,
+) -> list[dict]:
     saved = out_dir / "models" / f"{model.name}.json"
     weights = model_fingerprint(model.module)
     if saved.is_file():
         stored = json.loads(saved.read_text())
-        if stored.get("settings_fingerprint") == fingerprint and stored.get("model_fingerprint") == weights:
+        if (
+            stored.get("settings_fingerprint") == fingerprint
+            and stored.get("model_fingerprint") == weights
+        ):
             say(f"resumed {len(stored['records'])} saved checks from {saved}")
             return stored["records"]
         say("saved results are from other settings or weights; evaluating again")
@@ -101,8 +132,17 @@ def _model_records(model: ModelUnderTest, settings: RunSettings, file_config: Sa
     failed = sum(not r["passed"] for r in records if not r.get("skipped"))
     say(f"{len(records)} checks in {seconds:.0f} s ({failed} below threshold)")
     temporary = saved.with_name(f".{saved.name}.tmp")
-    temporary.write_text(json.dumps({"settings_fingerprint": fingerprint, "model_fingerprint": weights,
-                                     "seconds": round(seconds, 1), "records": records}, allow_nan=False))
+    temporary.write_text(
+        json.dumps(
+            {
+                "settings_fingerprint": fingerprint,
+                "model_fingerprint": weights,
+                "seconds": round(seconds, 1),
+                "records": records,
+            },
+            allow_nan=False,
+        )
+    )
     temporary.replace(saved)
     return records
 
@@ -111,14 +151,19 @@ def _timing(say: Progress):
     def report(what: str, seconds: float | None) -> None:
         if seconds is not None:
             say(f"{what.split(': ', 1)[-1]} {seconds:.1f} s")
+
     return report
 
 
-def _write_reports(out_dir: Path, document: dict, settings: RunSettings, groups: dict, manifest: dict | None) -> None:
+def _write_reports(
+    out_dir: Path, document: dict, settings: RunSettings, groups: dict, manifest: dict | None
+) -> None:
     from .html_report import write_html
     from .study_report import write_study
 
-    gallery = add_gallery(document, settings.data_root, seed=settings.seed, download=settings.download)
+    gallery = add_gallery(
+        document, settings.data_root, seed=settings.seed, download=settings.download
+    )
     write_document(out_dir / "results.json", document)
     write_html(out_dir / "report.html", document, gallery=gallery)
     write_study(out_dir, document, groups, manifest)

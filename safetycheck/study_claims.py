@@ -30,14 +30,28 @@ from .stats import wilson_interval
 CALIBRATION_METRICS = ("ece", "adaptive_ece", "rms", "brier", "nll")
 PROPORTION_FAMILIES = ("clean_accuracy", *ATTACK_FAMILIES, "mnist_c_mean")
 SATURATED = 0.01
-KNOWN_GROUPS = ("baseline", "ensemble member", "ensemble", "larger", "augmentation", "adversarial training",
-                "ordering")
-_ZOO_GROUPS = {"lenet": "baseline", "lenet_wide": "larger", "ensemble3": "ensemble", "ensemble5": "ensemble",
-               "cutout": "augmentation", "mixup": "augmentation", "mixup_then_pgd_at": "ordering",
-               "pgd_at_then_mixup": "ordering", **{f"lenet_seed{i}": "ensemble member" for i in range(1, 5)}}
+KNOWN_GROUPS = (
+    "baseline",
+    "ensemble member",
+    "ensemble",
+    "larger",
+    "augmentation",
+    "adversarial training",
+    "ordering",
+)
+_ZOO_GROUPS = {
+    "lenet": "baseline",
+    "lenet_wide": "larger",
+    "ensemble3": "ensemble",
+    "ensemble5": "ensemble",
+    "cutout": "augmentation",
+    "mixup": "augmentation",
+    "mixup_then_pgd_at": "ordering",
+    "pgd_at_then_mixup": "ordering",
+    **{f"lenet_seed{i}": "ensemble member" for i in range(1, 5)},
+}
 _AT_NAME = re.compile(r"^(fgsm|pgd)_at_(\d+(?:\.\d+)?)$")
 _ZOO_AT = ("fgsm_at_0.1", "fgsm_at_0.3", "pgd_at_0.1", "pgd_at_0.3")
-
 
 
 def group_of(model: str, groups: dict | None) -> str:
@@ -92,7 +106,11 @@ def _key(record: dict) -> str | None:
 
 def _interval(record: dict, value: float) -> tuple[float, float] | None:
     ci = record.get("ci")
-    if isinstance(ci, (list, tuple)) and len(ci) == 2 and None not in (lo := num(ci[0]), hi := num(ci[1])):
+    if (
+        isinstance(ci, (list, tuple))
+        and len(ci) == 2
+        and None not in (lo := num(ci[0]), hi := num(ci[1]))
+    ):
         return (min(lo, hi), max(lo, hi))
     n = num(record.get("n"))
     if family(record) in PROPORTION_FAMILIES and n and n > 0 and 0 <= value <= 1:
@@ -125,8 +143,14 @@ class StudyData:
         self.metadata = meta if isinstance(meta, dict) else {}
         results = document.get("results")
         records = [r for r in results if isinstance(r, dict)] if isinstance(results, list) else []
-        listed = [str(m["name"]) for m in self.metadata.get("models") or [] if isinstance(m, dict) and m.get("name")]
-        self.models = list(dict.fromkeys([str(r["model"]) for r in records if "model" in r] + listed))
+        listed = [
+            str(m["name"])
+            for m in self.metadata.get("models") or []
+            if isinstance(m, dict) and m.get("name")
+        ]
+        self.models = list(
+            dict.fromkeys([str(r["model"]) for r in records if "model" in r] + listed)
+        )
         self.table: dict[tuple[str, str], Measure] = {}
         self.flags: dict[tuple[str, str], list[bool]] = {}
         keys: list[str] = []
@@ -142,10 +166,14 @@ class StudyData:
             if key is None or value is None or (model, key) in self.table:
                 continue
             n = num(r.get("n"))
-            self.table[(model, key)] = Measure(value, _interval(r, value), None if n is None else int(n))
+            self.table[(model, key)] = Measure(
+                value, _interval(r, value), None if n is None else int(n)
+            )
             keys.append(key)
         self.keys = sorted(dict.fromkeys(keys), key=_column_order)
-        self.keys += [c for c in ("trust_ok", "invariants_ok") if any(k[1] == c for k in self.flags)]
+        self.keys += [
+            c for c in ("trust_ok", "invariants_ok") if any(k[1] == c for k in self.flags)
+        ]
 
     def get(self, model: str, key: str) -> Measure | None:
         return self.table.get((model, key))
@@ -192,7 +220,9 @@ class Comparison:
 
 def decimals(key: str) -> int:
     """4 for AUROC and calibration (values crowd near 1 or 0), 3 for accuracies."""
-    return 4 if key in CALIBRATION_METRICS or key == "mnist_c_drop" or key.startswith("auroc:") else 3
+    return (
+        4 if key in CALIBRATION_METRICS or key == "mnist_c_drop" or key.startswith("auroc:") else 3
+    )
 
 
 def _show(model: str, m: Measure, key: str) -> str:
@@ -212,18 +242,27 @@ def compare(data: StudyData, a: str, b: str, key: str, expect: str) -> Compariso
         return not_measured(f"{key}: {' and '.join(missing)} not in the results")
     ma, mb = data.get(a, key), data.get(b, key)
     if ma is None or mb is None:
-        return not_measured(f"{key}: no value for {' and '.join(m for m, x in ((a, ma), (b, mb)) if x is None)}")
+        return not_measured(
+            f"{key}: no value for {' and '.join(m for m, x in ((a, ma), (b, mb)) if x is None)}"
+        )
     if ma.ci and mb.ci:
         same, why = ma.ci[0] <= mb.ci[1] and mb.ci[0] <= ma.ci[1], "95% intervals overlap"
     else:
         same, why = ma.value == mb.value, "equal"
     relation = "\u2248" if same else (">" if ma.value > mb.value else "<")
     outcome = "no difference" if same else ("as claimed" if relation == expect else "opposite")
-    said = {"as claimed": "as claimed", "opposite": "the opposite of the claim",
-            "no difference": f"no difference ({why})"}[outcome]
+    said = {
+        "as claimed": "as claimed",
+        "opposite": "the opposite of the claim",
+        "no difference": f"no difference ({why})",
+    }[outcome]
     note = "" if ma.ci and mb.ci else " (no interval recorded: compared exactly)"
     saturated = is_attack(key) and max(ma.value, mb.value) <= SATURATED
-    return Comparison(outcome, f"{key}: {_show(a, ma, key)} {relation} {_show(b, mb, key)}: {said}{note}", saturated)
+    return Comparison(
+        outcome,
+        f"{key}: {_show(a, ma, key)} {relation} {_show(b, mb, key)}: {said}{note}",
+        saturated,
+    )
 
 
 def attack_comparisons(data: StudyData, a: str, b: str, expect: str) -> list[Comparison]:
@@ -243,7 +282,10 @@ def _judge(comparisons: list[Comparison]) -> tuple[str, str]:
     if not measured:
         return "not measured", "nothing could be compared"
     informative = [c for c in measured if not c.saturated] or measured
-    count = {o: sum(c.outcome == o for c in informative) for o in ("as claimed", "no difference", "opposite")}
+    count = {
+        o: sum(c.outcome == o for c in informative)
+        for o in ("as claimed", "no difference", "opposite")
+    }
     if count["as claimed"] == 0:
         verdict = "does not hold"
     elif count["as claimed"] == len(informative) and not unmeasured:
@@ -252,7 +294,9 @@ def _judge(comparisons: list[Comparison]) -> tuple[str, str]:
         verdict = "partly"
     parts = [f"{count['as claimed']} of {len(informative)} comparisons as claimed"]
     if count["no difference"]:
-        parts.append(f"{count['no difference']} no difference (overlapping 95% intervals: within the sampling noise)")
+        parts.append(
+            f"{count['no difference']} no difference (overlapping 95% intervals: within the sampling noise)"
+        )
     if count["opposite"]:
         parts.append(f"{count['opposite']} the opposite")
     if len(measured) > len(informative):
@@ -262,10 +306,14 @@ def _judge(comparisons: list[Comparison]) -> tuple[str, str]:
     return verdict, "; ".join(parts)
 
 
-def _claim(id_: str, text: str, rule: str, comparisons: list[Comparison], notes: tuple[str, ...] = ()) -> Claim:
+def _claim(
+    id_: str, text: str, rule: str, comparisons: list[Comparison], notes: tuple[str, ...] = ()
+) -> Claim:
     verdict, summary = _judge(comparisons)
     summary = "; ".join((summary, *notes))
-    details = tuple(c.text + (" [left out: attack breaks both]" if c.saturated else "") for c in comparisons)
+    details = tuple(
+        c.text + (" [left out: attack breaks both]" if c.saturated else "") for c in comparisons
+    )
     evidence = f"Rule: {rule} Result: {verdict}: {summary}. Numbers: {'; '.join(details)}."
     return Claim(id_, text, verdict, evidence, rule, summary, details)
 
@@ -278,30 +326,33 @@ def _best(data: StudyData, models: list[str], key: str, highest: bool) -> str | 
     return pick(present, key=lambda m: data.get(m, key).value)
 
 
-def _best_versus_rest(data: StudyData, group: list[str], rest: list[str], key: str, highest: bool,
-                      what: str) -> Comparison:
+def _best_versus_rest(
+    data: StudyData, group: list[str], rest: list[str], key: str, highest: bool, what: str
+) -> Comparison:
     a, b = _best(data, group, key, highest), _best(data, rest, key, highest)
     if a is None or b is None:
         return not_measured(f"{key}: no {what if a is None else 'other model'} with a value")
     return compare(data, a, b, key, ">" if highest else "<")
 
 
-_NOISE = ("Differences count only where the 95% intervals do not overlap (overlap: no difference); "
-          "holds if every comparison is as claimed, does not hold if none is, partly otherwise.")
+_NOISE = (
+    "Differences count only where the 95% intervals do not overlap (overlap: no difference); "
+    "holds if every comparison is as claimed, does not hold if none is, partly otherwise."
+)
 TEXTS = {
     "a": "Adversarial training gives the best adversarial accuracy, under every attack and eps, including "
-         "attacks it was not trained with (APGD, AutoAttack).",
+    "attacks it was not trained with (APGD, AutoAttack).",
     "b": "CutOut and MixUp models are less adversarially robust than the baseline, CutOut even less than "
-         "MixUp (cutout < mixup < lenet).",
+    "MixUp (cutout < mixup < lenet).",
     "c": "Ensembles beat the baseline on adversarial accuracy, MNIST-C mean, OOD AUROC (Fashion-MNIST and "
-         "KMNIST, MSP) and calibration (lower ECE), more so with more members (ensemble5 over ensemble3).",
+    "KMNIST, MSP) and calibration (lower ECE), more so with more members (ensemble5 over ensemble3).",
     "d": "The larger model (lenet_wide) is more adversarially robust than lenet, but worse on MNIST-C mean "
-         "and on Fashion-MNIST AUROC (MSP).",
+    "and on Fashion-MNIST AUROC (MSP).",
     "e": "Adversarial training lowers mean MNIST-C accuracy, more so with a larger training eps "
-         "(FGSM and PGD training at 0.3 below 0.1 below the baseline).",
+    "(FGSM and PGD training at 0.3 below 0.1 below the baseline).",
     "f": "MixUp lowers OOD AUROC and CutOut raises it (against lenet, MSP on Fashion-MNIST and KMNIST).",
     "g": "MixUp-then-adversarial training (mixup_then_pgd_at) is the worst calibrated model (highest ECE), "
-         "the ensembles the best (lowest ECE).",
+    "the ensembles the best (lowest ECE).",
 }
 _OOD = ("auroc:fmnist-msp", "auroc:kmnist-msp")
 
@@ -314,39 +365,86 @@ def evaluate_claims(document: dict, groups: dict | None) -> list[Claim]:
 
     adversarial = [m for m in models if group_of(m, groups) == "adversarial training"]
     others = [m for m in models if m not in adversarial]
-    comps = [_best_versus_rest(data, adversarial, others, k, True, "adversarially trained model")
-             for k in data.attack_keys()] if adversarial and others else []
+    comps = (
+        [
+            _best_versus_rest(data, adversarial, others, k, True, "adversarially trained model")
+            for k in data.attack_keys()
+        ]
+        if adversarial and others
+        else []
+    )
     if not comps:
-        comps = [not_measured("adversarial accuracy: " + ("no adversarially trained model (group 'adversarial "
-                                                         "training') in the results" if not adversarial else
-                                                         "no attack measured, or no other model"))]
+        comps = [
+            not_measured(
+                "adversarial accuracy: "
+                + (
+                    "no adversarially trained model (group 'adversarial training') in the results"
+                    if not adversarial
+                    else "no attack measured, or no other model"
+                )
+            )
+        ]
     absent = [f for f in ("apgd", "autoattack") if not data.attack_keys(f)]
-    claims.append(_claim("a", TEXTS["a"], "per attack family and eps, the most robust adversarially trained "
-                         "model (group 'adversarial training') against the most robust other model (the "
-                         "orderings included); AT must be higher. " + _NOISE, comps,
-                         (f"not in the results: {', '.join(absent)}",) if absent else ()))
+    claims.append(
+        _claim(
+            "a",
+            TEXTS["a"],
+            "per attack family and eps, the most robust adversarially trained "
+            "model (group 'adversarial training') against the most robust other model (the "
+            "orderings included); AT must be higher. " + _NOISE,
+            comps,
+            (f"not in the results: {', '.join(absent)}",) if absent else (),
+        )
+    )
 
-    comps = (attack_comparisons(data, "cutout", "lenet", "<") + attack_comparisons(data, "mixup", "lenet", "<")
-             + attack_comparisons(data, "cutout", "mixup", "<"))
-    claims.append(_claim("b", TEXTS["b"], "per attack and eps: cutout < lenet, mixup < lenet and cutout < "
-                         "mixup in robust accuracy. " + _NOISE, comps))
+    comps = (
+        attack_comparisons(data, "cutout", "lenet", "<")
+        + attack_comparisons(data, "mixup", "lenet", "<")
+        + attack_comparisons(data, "cutout", "mixup", "<")
+    )
+    claims.append(
+        _claim(
+            "b",
+            TEXTS["b"],
+            "per attack and eps: cutout < lenet, mixup < lenet and cutout < "
+            "mixup in robust accuracy. " + _NOISE,
+            comps,
+        )
+    )
 
     comps = []
     for a, b in (("ensemble3", "lenet"), ("ensemble5", "lenet"), ("ensemble5", "ensemble3")):
         comps += attack_comparisons(data, a, b, ">")
-        comps += [compare(data, a, b, k, ">") for k in ("mnist_c_mean", *_OOD)] + [compare(data, a, b, "ece", "<")]
-    claims.append(_claim("c", TEXTS["c"], "ensemble3 and ensemble5 each against lenet, and ensemble5 against "
-                         "ensemble3: higher robust accuracy (every attack and eps), MNIST-C mean and AUROC "
-                         "fmnist-msp and kmnist-msp, lower ECE. " + _NOISE, comps))
+        comps += [compare(data, a, b, k, ">") for k in ("mnist_c_mean", *_OOD)] + [
+            compare(data, a, b, "ece", "<")
+        ]
+    claims.append(
+        _claim(
+            "c",
+            TEXTS["c"],
+            "ensemble3 and ensemble5 each against lenet, and ensemble5 against "
+            "ensemble3: higher robust accuracy (every attack and eps), MNIST-C mean and AUROC "
+            "fmnist-msp and kmnist-msp, lower ECE. " + _NOISE,
+            comps,
+        )
+    )
 
-    comps = (attack_comparisons(data, "lenet_wide", "lenet", ">")
-             + [compare(data, "lenet_wide", "lenet", k, "<") for k in ("mnist_c_mean", "auroc:fmnist-msp")])
-    claims.append(_claim("d", TEXTS["d"], "lenet_wide against lenet: higher robust accuracy (every attack and "
-                         "eps), lower MNIST-C mean, lower AUROC fmnist-msp. " + _NOISE, comps))
+    comps = attack_comparisons(data, "lenet_wide", "lenet", ">") + [
+        compare(data, "lenet_wide", "lenet", k, "<") for k in ("mnist_c_mean", "auroc:fmnist-msp")
+    ]
+    claims.append(
+        _claim(
+            "d",
+            TEXTS["d"],
+            "lenet_wide against lenet: higher robust accuracy (every attack and "
+            "eps), lower MNIST-C mean, lower AUROC fmnist-msp. " + _NOISE,
+            comps,
+        )
+    )
 
     chains: dict[str, list[tuple[float, str]]] = {}
     for name in dict.fromkeys([*_ZOO_AT, *models]):
-        if (match := _AT_NAME.match(name)):
+        if match := _AT_NAME.match(name):
             chains.setdefault(match.group(1), []).append((float(match.group(2)), name))
     comps = []
     for kind, members in chains.items():
@@ -354,26 +452,56 @@ def evaluate_claims(document: dict, groups: dict | None) -> list[Claim]:
         for _, name in sorted(members):
             comps.append(compare(data, name, previous, "mnist_c_mean", "<"))
             previous = name if name in models else previous
-    claims.append(_claim("e", TEXTS["e"], "MNIST-C mean along each chain lenet > X_at_<smaller eps> > "
-                         "X_at_<larger eps> (X = fgsm, pgd): each model against the previous one present. "
-                         + _NOISE, comps))
+    claims.append(
+        _claim(
+            "e",
+            TEXTS["e"],
+            "MNIST-C mean along each chain lenet > X_at_<smaller eps> > "
+            "X_at_<larger eps> (X = fgsm, pgd): each model against the previous one present. "
+            + _NOISE,
+            comps,
+        )
+    )
 
-    comps = ([compare(data, "mixup", "lenet", k, "<") for k in _OOD]
-             + [compare(data, "cutout", "lenet", k, ">") for k in _OOD])
-    claims.append(_claim("f", TEXTS["f"], "AUROC (MSP) on fmnist and kmnist: mixup < lenet and cutout > "
-                         "lenet. " + _NOISE, comps))
+    comps = [compare(data, "mixup", "lenet", k, "<") for k in _OOD] + [
+        compare(data, "cutout", "lenet", k, ">") for k in _OOD
+    ]
+    claims.append(
+        _claim(
+            "f",
+            TEXTS["f"],
+            "AUROC (MSP) on fmnist and kmnist: mixup < lenet and cutout > lenet. " + _NOISE,
+            comps,
+        )
+    )
 
     worst = "mixup_then_pgd_at"
     if worst in models:
         rest = [m for m in models if m != worst and data.get(m, "ece")]
         runner = _best(data, rest, "ece", highest=True)
-        comps = [compare(data, worst, runner, "ece", ">") if runner else not_measured("ece: no other model")]
+        comps = [
+            compare(data, worst, runner, "ece", ">")
+            if runner
+            else not_measured("ece: no other model")
+        ]
     else:
         comps = [not_measured(f"ece: {worst} not in the results")]
     ensembles = [m for m in models if group_of(m, groups) == "ensemble"]
-    comps.append(_best_versus_rest(data, ensembles, [m for m in models if m not in ensembles], "ece", False,
-                                   "ensemble") if ensembles else not_measured("ece: no ensemble in the results"))
-    claims.append(_claim("g", TEXTS["g"], "ECE: mixup_then_pgd_at against the highest-ECE other model (must "
-                         "be higher), and the lowest-ECE ensemble (group 'ensemble') against the lowest-ECE "
-                         "non-ensemble (must be lower). " + _NOISE, comps))
+    comps.append(
+        _best_versus_rest(
+            data, ensembles, [m for m in models if m not in ensembles], "ece", False, "ensemble"
+        )
+        if ensembles
+        else not_measured("ece: no ensemble in the results")
+    )
+    claims.append(
+        _claim(
+            "g",
+            TEXTS["g"],
+            "ECE: mixup_then_pgd_at against the highest-ECE other model (must "
+            "be higher), and the lowest-ECE ensemble (group 'ensemble') against the lowest-ECE "
+            "non-ensemble (must be lower). " + _NOISE,
+            comps,
+        )
+    )
     return claims

@@ -90,8 +90,10 @@ class ThresholdChange:
         """One line, e.g. ``lenet pgd_linf[eps=0.1]: 0.7200 -> 0.7560 (measured 0.7660, margin 0.01)``."""
         old = "(none)" if self.old is None else f"{self.old:.4f}"
         note = "; new key" if self.added else ""
-        return (f"{self.model} {self.check}: {old} -> {self.new:.4f} "
-                f"(measured {self.value:.4f}, margin {self.margin:g}{note})")
+        return (
+            f"{self.model} {self.check}: {old} -> {self.new:.4f} "
+            f"(measured {self.value:.4f}, margin {self.margin:g}{note})"
+        )
 
 
 def validate_margin(margin) -> float:
@@ -103,16 +105,23 @@ def validate_margin(margin) -> float:
         When the margin is not a finite number in [0, 1); the message names
         ``--safety-threshold-margin``.
     """
-    if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not math.isfinite(margin):
+    if (
+        isinstance(margin, bool)
+        or not isinstance(margin, (int, float))
+        or not math.isfinite(margin)
+    ):
         raise ConfigError(f"{MARGIN_OPTION} must be a finite number in [0, 1), not {margin!r}.")
     if not 0 <= margin < 1:
-        raise ConfigError(f"{MARGIN_OPTION} must lie in [0, 1) (a distance in metric units, e.g. 0.01), "
-                          f"not {margin!r}.")
+        raise ConfigError(
+            f"{MARGIN_OPTION} must lie in [0, 1) (a distance in metric units, e.g. 0.01), "
+            f"not {margin!r}."
+        )
     return float(margin)
 
 
-def new_threshold(value: float, bound: str, margin: float,
-                  value_range: tuple[float, float] = (0.0, math.inf)) -> float:
+def new_threshold(
+    value: float, bound: str, margin: float, value_range: tuple[float, float] = (0.0, math.inf)
+) -> float:
     """The bound for a measured ``value``: ``value - margin`` (``"min"``) or ``value + margin``
     (``"max"``), clamped to ``value_range`` and rounded outwards to 4 decimals.
 
@@ -140,14 +149,17 @@ def new_threshold(value: float, bound: str, margin: float,
     if not math.isfinite(value):
         raise ValueError(f"cannot derive a threshold from the non-finite value {value!r}")
     low, high = value_range
-    exact = Decimal(repr(float(value))) + (-1 if bound == "min" else 1) * Decimal(repr(float(margin)))
+    exact = Decimal(repr(float(value))) + (-1 if bound == "min" else 1) * Decimal(
+        repr(float(margin))
+    )
     rounded = exact.quantize(_QUANTUM, rounding=ROUND_FLOOR if bound == "min" else ROUND_CEILING)
     result = float(rounded)
     return min(max(result, low), high) + 0.0  # + 0.0 turns -0.0 into 0.0
 
 
-def update_threshold_file(path: Path, records: list[dict], *, margin: float,
-                          pyproject: bool) -> list[ThresholdChange]:
+def update_threshold_file(
+    path: Path, records: list[dict], *, margin: float, pyproject: bool
+) -> list[ThresholdChange]:
     """Write a bound for every measured record into ``path``; return what changed.
 
     Parameters
@@ -186,7 +198,9 @@ def update_threshold_file(path: Path, records: list[dict], *, margin: float,
     except ParseError as exc:
         raise ConfigError(_parse_error_message(path, exc)) from None
     except TOMLKitError as exc:
-        raise ConfigError(f"{path} is not valid TOML ({exc}); fix it and re-run; the file was not changed.") from None
+        raise ConfigError(
+            f"{path} is not valid TOML ({exc}); fix it and re-run; the file was not changed."
+        ) from None
 
     created: list[tuple] = []  # the key paths of the tables with a header this update creates
     # A standalone file may hold its bounds under [tool.safetycheck] too (config.standalone_table).
@@ -202,12 +216,16 @@ def update_threshold_file(path: Path, records: list[dict], *, margin: float,
             old = table[key]
             if not isinstance(old, bool) and isinstance(old, (int, float)) and float(old) == new:
                 continue
-            old = float(old) if isinstance(old, (int, float)) and not isinstance(old, bool) else None
+            old = (
+                float(old) if isinstance(old, (int, float)) and not isinstance(old, bool) else None
+            )
             table[key] = new
         else:
             old = applied
             table[check] = new
-        changes.append(ThresholdChange(model, check, old, new, value, bound, margin, added=key is None))
+        changes.append(
+            ThresholdChange(model, check, old, new, value, bound, margin, added=key is None)
+        )
     if changes:
         result = _separate_new_tables(tomlkit.dumps(document), created)
         if "\r\n" in text and not re.search(r"(?<!\r)\n", text):  # a CRLF file stays CRLF
@@ -224,7 +242,11 @@ def format_changes(changes: list[ThresholdChange], path: Path | str | None = Non
         return f"thresholds{where}: no change (every bound already matches the measured values)."
     added = sum(change.added for change in changes)
     counts = f"{len(changes) - added} updated, {added} added"
-    lowered = sum(1 for c in changes if c.old is not None and (c.new < c.old if c.bound == "min" else c.new > c.old))
+    lowered = sum(
+        1
+        for c in changes
+        if c.old is not None and (c.new < c.old if c.bound == "min" else c.new > c.old)
+    )
     if lowered:
         counts += f", {lowered} loosened (review these)"
     lines = [f"thresholds{where}: {counts}"]
@@ -239,12 +261,18 @@ def _worst_values(records: list[dict]) -> dict:
         if record.get("skipped"):
             continue
         value = record.get("value")
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not math.isfinite(value)
+        ):
             continue
         model, check, bound = record["model"], record["check"], record["bound"]
         family = record.get("family") or check.partition("[")[0]
         applied = record.get("threshold")
-        applied = float(applied) if isinstance(applied, (int, float)) and math.isfinite(applied) else None
+        applied = (
+            float(applied) if isinstance(applied, (int, float)) and math.isfinite(applied) else None
+        )
         previous = measured.get((model, check))
         if previous is not None:
             worse = min if bound == "min" else max
@@ -260,18 +288,24 @@ def _read_existing(path: Path, pyproject: bool) -> str:
     if path.exists():
         raise ConfigError(f"{path} is not a file; give --safety-thresholds a TOML file path.")
     if pyproject:
-        raise ConfigError(f"{path} not found: --safety-update-thresholds writes to [tool.safetycheck] of an "
-                          "existing pyproject.toml; create it, or pass --safety-thresholds FILE to write a "
-                          "standalone threshold file.")
+        raise ConfigError(
+            f"{path} not found: --safety-update-thresholds writes to [tool.safetycheck] of an "
+            "existing pyproject.toml; create it, or pass --safety-thresholds FILE to write a "
+            "standalone threshold file."
+        )
     if not path.parent.is_dir():
-        raise ConfigError(f"cannot create the threshold file {path}: the folder {path.parent} does not exist.")
+        raise ConfigError(
+            f"cannot create the threshold file {path}: the folder {path.parent} does not exist."
+        )
     return _NEW_FILE_HEADER
 
 
 def _parse_error_message(path: Path, exc: ParseError) -> str:
     reason = str(exc).rsplit(" at line ", 1)[0]
-    return (f"{path}:{exc.line}:{exc.col + 1}: not valid TOML ({reason}); fix line {exc.line} and re-run "
-            "(check ids must be quoted, e.g. \"pgd_linf[eps=0.1]\" = 0.72); the file was not changed.")
+    return (
+        f"{path}:{exc.line}:{exc.col + 1}: not valid TOML ({reason}); fix line {exc.line} and re-run "
+        '(check ids must be quoted, e.g. "pgd_linf[eps=0.1]" = 0.72); the file was not changed.'
+    )
 
 
 def _table(container, keys: tuple, path: Path, base: tuple = (), created: list | None = None):
@@ -291,7 +325,9 @@ def _table(container, keys: tuple, path: Path, base: tuple = (), created: list |
         container = container[key]
         if not isinstance(container, dict):
             where = ".".join(base + keys[: depth + 1])
-            raise ConfigError(f"{path}: {where} must be a table, not {container!r}; fix it and re-run.")
+            raise ConfigError(
+                f"{path}: {where} must be a table, not {container!r}; fix it and re-run."
+            )
     return container
 
 
@@ -340,15 +376,19 @@ def _verify(text: str, path: Path, base: tuple, changes: list[ThresholdChange]) 
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:  # would be a tomlkit bug; never write such a file
-        raise ConfigError(f"updating {path} would produce invalid TOML ({exc}); the file was not changed.") from None
+        raise ConfigError(
+            f"updating {path} would produce invalid TOML ({exc}); the file was not changed."
+        ) from None
     for key in base:
         data = data[key]
     for change in changes:
         written = data["models"][change.model]["thresholds"]
         key = _existing_key(written, change.check)
         if key is None or float(written[key]) != change.new:
-            raise ConfigError(f"updating {path}: {change.model} {change.check} did not read back as "
-                              f"{change.new}; the file was not changed.")
+            raise ConfigError(
+                f"updating {path}: {change.model} {change.check} did not read back as "
+                f"{change.new}; the file was not changed."
+            )
 
 
 def _write_atomically(path: Path, text: str) -> None:

@@ -22,15 +22,22 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def find_chromium(explicit: str | None = None) -> str | None:
-    for candidate in ([explicit] if explicit else CHROMIUM_CANDIDATES):
+    for candidate in [explicit] if explicit else CHROMIUM_CANDIDATES:
         found = shutil.which(candidate) or (candidate if Path(candidate).is_file() else None)
         if found:
             return found
     return None
 
 
-def screenshot(html: Path, png: Path, *, width: int = 1400, height: int = 3000, chromium: str | None = None,
-               timeout: float = 60.0) -> Path:
+def screenshot(
+    html: Path,
+    png: Path,
+    *,
+    width: int = 1400,
+    height: int = 3000,
+    chromium: str | None = None,
+    timeout: float = 60.0,
+) -> Path:
     """Write ``png``, a ``width`` x ``height`` screenshot of the top of ``html``; returns its path."""
     binary = find_chromium(chromium)
     if binary is None:
@@ -42,13 +49,25 @@ def screenshot(html: Path, png: Path, *, width: int = 1400, height: int = 3000, 
     png.unlink(missing_ok=True)
     with tempfile.TemporaryDirectory(prefix="screenshot-profile-") as profile:
         command = [
-            binary, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-            "--disable-background-networking", "--disable-component-update", "--disable-sync",
-            "--hide-scrollbars", f"--user-data-dir={profile}", f"--window-size={width},{height}",
-            f"--screenshot={png}", html.as_uri(),
+            binary,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--hide-scrollbars",
+            f"--user-data-dir={profile}",
+            f"--window-size={width},{height}",
+            f"--screenshot={png}",
+            html.as_uri(),
         ]
         try:
-            done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=profile)
+            done = subprocess.run(
+                command, capture_output=True, text=True, timeout=timeout, cwd=profile
+            )
         except subprocess.TimeoutExpired:
             raise RuntimeError(f"Chromium did not finish within {timeout:g} s") from None
     if not png.is_file() or png.read_bytes()[:8] != PNG_SIGNATURE:
@@ -59,11 +78,17 @@ def screenshot(html: Path, png: Path, *, width: int = 1400, height: int = 3000, 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("report", type=Path, help="an HTML report, or a results JSON to render first")
-    parser.add_argument("-o", "--output", type=Path, help="PNG to write (default: next to the report)")
+    parser.add_argument(
+        "report", type=Path, help="an HTML report, or a results JSON to render first"
+    )
+    parser.add_argument(
+        "-o", "--output", type=Path, help="PNG to write (default: next to the report)"
+    )
     parser.add_argument("--width", type=int, default=1400)
     parser.add_argument("--height", type=int, default=3000)
-    parser.add_argument("--chromium", help="the browser binary (default: /usr/bin/chromium or on PATH)")
+    parser.add_argument(
+        "--chromium", help="the browser binary (default: /usr/bin/chromium or on PATH)"
+    )
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for Chromium")
     args = parser.parse_args(argv)
     output = args.output or args.report.with_suffix(".png")
@@ -77,8 +102,14 @@ def main(argv: list[str] | None = None) -> int:
 
                 html = Path(scratch) / "report.html"
                 write_html(html, json.loads(args.report.read_text(encoding="utf-8")))
-            png = screenshot(html, output, width=args.width, height=args.height, chromium=args.chromium,
-                             timeout=args.timeout)
+            png = screenshot(
+                html,
+                output,
+                width=args.width,
+                height=args.height,
+                chromium=args.chromium,
+                timeout=args.timeout,
+            )
     except (RuntimeError, OSError, ValueError) as error:
         print(f"screenshot_report: {error}", file=sys.stderr)
         return 1

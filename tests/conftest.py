@@ -7,26 +7,25 @@ it) fails the run if any real-data test was skipped, so real-data tests always r
 import os
 
 import pytest
+import safetycheck_pytest.items
+import safetycheck_pytest.models_source
+import safetycheck_pytest.reporting
+import safetycheck_pytest.settings  # noqa: F401
 import torch
-import torch._dynamo  # noqa: F401
+import torch._dynamo
 
 # pytester's in-process runs drop the modules they imported when they end. torch imports
 # torch._dynamo lazily (torch.manual_seed does), and a second import of it re-registers a torch
 # operator library and fails; importing it here, before any run, keeps it loaded throughout.
-
 # The plugin imports the engine lazily (so plain pytest runs skip torch); import every module an
 # inner run would import here, so that pytester never drops a module (the check registry, say)
 # that a module kept from this process still refers to.
-import safetycheck.baseline  # noqa: E402,F401
-import safetycheck.html_report  # noqa: E402,F401
-import safetycheck.runner  # noqa: E402,F401
-import safetycheck.study  # noqa: E402,F401
-import safetycheck.study_report  # noqa: E402,F401
-import safetycheck.threshold_update  # noqa: E402,F401
-import safetycheck_pytest.items  # noqa: E402,F401
-import safetycheck_pytest.models_source  # noqa: E402,F401
-import safetycheck_pytest.reporting  # noqa: E402,F401
-import safetycheck_pytest.settings  # noqa: E402,F401
+import safetycheck.baseline
+import safetycheck.html_report
+import safetycheck.runner
+import safetycheck.study
+import safetycheck.study_report
+import safetycheck.threshold_update  # noqa: F401
 from safetycheck.data import load_split, resolve_data_root
 
 # The suite's one input from the environment: where the real data is (read once, here). Every other
@@ -73,5 +72,8 @@ def tiny_model():
     """A small untrained CNN honouring the contract, seeded, for fast unit and property tests."""
     torch.manual_seed(0)
     return torch.nn.Sequential(
-        torch.nn.Conv2d(1, 4, 5, stride=2), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(4 * 12 * 12, 10)
+        torch.nn.Conv2d(1, 4, 5, stride=2),
+        torch.nn.ReLU(),
+        torch.nn.Flatten(),
+        torch.nn.Linear(4 * 12 * 12, 10),
     ).eval()

@@ -21,17 +21,22 @@ from scipy import ndimage
 
 
 def _gaussian(image, sigma, mode="nearest"):
-    return ndimage.gaussian_filter(np.asarray(image, dtype=np.float64), sigma, mode=mode, truncate=4.0)
+    return ndimage.gaussian_filter(
+        np.asarray(image, dtype=np.float64), sigma, mode=mode, truncate=4.0
+    )
 
 
 def _bilinear(image, r, c):
     """skimage.transform.warp(order=1, mode='constant', cval=0) at one real position."""
+
     def pixel(i, j):
         return image[i, j] if 0 <= i < 28 and 0 <= j < 28 else 0.0
+
     r0, c0 = math.floor(r), math.floor(c)
     dr, dc = r - r0, c - c0
-    return ((1 - dr) * ((1 - dc) * pixel(r0, c0) + dc * pixel(r0, c0 + 1))
-            + dr * ((1 - dc) * pixel(r0 + 1, c0) + dc * pixel(r0 + 1, c0 + 1)))
+    return (1 - dr) * ((1 - dc) * pixel(r0, c0) + dc * pixel(r0, c0 + 1)) + dr * (
+        (1 - dc) * pixel(r0 + 1, c0) + dc * pixel(r0 + 1, c0 + 1)
+    )
 
 
 def _warp(image, a1, a2, b1, b2, a3, b3):
@@ -84,8 +89,13 @@ def motion_blur(image, rng, radius=10, sigma=3):
     width = int(2 * math.ceil(radius) + 1)
     kernel = [math.exp(-(i * i) / (2 * sigma * sigma)) for i in range(width)]
     kernel = [k / sum(kernel) for k in kernel]
-    offsets = [(math.ceil(i * math.sin(math.radians(angle)) - 0.5), math.ceil(i * math.cos(math.radians(angle)) - 0.5))
-               for i in range(width)]
+    offsets = [
+        (
+            math.ceil(i * math.sin(math.radians(angle)) - 0.5),
+            math.ceil(i * math.cos(math.radians(angle)) - 0.5),
+        )
+        for i in range(width)
+    ]
     out = np.zeros((28, 28))
     for y in range(28):
         for x in range(28):
@@ -139,12 +149,20 @@ def _plasma(rng, decay, size=256):
         half = step // 2
         for i in range(half, size, step):  # squares: centre = mean of 4 corners + noise
             for j in range(half, size, step):
-                corners = [grid[(i + a) % size, (j + b) % size] for a in (-half, half) for b in (-half, half)]
+                corners = [
+                    grid[(i + a) % size, (j + b) % size]
+                    for a in (-half, half)
+                    for b in (-half, half)
+                ]
                 grid[i, j] = sum(corners) / 4 + wibble * rng.uniform(-wibble, wibble)
         for i in range(0, size, half):  # diamonds: edge midpoints = mean of 4 neighbours + noise
             for j in range((i + half) % step, size, step):
-                around = [grid[(i - half) % size, j], grid[(i + half) % size, j],
-                          grid[i, (j - half) % size], grid[i, (j + half) % size]]
+                around = [
+                    grid[(i - half) % size, j],
+                    grid[(i + half) % size, j],
+                    grid[i, (j - half) % size],
+                    grid[i, (j + half) % size],
+                ]
                 grid[i, j] = sum(around) / 4 + wibble * rng.uniform(-wibble, wibble)
         step //= 2
         wibble /= decay
@@ -202,8 +220,13 @@ def zigzag(image, rng):
     last_c = 4 * (d // 4)
     if d != last_c:
         points.append((d, points[-1][1] / (2 * (d - last_c))))
-    points = [(math.cos(theta) * c - math.sin(theta) * r + 2, math.sin(theta) * c + math.cos(theta) * r + r0)
-              for c, r in points]
+    points = [
+        (
+            math.cos(theta) * c - math.sin(theta) * r + 2,
+            math.sin(theta) * c + math.cos(theta) * r + r0,
+        )
+        for c, r in points
+    ]
     for (c0, ra), (c1, rb) in zip(points[:-1], points[1:]):
         x = np.clip(x + _line(c0, ra, c1, rb), 0, 1)
     return x * 255
@@ -211,8 +234,9 @@ def zigzag(image, rng):
 
 def canny_edges(image, rng=None, sigma=1.0, low=0.1, high=0.2):
     x = image / 255.0
-    smoothed = (ndimage.gaussian_filter(x, sigma, mode="constant")
-                / (ndimage.gaussian_filter(np.ones((28, 28)), sigma, mode="constant") + np.finfo(float).eps))
+    smoothed = ndimage.gaussian_filter(x, sigma, mode="constant") / (
+        ndimage.gaussian_filter(np.ones((28, 28)), sigma, mode="constant") + np.finfo(float).eps
+    )
     isobel, jsobel = ndimage.sobel(smoothed, axis=0), ndimage.sobel(smoothed, axis=1)
     magnitude = np.hypot(isobel, jsobel)
     maxima = np.zeros((28, 28), bool)
@@ -225,20 +249,28 @@ def canny_edges(image, rng=None, sigma=1.0, low=0.1, high=0.2):
             result = None  # later sectors win on their shared boundaries, as in skimage
             if same and abs(gi) >= abs(gj):
                 w = abs(gj) / abs(gi)
-                result = (magnitude[r + 1, c + 1] * w + magnitude[r + 1, c] * (1 - w) <= m
-                          and magnitude[r - 1, c - 1] * w + magnitude[r - 1, c] * (1 - w) <= m)
+                result = (
+                    magnitude[r + 1, c + 1] * w + magnitude[r + 1, c] * (1 - w) <= m
+                    and magnitude[r - 1, c - 1] * w + magnitude[r - 1, c] * (1 - w) <= m
+                )
             if same and abs(gi) <= abs(gj):
                 w = abs(gi) / abs(gj)
-                result = (magnitude[r + 1, c + 1] * w + magnitude[r, c + 1] * (1 - w) <= m
-                          and magnitude[r - 1, c - 1] * w + magnitude[r, c - 1] * (1 - w) <= m)
+                result = (
+                    magnitude[r + 1, c + 1] * w + magnitude[r, c + 1] * (1 - w) <= m
+                    and magnitude[r - 1, c - 1] * w + magnitude[r, c - 1] * (1 - w) <= m
+                )
             if opposite and abs(gi) <= abs(gj):
                 w = abs(gi) / abs(gj)
-                result = (magnitude[r - 1, c + 1] * w + magnitude[r, c + 1] * (1 - w) <= m
-                          and magnitude[r + 1, c - 1] * w + magnitude[r, c - 1] * (1 - w) <= m)
+                result = (
+                    magnitude[r - 1, c + 1] * w + magnitude[r, c + 1] * (1 - w) <= m
+                    and magnitude[r + 1, c - 1] * w + magnitude[r, c - 1] * (1 - w) <= m
+                )
             if opposite and abs(gi) >= abs(gj):
                 w = abs(gj) / abs(gi)
-                result = (magnitude[r - 1, c + 1] * w + magnitude[r - 1, c] * (1 - w) <= m
-                          and magnitude[r + 1, c - 1] * w + magnitude[r + 1, c] * (1 - w) <= m)
+                result = (
+                    magnitude[r - 1, c + 1] * w + magnitude[r - 1, c] * (1 - w) <= m
+                    and magnitude[r + 1, c - 1] * w + magnitude[r + 1, c] * (1 - w) <= m
+                )
             maxima[r, c] = bool(result)
     low_mask, high_mask = maxima & (magnitude >= low), maxima & (magnitude >= high)
     labels, count = ndimage.label(low_mask, structure=np.ones((3, 3), bool))
@@ -250,10 +282,21 @@ def canny_edges(image, rng=None, sigma=1.0, low=0.1, high=0.2):
 
 
 REFERENCE = {
-    "shot_noise": shot_noise, "impulse_noise": impulse_noise, "glass_blur": glass_blur,
-    "motion_blur": motion_blur, "shear": shear, "scale": scale, "rotate": rotate,
-    "brightness": brightness, "translate": translate, "stripe": stripe, "fog": fog,
-    "spatter": spatter, "dotted_line": dotted_line, "zigzag": zigzag, "canny_edges": canny_edges,
+    "shot_noise": shot_noise,
+    "impulse_noise": impulse_noise,
+    "glass_blur": glass_blur,
+    "motion_blur": motion_blur,
+    "shear": shear,
+    "scale": scale,
+    "rotate": rotate,
+    "brightness": brightness,
+    "translate": translate,
+    "stripe": stripe,
+    "fog": fog,
+    "spatter": spatter,
+    "dotted_line": dotted_line,
+    "zigzag": zigzag,
+    "canny_edges": canny_edges,
 }
 
 
@@ -263,5 +306,7 @@ def reference_corrupt(images_uint8: np.ndarray, name: str, seed: int = 12345) ->
     rng = np.random.default_rng([seed, sum(map(ord, name))])
     out = np.empty_like(images_uint8)
     for i, image in enumerate(images_uint8):
-        out[i] = np.round(np.clip(REFERENCE[name](image.astype(np.float64), rng), 0, 255)).astype(np.uint8)
+        out[i] = np.round(np.clip(REFERENCE[name](image.astype(np.float64), rng), 0, 255)).astype(
+            np.uint8
+        )
     return out

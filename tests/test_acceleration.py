@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from safetycheck.acceleration import Acceleration, AcceleratedModel, accelerate
+from safetycheck.acceleration import Acceleration, accelerate
 from safetycheck.checks import plan_checks
 from safetycheck.config import SafetyConfig
 from safetycheck.errors import ConfigError
@@ -53,8 +53,14 @@ def test_no_acceleration_returns_the_model_itself():
     assert not Acceleration().active and Acceleration().describe() == "fp32"
 
 
-@pytest.mark.parametrize("acceleration", [Acceleration("bf16"), Acceleration(channels_last=True),
-                                          Acceleration("bf16", channels_last=True)])
+@pytest.mark.parametrize(
+    "acceleration",
+    [
+        Acceleration("bf16"),
+        Acceleration(channels_last=True),
+        Acceleration("bf16", channels_last=True),
+    ],
+)
 def test_accelerated_logits_are_fp32_and_close_to_plain(acceleration):
     model = trained_lenet()
     images = torch.rand(32, 1, 28, 28, generator=torch.Generator().manual_seed(0))
@@ -75,30 +81,50 @@ def test_unknown_precision_is_a_usage_error_naming_the_option():
 
 
 def test_a_model_that_cannot_run_accelerated_fails_before_any_attack():
-    with pytest.raises(ConfigError, match=r"bf16 autocast on cpu: RuntimeError: custom kernel.*Drop --safety-precision bf16"):
+    with pytest.raises(
+        ConfigError,
+        match=r"bf16 autocast on cpu: RuntimeError: custom kernel.*Drop --safety-precision bf16",
+    ):
         accelerate(FailsUnderAutocast(), Acceleration("bf16"), CPU)
 
 
 def test_the_acceleration_check_is_planned_exactly_when_acceleration_is_on():
     plain = [p.id for p in plan_checks(RunSettings(checks=("pgd_linf",)))]
-    fast = [p.id for p in plan_checks(RunSettings(checks=("pgd_linf",), acceleration=Acceleration("bf16")))]
+    fast = [
+        p.id
+        for p in plan_checks(RunSettings(checks=("pgd_linf",), acceleration=Acceleration("bf16")))
+    ]
     assert "attack_acceleration" not in plain
     assert fast == ["attack_acceleration"] + plain
-    assert "attack_acceleration" in [p.id for p in plan_checks(RunSettings(acceleration=Acceleration(compile=True)))]
+    assert "attack_acceleration" in [
+        p.id for p in plan_checks(RunSettings(acceleration=Acceleration(compile=True)))
+    ]
 
 
 def _acceleration_record(model: nn.Module, data_root) -> dict:
-    settings = RunSettings(samples=200, attack_samples=40, epsilons=(0.05, 0.1, 0.2), data_root=data_root,
-                           acceleration=Acceleration("bf16"))
+    settings = RunSettings(
+        samples=200,
+        attack_samples=40,
+        epsilons=(0.05, 0.1, 0.2),
+        data_root=data_root,
+        acceleration=Acceleration("bf16"),
+    )
     evaluation = ModelEvaluation(ModelUnderTest("m", model, "test"), settings)
-    return run_check(evaluation, [p for p in plan_checks(settings) if p.family.name == "attack_acceleration"][0],
-                     SafetyConfig()).record()
+    return run_check(
+        evaluation,
+        [p for p in plan_checks(settings) if p.family.name == "attack_acceleration"][0],
+        SafetyConfig(),
+    ).record()
 
 
 def test_bf16_attacks_on_the_example_model_are_as_strong_as_fp32(data_root):
     record = _acceleration_record(trained_lenet(), data_root)
     assert record["passed"], record
-    assert abs(record["value"]) <= 0.02 and "eps=0.1" in record["details"] and "bf16 autocast" in record["details"]
+    assert (
+        abs(record["value"]) <= 0.02
+        and "eps=0.1" in record["details"]
+        and "bf16 autocast" in record["details"]
+    )
 
 
 def test_an_acceleration_that_masks_gradients_fails_the_check(data_root):
@@ -113,5 +139,10 @@ def test_a_study_resumes_across_plain_runs_but_not_into_an_accelerated_one():
 
     ids = [p.id for p in plan_checks(RunSettings())]
     plain = settings_fingerprint(RunSettings(), ids, SafetyConfig())
-    assert settings_fingerprint(RunSettings(acceleration=Acceleration()), ids, SafetyConfig()) == plain
-    assert settings_fingerprint(RunSettings(acceleration=Acceleration("bf16")), ids, SafetyConfig()) != plain
+    assert (
+        settings_fingerprint(RunSettings(acceleration=Acceleration()), ids, SafetyConfig()) == plain
+    )
+    assert (
+        settings_fingerprint(RunSettings(acceleration=Acceleration("bf16")), ids, SafetyConfig())
+        != plain
+    )

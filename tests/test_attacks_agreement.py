@@ -40,27 +40,54 @@ def _noise(accuracy: float, n: int) -> float:
 
 def test_pgd_is_at_least_as_strong_as_torchattacks_pgd(lenet, batch):
     images, labels = batch
-    eps, steps, step_size = 0.1, 40, 0.01  # Madry et al.'s MNIST schedule, at a radius where LeNet half survives
-    ours = 1 - float(PGD(eps, steps=steps, step_size=step_size, seed=0)(lenet, images, labels).fooled.float().mean())
+    eps, steps, step_size = (
+        0.1,
+        40,
+        0.01,
+    )  # Madry et al.'s MNIST schedule, at a radius where LeNet half survives
+    ours = 1 - float(
+        PGD(eps, steps=steps, step_size=step_size, seed=0)(lenet, images, labels)
+        .fooled.float()
+        .mean()
+    )
     reference = _reference_accuracy(
-        lenet, torchattacks.PGD(lenet, eps=eps, alpha=step_size, steps=steps, random_start=True), images, labels)
-    print(f"robust accuracy: ours {ours:.4f}, torchattacks {reference:.4f}, n={N}")  # shown with -s or -rA
+        lenet,
+        torchattacks.PGD(lenet, eps=eps, alpha=step_size, steps=steps, random_start=True),
+        images,
+        labels,
+    )
+    print(
+        f"robust accuracy: ours {ours:.4f}, torchattacks {reference:.4f}, n={N}"
+    )  # shown with -s or -rA
     print(f"PGD eps={eps}: ours {ours:.3f}, torchattacks {reference:.3f}, n={N}")
-    assert 0.05 < reference < 0.95, f"eps={eps} does not discriminate on this model: {reference:.3f}"
+    assert 0.05 < reference < 0.95, (
+        f"eps={eps} does not discriminate on this model: {reference:.3f}"
+    )
     assert ours <= reference + _noise(reference, N), (
-        f"our PGD leaves {ours:.3f} robust, torchattacks' {reference:.3f} (n={N}, eps={eps}, {steps} steps of {step_size})")
+        f"our PGD leaves {ours:.3f} robust, torchattacks' {reference:.3f} (n={N}, eps={eps}, {steps} steps of {step_size})"
+    )
 
 
 @pytest.mark.parametrize("loss", ["ce", "dlr"])
 def test_apgd_is_at_least_as_strong_as_torchattacks_apgd(lenet, batch, loss):
     images, labels = batch
     eps, steps = 0.1, 25
-    ours = 1 - float(APGD(eps, loss=loss, steps=steps, seed=0)(lenet, images, labels).fooled.float().mean())
+    ours = 1 - float(
+        APGD(eps, loss=loss, steps=steps, seed=0)(lenet, images, labels).fooled.float().mean()
+    )
     reference = _reference_accuracy(
-        lenet, torchattacks.APGD(lenet, norm="Linf", eps=eps, steps=steps, n_restarts=1, loss=loss, seed=0),
-        images, labels)
-    print(f"robust accuracy: ours {ours:.4f}, torchattacks {reference:.4f}, n={N}")  # shown with -s or -rA
+        lenet,
+        torchattacks.APGD(
+            lenet, norm="Linf", eps=eps, steps=steps, n_restarts=1, loss=loss, seed=0
+        ),
+        images,
+        labels,
+    )
+    print(
+        f"robust accuracy: ours {ours:.4f}, torchattacks {reference:.4f}, n={N}"
+    )  # shown with -s or -rA
     print(f"APGD-{loss} eps={eps}: ours {ours:.3f}, torchattacks {reference:.3f}, n={N}")
     assert 0.05 < reference < 0.95
     assert ours <= reference + _noise(reference, N), (
-        f"our APGD-{loss} leaves {ours:.3f} robust, torchattacks' {reference:.3f} (n={N}, eps={eps}, {steps} steps)")
+        f"our APGD-{loss} leaves {ours:.3f} robust, torchattacks' {reference:.3f} (n={N}, eps={eps}, {steps} steps)"
+    )

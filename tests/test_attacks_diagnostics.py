@@ -27,17 +27,28 @@ def _cheap(name, model, images, labels):
     """Each diagnostic with a CPU-CI budget."""
     return {
         "gradient_health": lambda: diagnostics.gradient_health(model, images, labels),
-        "iterative_vs_single_step": lambda: diagnostics.iterative_vs_single_step(model, images, labels, steps=20),
-        "more_budget_not_weaker": lambda: diagnostics.more_budget_not_weaker(model, images, labels, steps=(5, 20),
-                                                                            restarts=(1, 2)),
-        "large_eps_accuracy": lambda: diagnostics.large_eps_accuracy(model, images, labels, steps=20),
-        "black_box_vs_white_box": lambda: diagnostics.black_box_vs_white_box(model, images, labels, eps=0.4,
-                                                                            n_queries=100, steps=20),
+        "iterative_vs_single_step": lambda: diagnostics.iterative_vs_single_step(
+            model, images, labels, steps=20
+        ),
+        "more_budget_not_weaker": lambda: diagnostics.more_budget_not_weaker(
+            model, images, labels, steps=(5, 20), restarts=(1, 2)
+        ),
+        "large_eps_accuracy": lambda: diagnostics.large_eps_accuracy(
+            model, images, labels, steps=20
+        ),
+        "black_box_vs_white_box": lambda: diagnostics.black_box_vs_white_box(
+            model, images, labels, eps=0.4, n_queries=100, steps=20
+        ),
     }[name]()
 
 
-ALL = ["gradient_health", "iterative_vs_single_step", "more_budget_not_weaker", "large_eps_accuracy",
-       "black_box_vs_white_box"]
+ALL = [
+    "gradient_health",
+    "iterative_vs_single_step",
+    "more_budget_not_weaker",
+    "large_eps_accuracy",
+    "black_box_vs_white_box",
+]
 
 
 @pytest.mark.parametrize("name", ALL)
@@ -47,7 +58,9 @@ def test_the_trained_lenet_passes(name, lenet, batch):
     assert result.measured["n"] == N
 
 
-@pytest.mark.parametrize("name", ["gradient_health", "large_eps_accuracy", "black_box_vs_white_box"])
+@pytest.mark.parametrize(
+    "name", ["gradient_health", "large_eps_accuracy", "black_box_vs_white_box"]
+)
 def test_the_masked_model_is_flagged(name, masked, batch):
     result = _cheap(name, masked, *batch)
     assert not result.passed, result.message
@@ -58,7 +71,9 @@ def test_masked_model_numbers_say_why(masked, batch):
     health = diagnostics.gradient_health(masked, *batch)
     assert health.measured["zero_share"] == 1.0 and "zero on 100.0%" in health.message
     grey = _cheap("large_eps_accuracy", masked, *batch)
-    assert grey.measured["pgd_accuracy"] > 0.5  # PGD is blind; a grey image would fool any honest model
+    assert (
+        grey.measured["pgd_accuracy"] > 0.5
+    )  # PGD is blind; a grey image would fool any honest model
 
 
 def test_nan_gradients_are_reported_as_non_finite(batch):

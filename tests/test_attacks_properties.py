@@ -11,31 +11,49 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from safetycheck.attacks import APGD, FGSM, PGD, Square
 from safetycheck.attacks.apgd import dlr_loss
 from safetycheck.attacks.cascades import cascade
 from safetycheck.robustness import robust_accuracy_sweep
 
-FAST = settings(max_examples=8, derandomize=True, deadline=None, database=None,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+FAST = settings(
+    max_examples=8,
+    derandomize=True,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 
 
 def _conv():
-    return torch.nn.Sequential(torch.nn.Conv2d(1, 4, 5, stride=2), torch.nn.ReLU(), torch.nn.Flatten(),
-                               torch.nn.Linear(4 * 12 * 12, 10))
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(1, 4, 5, stride=2),
+        torch.nn.ReLU(),
+        torch.nn.Flatten(),
+        torch.nn.Linear(4 * 12 * 12, 10),
+    )
 
 
 def _mlp():
-    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 16), torch.nn.Tanh(), torch.nn.Linear(16, 10))
+    return torch.nn.Sequential(
+        torch.nn.Flatten(), torch.nn.Linear(784, 16), torch.nn.Tanh(), torch.nn.Linear(16, 10)
+    )
 
 
 def _conv_bn_pool():
     # Batch norm and dropout make eval mode matter; max pooling gives sparse gradients.
-    return torch.nn.Sequential(torch.nn.Conv2d(1, 3, 3), torch.nn.BatchNorm2d(3), torch.nn.ReLU(),
-                               torch.nn.MaxPool2d(4), torch.nn.Dropout(0.5), torch.nn.Flatten(),
-                               torch.nn.Linear(3 * 6 * 6, 10))
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(1, 3, 3),
+        torch.nn.BatchNorm2d(3),
+        torch.nn.ReLU(),
+        torch.nn.MaxPool2d(4),
+        torch.nn.Dropout(0.5),
+        torch.nn.Flatten(),
+        torch.nn.Linear(3 * 6 * 6, 10),
+    )
 
 
 def _build(index: int) -> torch.nn.Module:
@@ -54,7 +72,9 @@ def _batch(model, n: int, seed: int):
     generator = torch.Generator().manual_seed(seed)
     images = torch.rand((n, 1, 28, 28), generator=generator)
     # Sparse, MNIST-like images: most pixels at exactly 0 or 1, so clipping to [0, 1] matters.
-    images = torch.where(images < 0.6, torch.zeros_like(images), torch.where(images > 0.9, 1.0, images))
+    images = torch.where(
+        images < 0.6, torch.zeros_like(images), torch.where(images > 0.9, 1.0, images)
+    )
     with torch.no_grad():
         labels = model(images).argmax(dim=1)
     labels[0] = (labels[0] + 1) % 10  # one clean-misclassified sample
@@ -64,9 +84,12 @@ def _batch(model, n: int, seed: int):
 def _attack(kind: str, eps: float, steps: int, seed: int):
     return {
         "fgsm": lambda: FGSM(eps),
-        "pgd_linf": lambda: PGD(eps, norm="Linf", steps=steps, step_size=max(eps / 2, 1e-3), seed=seed),
-        "pgd_l2": lambda: PGD(eps * 8, norm="L2", steps=steps, step_size=max(eps * 4, 1e-3), seed=seed,
-                              restarts=2),
+        "pgd_linf": lambda: PGD(
+            eps, norm="Linf", steps=steps, step_size=max(eps / 2, 1e-3), seed=seed
+        ),
+        "pgd_l2": lambda: PGD(
+            eps * 8, norm="L2", steps=steps, step_size=max(eps * 4, 1e-3), seed=seed, restarts=2
+        ),
         "apgd_ce": lambda: APGD(eps, steps=steps * 3, seed=seed),
         "apgd_dlr_l2": lambda: APGD(eps * 8, norm="L2", loss="dlr", steps=steps * 3, seed=seed),
         "apgd_t": lambda: APGD(eps, targeted=True, n_target_classes=2, steps=steps * 2, seed=seed),
@@ -75,14 +98,16 @@ def _attack(kind: str, eps: float, steps: int, seed: int):
 
 
 KINDS = ["fgsm", "pgd_linf", "pgd_l2", "apgd_ce", "apgd_dlr_l2", "apgd_t", "square"]
-cases = st.fixed_dictionaries({
-    "kind": st.sampled_from(KINDS),
-    "model": st.integers(0, len(MODELS) - 1),
-    "eps": st.floats(0.0, 0.25),
-    "steps": st.integers(1, 4),
-    "n": st.integers(1, 6),
-    "seed": st.integers(0, 2**16),
-})
+cases = st.fixed_dictionaries(
+    {
+        "kind": st.sampled_from(KINDS),
+        "model": st.integers(0, len(MODELS) - 1),
+        "eps": st.floats(0.0, 0.25),
+        "steps": st.integers(1, 4),
+        "n": st.integers(1, 6),
+        "seed": st.integers(0, 2**16),
+    }
+)
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -129,7 +154,9 @@ def _dlr(model, x, y):
         return dlr_loss(model(x), y)
 
 
-@pytest.mark.parametrize("kind,loss", [("pgd_linf", _ce), ("pgd_l2", _ce), ("apgd_ce", _ce), ("apgd_dlr_l2", _dlr)])
+@pytest.mark.parametrize(
+    "kind,loss", [("pgd_linf", _ce), ("pgd_l2", _ce), ("apgd_ce", _ce), ("apgd_dlr_l2", _dlr)]
+)
 @FAST
 @given(case=cases)
 def test_loss_at_the_returned_point_is_not_below_the_clean_loss(kind, loss, case):
@@ -149,7 +176,9 @@ def test_same_seed_same_result_and_permuted_batch_permuted_result(kind, case):
     images, labels = _batch(model, case["n"], case["seed"])
     attack = _attack(kind, case["eps"], case["steps"], case["seed"])
     first, second = attack(model, images, labels), attack(model, images, labels)
-    assert torch.equal(first.adversarial, second.adversarial) and torch.equal(first.fooled, second.fooled)
+    assert torch.equal(first.adversarial, second.adversarial) and torch.equal(
+        first.fooled, second.fooled
+    )
     order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(case["seed"]))
     permuted = attack(model, images[order], labels[order])
     assert torch.equal(permuted.fooled, first.fooled[order])
@@ -166,12 +195,19 @@ def test_different_seeds_give_different_random_starts():
 
 @pytest.mark.parametrize("name", ["pgd_linf", "autoattack"])
 @settings(max_examples=4, derandomize=True, deadline=None, database=None)
-@given(model_index=st.integers(0, len(MODELS) - 1), n=st.integers(2, 8), seed=st.integers(0, 2**16),
-       epsilons=st.lists(st.floats(0.0, 0.3), min_size=1, max_size=4))
+@given(
+    model_index=st.integers(0, len(MODELS) - 1),
+    n=st.integers(2, 8),
+    seed=st.integers(0, 2**16),
+    epsilons=st.lists(st.floats(0.0, 0.3), min_size=1, max_size=4),
+)
 def test_robust_accuracy_is_at_most_clean_and_monotone_in_eps(name, model_index, n, seed, epsilons):
     model = MODELS[model_index]
     images, labels = _batch(model, n, seed)
-    attacks = [(attack, lambda eps, f=factory: _shrunk(f(eps))) for attack, factory in cascade(name, seed=seed)]
+    attacks = [
+        (attack, lambda eps, f=factory: _shrunk(f(eps)))
+        for attack, factory in cascade(name, seed=seed)
+    ]
     sweep = robust_accuracy_sweep(model, images, labels, epsilons, attacks)
     clean = float(sweep.clean_correct.float().mean())
     accuracies = [sweep.accuracy(eps) for eps in sweep.epsilons]
@@ -185,7 +221,13 @@ def _shrunk(attack):
     """The same attack with a tiny budget, to keep the property test fast."""
     from dataclasses import replace
 
-    budget = {"steps": 3} if isinstance(attack, (PGD, APGD)) else {"n_queries": 10} if isinstance(attack, Square) else {}
+    budget = (
+        {"steps": 3}
+        if isinstance(attack, (PGD, APGD))
+        else {"n_queries": 10}
+        if isinstance(attack, Square)
+        else {}
+    )
     if isinstance(attack, APGD) and attack.targeted:
         budget["n_target_classes"] = 2
     return replace(attack, **budget)
@@ -196,6 +238,10 @@ def test_dlr_loss_is_invariant_to_shifting_and_scaling_the_logits():
     labels = torch.arange(16) % 10
     targets = (labels + 3) % 10
     for scale, shift in ((2.0, 0.0), (0.5, 3.0), (7.0, -11.0)):
-        torch.testing.assert_close(dlr_loss(scale * logits + shift, labels), dlr_loss(logits, labels))
-        torch.testing.assert_close(dlr_loss(scale * logits + shift, labels, targets), dlr_loss(logits, labels, targets))
+        torch.testing.assert_close(
+            dlr_loss(scale * logits + shift, labels), dlr_loss(logits, labels)
+        )
+        torch.testing.assert_close(
+            dlr_loss(scale * logits + shift, labels, targets), dlr_loss(logits, labels, targets)
+        )
     assert math.isfinite(float(dlr_loss(logits, labels).sum()))

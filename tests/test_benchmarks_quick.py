@@ -15,10 +15,26 @@ REPO = Path(__file__).resolve().parents[1]
 def test_benchmark_suite_runs_in_quick_mode(data_root):
     if not (REPO / "benchmarks").is_dir():
         pytest.skip("no benchmarks folder beside the tests (installed without the repository)")
-    command = [sys.executable, "-m", "pytest", "benchmarks", "--benchmark-disable", "-p", "no:randomly", "-q", "-s",
-               "-p", "no:cacheprovider"]
-    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True,
-                            env={**os.environ, "SAFETYCHECK_DATA": str(data_root.path)})
+    command = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "benchmarks",
+        "--benchmark-disable",
+        "-p",
+        "no:randomly",
+        "-q",
+        "-s",
+        "-p",
+        "no:cacheprovider",
+    ]
+    result = subprocess.run(
+        command,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "SAFETYCHECK_DATA": str(data_root.path)},
+    )
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     for figure in ("torchattacks PGD)", "eps sweep", "MNIST-C, all 15 corruptions", "quick: {"):
         assert figure in result.stdout, f"{figure!r} missing from the benchmark output"

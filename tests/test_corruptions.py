@@ -10,17 +10,27 @@ import threading
 import numpy as np
 import pytest
 import torch
+from mnist_c_reference import reference_corrupt  # tests/ is on sys.path (rootdir-relative import)
 
 from safetycheck.corruptions import (
-    ALL_NAMES, CORRUPTIONS, IMPLEMENTATION_VERSION, cache_path, corrupt, gallery, generate_corrupted,
-    load_corrupted, load_official,
+    ALL_NAMES,
+    CORRUPTIONS,
+    IMPLEMENTATION_VERSION,
+    cache_path,
+    corrupt,
+    gallery,
+    generate_corrupted,
+    load_corrupted,
+    load_official,
 )
 from safetycheck.errors import ConfigError, DataError
 
-from mnist_c_reference import reference_corrupt  # tests/ is on sys.path (rootdir-relative import)
-
 FAITHFUL_SAMPLES = 200
-SLOW_REFERENCE = {"fog": 40, "motion_blur": 120, "canny_edges": 120}  # pure-Python loops: fewer images
+SLOW_REFERENCE = {
+    "fog": 40,
+    "motion_blur": 120,
+    "canny_edges": 120,
+}  # pure-Python loops: fewer images
 DETERMINISTIC = ("scale", "brightness", "stripe", "canny_edges")
 
 
@@ -57,8 +67,19 @@ def test_output_contract_and_determinism(name):
     assert torch.equal(out, corrupt(images, name, seed=3))
 
 
-@pytest.mark.parametrize("name", ["shot_noise", "impulse_noise", "glass_blur", "motion_blur", "fog", "spatter",
-                                  "dotted_line", "zigzag"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "shot_noise",
+        "impulse_noise",
+        "glass_blur",
+        "motion_blur",
+        "fog",
+        "spatter",
+        "dotted_line",
+        "zigzag",
+    ],
+)
 def test_seed_changes_random_corruptions(name):
     images = torch.zeros(8, 1, 28, 28)
     images[:, :, 8:20, 8:20] = 0.8
@@ -73,7 +94,10 @@ def test_identity_is_the_quantised_input():
 def test_severity_levels_order_the_damage():
     images = torch.zeros(64, 1, 28, 28)
     images[:, :, 6:22, 12:16] = 1.0
-    changes = [float((corrupt(images, "impulse_noise", severity=s) - images).abs().mean()) for s in range(1, 6)]
+    changes = [
+        float((corrupt(images, "impulse_noise", severity=s) - images).abs().mean())
+        for s in range(1, 6)
+    ]
     assert changes == sorted(changes) and changes[0] < changes[-1] / 3
 
 
@@ -81,25 +105,32 @@ def test_severity_levels_order_the_damage():
 
 
 def test_unknown_name_suggests_the_nearest():
-    with pytest.raises(ConfigError, match="did you mean 'zigzag'.*valid names: identity, shot_noise"):
+    with pytest.raises(
+        ConfigError, match="did you mean 'zigzag'.*valid names: identity, shot_noise"
+    ):
         corrupt(torch.zeros(1, 1, 28, 28), "zigzg")
 
 
-@pytest.mark.parametrize("images, message", [
-    (torch.zeros(2, 28, 28), r"shape \(N, 1, 28, 28\)"),
-    (torch.zeros(2, 3, 28, 28), r"shape \(N, 1, 28, 28\)"),
-    (torch.zeros(2, 1, 28, 28, dtype=torch.uint8), "float tensor"),
-    (torch.full((2, 1, 28, 28), 255.0), r"\[0, 1\]"),
-    (torch.full((2, 1, 28, 28), -0.5), r"\[0, 1\]"),
-    (torch.full((2, 1, 28, 28), float("nan")), r"\[0, 1\]"),
-    (np.zeros((2, 1, 28, 28), np.float32), "torch tensor"),
-])
+@pytest.mark.parametrize(
+    "images, message",
+    [
+        (torch.zeros(2, 28, 28), r"shape \(N, 1, 28, 28\)"),
+        (torch.zeros(2, 3, 28, 28), r"shape \(N, 1, 28, 28\)"),
+        (torch.zeros(2, 1, 28, 28, dtype=torch.uint8), "float tensor"),
+        (torch.full((2, 1, 28, 28), 255.0), r"\[0, 1\]"),
+        (torch.full((2, 1, 28, 28), -0.5), r"\[0, 1\]"),
+        (torch.full((2, 1, 28, 28), float("nan")), r"\[0, 1\]"),
+        (np.zeros((2, 1, 28, 28), np.float32), "torch tensor"),
+    ],
+)
 def test_bad_images_are_config_errors(images, message):
     with pytest.raises(ConfigError, match=message):
         corrupt(images, "fog")
 
 
-@pytest.mark.parametrize("name, severity", [("fog", 0), ("fog", 6), ("fog", 2.0), ("stripe", 2), ("shear", True)])
+@pytest.mark.parametrize(
+    "name, severity", [("fog", 0), ("fog", 6), ("fog", 2.0), ("stripe", 2), ("shear", True)]
+)
 def test_bad_severity_is_a_config_error(name, severity):
     with pytest.raises(ConfigError, match=f"severity .* out of range for {name}"):
         corrupt(torch.zeros(1, 1, 28, 28), name, severity=severity)
@@ -136,10 +167,14 @@ def test_agrees_with_the_reference_recipe(name, digits, lenet):
     # mean, std and the fraction of lit pixels agree to 0.02, 0.02 and 0.03
     assert (difference <= [0.02, 0.02, 0.03]).all(), f"{name}: statistics differ by {difference}"
     gap = abs(_accuracy(lenet, ours, labels) - _accuracy(lenet, theirs, labels))
-    assert gap <= 0.07, f"{name}: LeNet accuracy differs by {gap:.3f} between ours and the reference"
+    assert gap <= 0.07, (
+        f"{name}: LeNet accuracy differs by {gap:.3f} between ours and the reference"
+    )
     if name in DETERMINISTIC:
         same = (np.abs(ours.astype(int) - theirs.astype(int)) <= 1).mean()
-        assert same >= 0.999, f"{name} is deterministic, yet only {same:.4f} of pixels match the reference"
+        assert same >= 0.999, (
+            f"{name} is deterministic, yet only {same:.4f} of pixels match the reference"
+        )
 
 
 # ---- the cached dataset ---------------------------------------------------------------------
@@ -148,7 +183,14 @@ def test_agrees_with_the_reference_recipe(name, digits, lenet):
 @pytest.mark.real_data
 def test_generated_set_is_cached_and_reused(local_root, monkeypatch):
     path = cache_path("stripe", seed=4, root=local_root)
-    assert path == local_root / "safetycheck-cache" / "mnist_c" / f"v{IMPLEMENTATION_VERSION}" / "stripe-seed4.npy"
+    assert (
+        path
+        == local_root
+        / "safetycheck-cache"
+        / "mnist_c"
+        / f"v{IMPLEMENTATION_VERSION}"
+        / "stripe-seed4.npy"
+    )
     first = generate_corrupted("stripe", seed=4, root=local_root)
     assert path.is_file() and first.shape == (10000, 28, 28) and first.dtype == np.uint8
     import safetycheck.corruptions as engine
@@ -204,7 +246,10 @@ def test_load_corrupted_generated(local_root, mnist_test):
 def _official(root, name="fog", images=None, labels=None):
     folder = root / "mnist_c" / name
     folder.mkdir(parents=True, exist_ok=True)
-    np.save(folder / "test_images.npy", np.zeros((10000, 28, 28, 1), np.uint8) if images is None else images)
+    np.save(
+        folder / "test_images.npy",
+        np.zeros((10000, 28, 28, 1), np.uint8) if images is None else images,
+    )
     np.save(folder / "test_labels.npy", np.arange(10000) % 10 if labels is None else labels)
     return folder
 
@@ -213,21 +258,32 @@ def test_official_loader_reads_the_static_layout(tmp_path):
     images = np.full((10000, 28, 28, 1), 51, np.uint8)
     _official(tmp_path, images=images)
     data = load_corrupted("fog", source="official", root=tmp_path)
-    assert data.images.shape == (10000, 1, 28, 28) and torch.allclose(data.images, torch.full((1,), 0.2))
+    assert data.images.shape == (10000, 1, 28, 28) and torch.allclose(
+        data.images, torch.full((1,), 0.2)
+    )
     assert data.labels.dtype == torch.int64 and data.labels[:3].tolist() == [0, 1, 2]
 
 
 def test_official_loader_names_the_missing_file(tmp_path):
-    with pytest.raises(DataError, match=r"mnist_c/shear/test_images\.npy not found.*source='generated'"):
+    with pytest.raises(
+        DataError, match=r"mnist_c/shear/test_images\.npy not found.*source='generated'"
+    ):
         load_official("shear", root=tmp_path)
 
 
-@pytest.mark.parametrize("images, labels, message", [
-    (np.zeros((100, 28, 28, 1), np.uint8), None, r"test_images\.npy holds uint8 of shape \(100, 28, 28, 1\)"),
-    (np.zeros((10000, 28, 28, 1), np.float32), None, r"test_images\.npy holds float32"),
-    (None, np.full(10000, 12), r"test_labels\.npy holds labels outside 0\.\.9"),
-    (None, np.zeros(5, np.int64), r"test_labels\.npy holds int64 of shape \(5,\)"),
-])
+@pytest.mark.parametrize(
+    "images, labels, message",
+    [
+        (
+            np.zeros((100, 28, 28, 1), np.uint8),
+            None,
+            r"test_images\.npy holds uint8 of shape \(100, 28, 28, 1\)",
+        ),
+        (np.zeros((10000, 28, 28, 1), np.float32), None, r"test_images\.npy holds float32"),
+        (None, np.full(10000, 12), r"test_labels\.npy holds labels outside 0\.\.9"),
+        (None, np.zeros(5, np.int64), r"test_labels\.npy holds int64 of shape \(5,\)"),
+    ],
+)
 def test_official_loader_rejects_malformed_files(tmp_path, images, labels, message):
     _official(tmp_path, "rotate", images, labels)
     with pytest.raises(DataError, match=message):
@@ -242,7 +298,9 @@ def test_official_loader_rejects_a_corrupt_file(tmp_path):
 
 
 def test_unknown_source_is_a_config_error(tmp_path):
-    with pytest.raises(ConfigError, match="unknown MNIST-C source 'oficial'; did you mean 'official'"):
+    with pytest.raises(
+        ConfigError, match="unknown MNIST-C source 'oficial'; did you mean 'official'"
+    ):
         load_corrupted("fog", source="oficial", root=tmp_path)
 
 
@@ -257,7 +315,9 @@ def test_gallery_has_one_png_per_corruption():
     pictures = gallery(images, seed=0)
     assert list(pictures) == list(ALL_NAMES)
     decoded = {name: np.array(Image.open(io.BytesIO(png))) for name, png in pictures.items()}
-    assert all(picture.shape == (112, 112) and picture.dtype == np.uint8 for picture in decoded.values())
+    assert all(
+        picture.shape == (112, 112) and picture.dtype == np.uint8 for picture in decoded.values()
+    )
     assert not np.array_equal(decoded["stripe"], decoded["identity"])
     assert decoded["brightness"].min() >= 127  # +0.5 brightness: no pixel stays dark
 
@@ -266,9 +326,9 @@ def test_gallery_has_one_png_per_corruption():
 
 
 def test_families_are_registered():
+    import safetycheck.families.corruptions  # noqa: F401
     from safetycheck.checks import REGISTRY, check_id
     from safetycheck.evaluation import RunSettings
-    import safetycheck.families.corruptions  # noqa: F401
 
     variants = REGISTRY["mnist_c"].variants(RunSettings())
     assert [v["corruption"] for v in variants] == list(CORRUPTIONS)
@@ -284,8 +344,10 @@ def test_families_measure_a_model(local_root, tiny_model, monkeypatch):
     from safetycheck.families import corruptions as family
     from safetycheck.models import ModelUnderTest
 
-    evaluation = ModelEvaluation(ModelUnderTest("tiny", tiny_model, "test"),
-                                 RunSettings(data_root=resolve_data_root(local_root)))
+    evaluation = ModelEvaluation(
+        ModelUnderTest("tiny", tiny_model, "test"),
+        RunSettings(data_root=resolve_data_root(local_root)),
+    )
     one = REGISTRY["mnist_c"].measure(evaluation, {"corruption": "stripe"})
     data = load_corrupted("stripe", root=local_root)
     with torch.inference_mode():

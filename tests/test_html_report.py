@@ -19,22 +19,57 @@ from safetycheck.html_report import render_html, status, write_html
 
 REPO = Path(__file__).resolve().parent.parent
 XSS = 'evil<script>alert("x")</script>&net'
-CORRUPTIONS = ("shot_noise", "impulse_noise", "glass_blur", "motion_blur", "shear", "scale", "rotate",
-               "brightness", "translate", "stripe", "fog", "spatter", "dotted_line", "zigzag", "canny_edges")
-PNG_1x1 = bytes.fromhex("89504e470d0a1a0a0000000d4948445200000001000000010800000000"
-                        "3a7e9b550000000a49444154789c6360000000020001e221bc330000000049454e44ae426082")
+CORRUPTIONS = (
+    "shot_noise",
+    "impulse_noise",
+    "glass_blur",
+    "motion_blur",
+    "shear",
+    "scale",
+    "rotate",
+    "brightness",
+    "translate",
+    "stripe",
+    "fog",
+    "spatter",
+    "dotted_line",
+    "zigzag",
+    "canny_edges",
+)
+PNG_1x1 = bytes.fromhex(
+    "89504e470d0a1a0a0000000d4948445200000001000000010800000000"
+    "3a7e9b550000000a49444154789c6360000000020001e221bc330000000049454e44ae426082"
+)
 
 
-def _record(model, family, params, value, threshold, *, bound="min", n=1000, artifacts=None, **extra):
+def _record(
+    model, family, params, value, threshold, *, bound="min", n=1000, artifacts=None, **extra
+):
     keyed = family in ("pgd_linf", "fgsm", "pgd_l2")
-    label = ",".join(f"{k}={v}" for k, v in params.items()) if keyed else "-".join(map(str, params.values()))
+    label = (
+        ",".join(f"{k}={v}" for k, v in params.items())
+        if keyed
+        else "-".join(map(str, params.values()))
+    )
     check = f"{family}[{label}]" if params else family
     passed = value is not None and (value >= threshold if bound == "min" else value <= threshold)
-    record = {"model": model, "check": check, "family": family, "params": params, "value": value,
-              "threshold": threshold, "threshold_source": f"pyproject.toml [tool.safetycheck] {check}",
-              "bound": bound, "passed": passed, "n": n, "metric": "accuracy", "details": f"{check} on <MNIST>",
-              "randomized": False, "ci": None if value is None else [value - 0.01, value + 0.01],
-              "artifacts": artifacts or {}}
+    record = {
+        "model": model,
+        "check": check,
+        "family": family,
+        "params": params,
+        "value": value,
+        "threshold": threshold,
+        "threshold_source": f"pyproject.toml [tool.safetycheck] {check}",
+        "bound": bound,
+        "passed": passed,
+        "n": n,
+        "metric": "accuracy",
+        "details": f"{check} on <MNIST>",
+        "randomized": False,
+        "ci": None if value is None else [value - 0.01, value + 0.01],
+        "artifacts": artifacts or {},
+    }
     record.update(extra)
     return record
 
@@ -42,10 +77,15 @@ def _record(model, family, params, value, threshold, *, bound="min", n=1000, art
 def _reliability(scale):
     lower = [i / 15 for i in range(15)]
     count = [0] * 10 + [3, 10, 25, 80, 9882]
-    return {"bin_lower": lower, "bin_upper": [x + 1 / 15 for x in lower],
-            "confidence": [None if c == 0 else b + 0.03 for c, b in zip(count, lower)],
-            "accuracy": [None if c == 0 else min(1.0, (b + 0.02) * scale) for c, b in zip(count, lower)],
-            "count": count}
+    return {
+        "bin_lower": lower,
+        "bin_upper": [x + 1 / 15 for x in lower],
+        "confidence": [None if c == 0 else b + 0.03 for c, b in zip(count, lower)],
+        "accuracy": [
+            None if c == 0 else min(1.0, (b + 0.02) * scale) for c, b in zip(count, lower)
+        ],
+        "count": count,
+    }
 
 
 def make_document(samples=None) -> dict:
@@ -55,38 +95,100 @@ def make_document(samples=None) -> dict:
         for family, drop in (("pgd_linf", 1.0), ("fgsm", 0.6)):
             for eps in (0.05, 0.1, 0.2, 0.3):
                 value = max(0.0, 0.99 - drop * eps * 3 - i * 0.1)
-                records.append(_record(model, family, {"eps": eps}, value, 0.0 if eps > 0.1 else 0.5,
-                                       artifacts={"broken_by": {family: 12}}))
+                records.append(
+                    _record(
+                        model,
+                        family,
+                        {"eps": eps},
+                        value,
+                        0.0 if eps > 0.1 else 0.5,
+                        artifacts={"broken_by": {family: 12}},
+                    )
+                )
         records.append(_record(model, "pgd_l2", {"eps": 1.0}, 0.4, 0.1))
         per = {name: 0.95 - 0.03 * k - 0.05 * i for k, name in enumerate(CORRUPTIONS)}
-        records.append(_record(model, "mnist_c_mean", {}, sum(per.values()) / 15, 0.85, n=150000,
-                               artifacts={"per_corruption": per}))
+        records.append(
+            _record(
+                model,
+                "mnist_c_mean",
+                {},
+                sum(per.values()) / 15,
+                0.85,
+                n=150000,
+                artifacts={"per_corruption": per},
+            )
+        )
         records.append(_record(model, "mnist_c", {"corruption": "fog"}, per["fog"], 0.3, n=10000))
         for ood_set in ("fmnist", "kmnist"):
             fpr = [k / 50 for k in range(51)]
             roc = {"fpr": fpr, "tpr": [min(1.0, math.sqrt(x) + 0.3 - 0.1 * i) for x in fpr]}
-            records.append(_record(model, "ood_auroc", {"set": ood_set, "score": "msp"}, 0.97 - i * 0.05, 0.95,
-                                   n=20000, artifacts={"roc": roc}))
+            records.append(
+                _record(
+                    model,
+                    "ood_auroc",
+                    {"set": ood_set, "score": "msp"},
+                    0.97 - i * 0.05,
+                    0.95,
+                    n=20000,
+                    artifacts={"roc": roc},
+                )
+            )
         for metric in ("ece", "brier", "nll"):
-            records.append(_record(model, "calibration", {"metric": metric}, 0.002 + i * 0.03, 0.015,
-                                   bound="max", n=10000,
-                                   artifacts={"reliability": _reliability(1 - i / 10)} if metric == "ece" else {}))
+            records.append(
+                _record(
+                    model,
+                    "calibration",
+                    {"metric": metric},
+                    0.002 + i * 0.03,
+                    0.015,
+                    bound="max",
+                    n=10000,
+                    artifacts={"reliability": _reliability(1 - i / 10)} if metric == "ece" else {},
+                )
+            )
         records.append(_record(model, "attack_trust", {"diagnostic": "gradients"}, 1.0, 1.0, n=200))
     # A NaN (null) value, a skipped record and a baseline regression.
     records.append(_record("lenet", "attack_invariants", {"invariant": "seeded"}, None, 1.0, n=8))
-    records.append({"model": XSS, "check": "ood_auroc[fmnist-knn]", "family": "ood_auroc",
-                    "params": {"set": "fmnist", "score": "knn"}, "value": None, "skipped": "no <feature> layer"})
+    records.append(
+        {
+            "model": XSS,
+            "check": "ood_auroc[fmnist-knn]",
+            "family": "ood_auroc",
+            "params": {"set": "fmnist", "score": "knn"},
+            "value": None,
+            "skipped": "no <feature> layer",
+        }
+    )
     records[1]["baseline"] = {"value": 0.99, "regressed": True, "noise": 0.02}
     records[2]["baseline"] = {"value": 0.80, "regressed": False, "noise": 0.02}
-    metadata = {"created": "2025-01-01T00:00:00+00:00", "safetycheck": "0.1.0", "python": "3.11.7",
-                "torch": "2.3.0", "torchvision": "0.18.0", "numpy": "1.26.4", "platform": "Linux",
-                "device": "cpu", "seed": 0, "attack_samples": 1000, "epsilons": [0.05, 0.1, 0.2, 0.3],
-                "data_root": "/data/<root>", "data_root_source": "SAFETYCHECK_DATA",
-                "models": [{"name": "lenet", "source": "example_models/lenet.py", "randomized": False},
-                           {"name": XSS, "source": "evil.py", "randomized": True}],
-                "samples": samples, "data_checksums": {"mnist/test": "ab" * 32},
-                "baseline": {"path": "baseline.json", "created": "2024-12-01"}}
-    return {"format": "safetycheck-results", "format_version": 1, "metadata": metadata, "results": records}
+    metadata = {
+        "created": "2025-01-01T00:00:00+00:00",
+        "safetycheck": "0.1.0",
+        "python": "3.11.7",
+        "torch": "2.3.0",
+        "torchvision": "0.18.0",
+        "numpy": "1.26.4",
+        "platform": "Linux",
+        "device": "cpu",
+        "seed": 0,
+        "attack_samples": 1000,
+        "epsilons": [0.05, 0.1, 0.2, 0.3],
+        "data_root": "/data/<root>",
+        "data_root_source": "SAFETYCHECK_DATA",
+        "models": [
+            {"name": "lenet", "source": "example_models/lenet.py", "randomized": False},
+            {"name": XSS, "source": "evil.py", "randomized": True},
+        ],
+        "samples": samples,
+        "data_checksums": {"mnist/test": "ab" * 32},
+        "baseline": {"path": "baseline.json", "created": "2024-12-01"},
+    }
+    return {
+        "format": "safetycheck-results",
+        "format_version": 1,
+        "metadata": metadata,
+        "results": records,
+    }
 
 
 class _Collector(HTMLParser):
@@ -197,7 +299,9 @@ def test_verdict_counts_and_failure_banner(document, page):
     assert 'class="banner failed"' in page
     passing = copy.deepcopy(document)
     passing["results"] = [r for r in passing["results"] if status(r) == "pass"]
-    assert 'class="banner passed"' in render_html(passing) and "banner failed" not in render_html(passing)
+    assert 'class="banner passed"' in render_html(passing) and "banner failed" not in render_html(
+        passing
+    )
 
 
 def test_user_text_is_escaped(page):
@@ -251,8 +355,16 @@ def test_gallery_embedded_as_data_uris(page, gallery):
 
 def test_metadata_section(page):
     meta = re.search(r'id="metadata">(.*?)</section>', page, re.DOTALL).group(1)
-    for text in ("2.3.0", "0.18.0", "1.26.4", "example_models/lenet.py", "ab" * 32, "SAFETYCHECK_DATA",
-                 "images attacked per sweep", "baseline.json"):
+    for text in (
+        "2.3.0",
+        "0.18.0",
+        "1.26.4",
+        "example_models/lenet.py",
+        "ab" * 32,
+        "SAFETYCHECK_DATA",
+        "images attacked per sweep",
+        "baseline.json",
+    ):
         assert text in meta
 
 
@@ -264,14 +376,20 @@ def _strip(document, *keys):
     return document
 
 
-@pytest.mark.parametrize("mutate", [
-    lambda d: _strip(d, "artifacts"),
-    lambda d: _strip(d, "artifacts", "ci", "baseline", "threshold_source", "details", "n", "metric", "family"),
-    lambda d: {**d, "metadata": {}},
-    lambda d: {"results": d["results"][:1]},
-    lambda d: {},
-    lambda d: {"metadata": None, "results": [None, 3, {"check": "x"}, {"model": "m"}]},
-], ids=["no-artifacts", "bare-records", "no-metadata", "one-record", "empty", "junk"])
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        lambda d: _strip(d, "artifacts"),
+        lambda d: _strip(
+            d, "artifacts", "ci", "baseline", "threshold_source", "details", "n", "metric", "family"
+        ),
+        lambda d: {**d, "metadata": {}},
+        lambda d: {"results": d["results"][:1]},
+        lambda d: {},
+        lambda d: {"metadata": None, "results": [None, 3, {"check": "x"}, {"model": "m"}]},
+    ],
+    ids=["no-artifacts", "bare-records", "no-metadata", "one-record", "empty", "junk"],
+)
 def test_missing_parts_never_crash(document, mutate):
     page = render_html(mutate(document))
     assert not parse(page).errors
@@ -285,7 +403,11 @@ def test_malformed_artifacts_are_skipped(document):
         if "roc" in artifacts:
             artifacts["roc"] = {"fpr": [0.0, "x", None], "tpr": [0.0]}
         if "reliability" in artifacts:
-            artifacts["reliability"] = {"bin_lower": [0.0, 0.5], "bin_upper": [0.5], "count": "many"}
+            artifacts["reliability"] = {
+                "bin_lower": [0.0, 0.5],
+                "bin_upper": [0.5],
+                "count": "many",
+            }
         if "per_corruption" in artifacts:
             artifacts["per_corruption"] = {"fog": float("nan"), "shear": None}
     page = render_html(broken, {"fog": "not bytes", "identity": b""})
@@ -307,11 +429,27 @@ _value = st.one_of(st.none(), st.floats(allow_nan=True, allow_infinity=True), st
 
 
 @settings(max_examples=40, deadline=None)
-@given(st.lists(st.fixed_dictionaries({
-    "model": _text, "check": _text, "family": st.sampled_from(["pgd_linf", "ood_auroc", "calibration", "zz"]),
-    "value": _value, "threshold": _value, "passed": st.booleans(), "bound": st.sampled_from(["min", "max"]),
-    "params": st.fixed_dictionaries({"eps": _value, "set": _text, "score": _text, "metric": _text}),
-    "details": _text, "skipped": st.one_of(st.none(), _text)}), max_size=6))
+@given(
+    st.lists(
+        st.fixed_dictionaries(
+            {
+                "model": _text,
+                "check": _text,
+                "family": st.sampled_from(["pgd_linf", "ood_auroc", "calibration", "zz"]),
+                "value": _value,
+                "threshold": _value,
+                "passed": st.booleans(),
+                "bound": st.sampled_from(["min", "max"]),
+                "params": st.fixed_dictionaries(
+                    {"eps": _value, "set": _text, "score": _text, "metric": _text}
+                ),
+                "details": _text,
+                "skipped": st.one_of(st.none(), _text),
+            }
+        ),
+        max_size=6,
+    )
+)
 def test_arbitrary_records_render_escaped_and_balanced(records):
     page = render_html({"metadata": {}, "results": records})
     collector = parse(page)
@@ -321,14 +459,31 @@ def test_arbitrary_records_render_escaped_and_balanced(records):
         assert "cell" in collector.cells[(record["model"], record["check"])]
 
 
-@pytest.mark.skipif(not Path("/usr/bin/chromium").exists(), reason="/usr/bin/chromium is not installed")
+@pytest.mark.skipif(
+    not Path("/usr/bin/chromium").exists(), reason="/usr/bin/chromium is not installed"
+)
 def test_screenshot_script_writes_png(tmp_path, document, gallery):
     report = tmp_path / "report.html"
     write_html(report, document, gallery)
     png = tmp_path / "shot" / "report.png"
-    done = subprocess.run([sys.executable, str(REPO / "scripts" / "screenshot_report.py"), str(report),
-                           "-o", str(png), "--width", "1000", "--height", "1400", "--timeout", "40"],
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "scripts" / "screenshot_report.py"),
+            str(report),
+            "-o",
+            str(png),
+            "--width",
+            "1000",
+            "--height",
+            "1400",
+            "--timeout",
+            "40",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     if done.returncode != 0 and "did not finish" in done.stderr:
         pytest.skip(f"Chromium too slow on this machine: {done.stderr.strip()}")
     assert done.returncode == 0, done.stderr

@@ -10,7 +10,9 @@ from safetycheck.attacks.invariants import PROPERTIES, check_invariant
 
 def batch(n=6, seed=0):
     generator = torch.Generator().manual_seed(seed)
-    return torch.rand(n, 1, 28, 28, generator=generator), torch.randint(0, 10, (n,), generator=generator)
+    return torch.rand(n, 1, 28, 28, generator=generator), torch.randint(
+        0, 10, (n,), generator=generator
+    )
 
 
 class PositionDependent(nn.Module):
@@ -67,6 +69,8 @@ def test_in_ball_catches_an_attack_that_forgets_to_project(tiny_model, monkeypat
 
 def test_generated_checks_on_the_trained_model(lenet, mnist_test):
     for name in PROPERTIES:
-        result = check_invariant(name, lenet, mnist_test.images[:8], mnist_test.labels[:8], max_examples=4)
+        result = check_invariant(
+            name, lenet, mnist_test.images[:8], mnist_test.labels[:8], max_examples=4
+        )
         assert result.passed, f"{name}: {result.message}"
     assert invariants.TOLERANCE < 1e-3

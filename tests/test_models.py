@@ -8,8 +8,14 @@ import torch
 from torch import nn
 
 from safetycheck.errors import ConfigError, ModelContractError, ModelLoadError
-from safetycheck.models import (Ensemble, ModelUnderTest, check_contract, evaluation_mode, load_model_file,
-                                resolve_device)
+from safetycheck.models import (
+    Ensemble,
+    ModelUnderTest,
+    check_contract,
+    evaluation_mode,
+    load_model_file,
+    resolve_device,
+)
 
 CPU = torch.device("cpu")
 TINY = """
@@ -60,7 +66,11 @@ def test_module_level_model_and_name_attribute(tmp_path):
 
 
 def test_list_is_an_ensemble_and_dict_gives_named_models(tmp_path):
-    path = write(tmp_path, "zoo.py", "def safety_model():\n    return {'a': tiny(), 'pair': [tiny(), tiny()]}\n")
+    path = write(
+        tmp_path,
+        "zoo.py",
+        "def safety_model():\n    return {'a': tiny(), 'pair': [tiny(), tiny()]}\n",
+    )
     models = load_model_file(path)
     assert [m.name for m in models] == ["a", "pair"]
     assert isinstance(models[1].module, Ensemble) and len(models[1].module.members) == 2
@@ -86,24 +96,29 @@ def test_ensemble_stays_finite_where_probabilities_underflow():
 def test_torchscript_file_loads(tmp_path):
     path = tmp_path / "scripted.pt"
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)  # TorchScript is deprecated, yet still shipped
+        warnings.simplefilter(
+            "ignore", FutureWarning
+        )  # TorchScript is deprecated, yet still shipped
         torch.jit.save(torch.jit.script(nn.Sequential(nn.Flatten(), nn.Linear(784, 10))), str(path))
     [model] = load_model_file(path)
     assert model.name == "scripted"
     check_contract(model, CPU)
 
 
-@pytest.mark.parametrize("case, expected", [
-    ("missing", "not found"),
-    ("state_dict", "bare state_dict"),
-    ("pickled_module", "pickled with torch.save"),
-    ("text", "neither a .py file nor a file written by torch.jit.save"),
-    ("no_factory", "defines none of safety_model(), build_model() or a module-level `model`"),
-    ("import_error", "importing model file"),
-    ("factory_raises", "safety_model() raised ValueError: broken"),
-    ("class_not_instance", "call it: give the module, not its class"),
-    ("bad_name", "cannot be used in test ids"),
-])
+@pytest.mark.parametrize(
+    "case, expected",
+    [
+        ("missing", "not found"),
+        ("state_dict", "bare state_dict"),
+        ("pickled_module", "pickled with torch.save"),
+        ("text", "neither a .py file nor a file written by torch.jit.save"),
+        ("no_factory", "defines none of safety_model(), build_model() or a module-level `model`"),
+        ("import_error", "importing model file"),
+        ("factory_raises", "safety_model() raised ValueError: broken"),
+        ("class_not_instance", "call it: give the module, not its class"),
+        ("bad_name", "cannot be used in test ids"),
+    ],
+)
 def test_bad_model_files_are_refused_with_a_specific_message(tmp_path, case, expected):
     path = tmp_path / f"{case}.pt"
     if case == "state_dict":
@@ -127,15 +142,18 @@ def test_bad_model_files_are_refused_with_a_specific_message(tmp_path, case, exp
     assert expected in str(info.value)
 
 
-@pytest.mark.parametrize("post, expected", [
-    (lambda z: z.softmax(1), "returns probabilities"),
-    (lambda z: z * float("nan"), "non-finite values (NaN or inf) in 8 of 8 rows"),
-    (lambda z: z[:, :5], "returns shape (8, 5) for a batch of 8; expected (8, 10) logits"),
-    (lambda z: (z, z), "returns a tuple of 2 items; return the logits tensor (N, 10) alone"),
-    (lambda z: {"logits": z}, "returns a dict with keys ['logits']"),
-    (lambda z: z.argmax(1), "returns a torch.int64 tensor"),
-    (lambda z: z.numpy(), "returns a ndarray"),
-])
+@pytest.mark.parametrize(
+    "post, expected",
+    [
+        (lambda z: z.softmax(1), "returns probabilities"),
+        (lambda z: z * float("nan"), "non-finite values (NaN or inf) in 8 of 8 rows"),
+        (lambda z: z[:, :5], "returns shape (8, 5) for a batch of 8; expected (8, 10) logits"),
+        (lambda z: (z, z), "returns a tuple of 2 items; return the logits tensor (N, 10) alone"),
+        (lambda z: {"logits": z}, "returns a dict with keys ['logits']"),
+        (lambda z: z.argmax(1), "returns a torch.int64 tensor"),
+        (lambda z: z.numpy(), "returns a ndarray"),
+    ],
+)
 def test_contract_violations_each_get_their_message(post, expected):
     assert expected in contract_error(Wrap(post))
 
@@ -167,14 +185,18 @@ class Noisy(nn.Module):
 
 
 def test_randomised_model_refused_unless_allowed():
-    assert "is randomised" in contract_error(Noisy()) and "--safety-allow-randomized" in contract_error(Noisy())
+    assert "is randomised" in contract_error(
+        Noisy()
+    ) and "--safety-allow-randomized" in contract_error(Noisy())
     model = ModelUnderTest("noisy", Noisy(), "test")
     check_contract(model, CPU, allow_randomized=True)
     assert model.randomized
 
 
 def test_evaluation_mode_restores_every_submodule_mode_and_requires_grad():
-    model = nn.Sequential(nn.Linear(2, 2), nn.Dropout(), nn.Sequential(nn.BatchNorm1d(2), nn.Linear(2, 2)))
+    model = nn.Sequential(
+        nn.Linear(2, 2), nn.Dropout(), nn.Sequential(nn.BatchNorm1d(2), nn.Linear(2, 2))
+    )
     model.train()
     model[2].eval()  # a model that is partly in eval mode must come back that way
     model[0].weight.requires_grad_(False)

@@ -7,8 +7,6 @@ import math
 
 import numpy as np
 import pytest
-
-from safetycheck.checks import CheckSkipped
 import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
@@ -17,15 +15,38 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 from torch import nn
 
 import safetycheck.families.ood  # noqa: F401  (registers ood_auroc)
-from safetycheck.checks import REGISTRY, check_id
+from safetycheck.checks import REGISTRY, CheckSkipped, check_id
 from safetycheck.data import LabelledImages, load_split
 from safetycheck.errors import ConfigError, DataError
 from safetycheck.models import Ensemble
-from safetycheck.ood import ModelOOD, OODSet, OODSettings, as_ood_images, load_ood_set, load_user_set
-from safetycheck.ood_metrics import (
-    auroc, auroc_bootstrap, auroc_confidence_interval, fpr_at_tpr, ood_metrics, roc_curve_data, weighted_auroc,
+from safetycheck.ood import (
+    ModelOOD,
+    OODSet,
+    OODSettings,
+    as_ood_images,
+    load_ood_set,
+    load_user_set,
 )
-from safetycheck.ood_scores import KNN, Mahalanobis, ViM, energy, max_logit, member_outputs, model_outputs, msp, odin
+from safetycheck.ood_metrics import (
+    auroc,
+    auroc_bootstrap,
+    auroc_confidence_interval,
+    fpr_at_tpr,
+    ood_metrics,
+    roc_curve_data,
+    weighted_auroc,
+)
+from safetycheck.ood_scores import (
+    KNN,
+    Mahalanobis,
+    ViM,
+    energy,
+    max_logit,
+    member_outputs,
+    model_outputs,
+    msp,
+    odin,
+)
 
 # ---------------------------------------------------------------------------------------------
 # Metrics
@@ -45,7 +66,10 @@ def test_identical_scores_give_auroc_one_half():
 
 def test_sign_flip_gives_one_minus_auroc():
     rng = np.random.default_rng(1)
-    inside, outside = rng.normal(1.0, 1.0, 300).round(1), rng.normal(0.0, 1.0, 200).round(1)  # with ties
+    inside, outside = (
+        rng.normal(1.0, 1.0, 300).round(1),
+        rng.normal(0.0, 1.0, 200).round(1),
+    )  # with ties
     value = auroc(inside, outside)
     assert 0.6 < value < 0.9
     assert auroc(-inside, -outside) == pytest.approx(1.0 - value, abs=1e-12)
@@ -59,7 +83,10 @@ def test_raw_scores_are_never_squashed():
 
 
 @settings(max_examples=25, derandomize=True, deadline=None)
-@given(st.lists(st.integers(-5, 5), min_size=1, max_size=40), st.lists(st.integers(-5, 5), min_size=1, max_size=40))
+@given(
+    st.lists(st.integers(-5, 5), min_size=1, max_size=40),
+    st.lists(st.integers(-5, 5), min_size=1, max_size=40),
+)
 def test_metrics_agree_with_scikit_learn(inside, outside):
     inside, outside = np.array(inside, float), np.array(outside, float)
     labels, scores = np.r_[np.ones(inside.size), np.zeros(outside.size)], np.r_[inside, outside]
@@ -76,7 +103,9 @@ def test_fpr_at_95_tpr_on_a_constructed_example():
     inside = np.arange(1.0, 21.0)  # keeping 19 of 20 (95%) puts the threshold at 2
     outside = np.array([0.5, 1.5, 2.0, 2.5, 10.0])  # 2.0, 2.5 and 10 pass it
     assert fpr_at_tpr(inside, outside) == pytest.approx(3 / 5)
-    assert fpr_at_tpr(inside, outside, tpr=1.0) == pytest.approx(4 / 5)  # threshold 1 lets 1.5 in too
+    assert fpr_at_tpr(inside, outside, tpr=1.0) == pytest.approx(
+        4 / 5
+    )  # threshold 1 lets 1.5 in too
 
 
 def test_bootstrap_resample_auroc_is_exact():
@@ -85,7 +114,11 @@ def test_bootstrap_resample_auroc_is_exact():
     w, v = rng.integers(0, 4, (3, 30)), rng.integers(0, 4, (3, 25))
     got = weighted_auroc(inside, outside, w, v)
     for b in range(3):
-        expected = roc_auc_score(np.r_[np.ones(30), np.zeros(25)], np.r_[inside, outside], sample_weight=np.r_[w[b], v[b]])
+        expected = roc_auc_score(
+            np.r_[np.ones(30), np.zeros(25)],
+            np.r_[inside, outside],
+            sample_weight=np.r_[w[b], v[b]],
+        )
         assert got[b] == pytest.approx(expected, abs=1e-12)
 
 
@@ -106,18 +139,24 @@ def test_roc_curve_data_is_json_serialisable_and_downsampled():
     curve = roc_curve_data(inside, outside, max_points=200)
     json.dumps(curve)
     assert 2 < len(curve["fpr"]) == len(curve["tpr"]) <= 200
-    assert (curve["fpr"][0], curve["tpr"][0]) == (0.0, 0.0) and (curve["fpr"][-1], curve["tpr"][-1]) == (1.0, 1.0)
+    assert (curve["fpr"][0], curve["tpr"][0]) == (0.0, 0.0) and (
+        curve["fpr"][-1],
+        curve["tpr"][-1],
+    ) == (1.0, 1.0)
     assert np.all(np.diff(curve["fpr"]) >= 0) and np.all(np.diff(curve["tpr"]) >= 0)
     assert np.trapezoid(curve["tpr"], curve["fpr"]) == pytest.approx(curve["auroc"], abs=0.005)
 
 
-@pytest.mark.parametrize("inside, outside, error, words", [
-    ([], [1.0], DataError, "in-distribution scores are empty"),
-    ([1.0], np.array([]), DataError, "out-of-distribution scores are empty"),
-    ([1.0, float("nan")], [0.0], DataError, "non-finite"),
-    (np.ones((2, 2)), [0.0], ConfigError, "1-D"),
-    (["a"], [0.0], ConfigError, "real numbers"),
-])
+@pytest.mark.parametrize(
+    "inside, outside, error, words",
+    [
+        ([], [1.0], DataError, "in-distribution scores are empty"),
+        ([1.0], np.array([]), DataError, "out-of-distribution scores are empty"),
+        ([1.0, float("nan")], [0.0], DataError, "non-finite"),
+        (np.ones((2, 2)), [0.0], ConfigError, "1-D"),
+        (["a"], [0.0], ConfigError, "real numbers"),
+    ],
+)
 def test_bad_scores_are_clear_errors(inside, outside, error, words):
     with pytest.raises(error, match=words):
         ood_metrics(inside, outside)
@@ -129,9 +168,13 @@ def test_bad_scores_are_clear_errors(inside, outside, error, words):
 
 def test_logit_scores_known_values():
     logits = torch.tensor([[0.0, 0.0], [10.0, 0.0], [-50.0, -60.0]])
-    assert msp(logits).tolist() == pytest.approx([0.5, 1 / (1 + math.exp(-10)), 1 / (1 + math.exp(-10))])
+    assert msp(logits).tolist() == pytest.approx(
+        [0.5, 1 / (1 + math.exp(-10)), 1 / (1 + math.exp(-10))]
+    )
     assert max_logit(logits).tolist() == [0.0, 10.0, -50.0]
-    assert energy(logits).tolist() == pytest.approx([math.log(2), 10 + math.log1p(math.exp(-10)), -50 + math.log1p(math.exp(-10))])
+    assert energy(logits).tolist() == pytest.approx(
+        [math.log(2), 10 + math.log1p(math.exp(-10)), -50 + math.log1p(math.exp(-10))]
+    )
     assert energy(logits, temperature=2.0)[0].item() == pytest.approx(2 * math.log(2))
     with pytest.raises(ConfigError, match="temperature"):
         energy(logits, temperature=0.0)
@@ -147,7 +190,9 @@ def test_mahalanobis_knn_vim_rank_a_far_point_below_training_points():
     near, far = means[:5] + 0.1, means[:5] + 30 * torch.randn(5, 16, generator=generator)
     maha = Mahalanobis.fit(train, labels)
     assert (maha.score(near).min() > maha.score(far).max()).item()
-    assert maha.score(means[:1]).item() == pytest.approx(-((means[0] - maha.means[0]) @ maha.precision @ (means[0] - maha.means[0])).item())
+    assert maha.score(means[:1]).item() == pytest.approx(
+        -((means[0] - maha.means[0]) @ maha.precision @ (means[0] - maha.means[0])).item()
+    )
     knn = KNN.fit(train, k=5)
     assert (knn.score(near).min() > knn.score(far).max()).item()
     weight, bias = torch.randn(10, 16, generator=generator), torch.zeros(10)
@@ -164,7 +209,14 @@ class WithFeatures(nn.Module):
     def __init__(self):
         super().__init__()
         torch.manual_seed(0)
-        self.trunk = nn.Sequential(nn.Flatten(), nn.Linear(784, 32), nn.ReLU(), nn.Dropout(0.5), nn.Linear(32, 12), nn.ReLU())
+        self.trunk = nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(784, 32),
+            nn.ReLU(),
+            nn.Dropout(0.5),
+            nn.Linear(32, 12),
+            nn.ReLU(),
+        )
         self.head = nn.Linear(12, 10)
 
     def features(self, x):
@@ -181,7 +233,9 @@ class TrunkNamedFeatures(nn.Module):
         super().__init__()
         torch.manual_seed(0)
         self.features = nn.Sequential(nn.Conv2d(1, 4, 5, stride=2), nn.ReLU())
-        self.classifier = nn.Sequential(nn.Flatten(), nn.Linear(4 * 12 * 12, 20), nn.ReLU(), nn.Linear(20, 10))
+        self.classifier = nn.Sequential(
+            nn.Flatten(), nn.Linear(4 * 12 * 12, 20), nn.ReLU(), nn.Linear(20, 10)
+        )
 
     def forward(self, x):
         return self.classifier(self.features(x))
@@ -225,27 +279,43 @@ def test_features_come_from_the_last_linear_input_without_a_features_method(tiny
     out = member_outputs(tiny_model, images, batch_size=8)
     with torch.no_grad():
         expected = tiny_model[:3](images)
-    assert torch.allclose(out.features, expected, atol=1e-6) and out.features.shape == (20, 4 * 12 * 12)
+    assert torch.allclose(out.features, expected, atol=1e-6) and out.features.shape == (
+        20,
+        4 * 12 * 12,
+    )
     assert out.feature_source == "input of nn.Linear '3'"
     assert torch.equal(out.head[0], tiny_model[3].weight.double())
 
 
 def test_a_features_submodule_is_not_mistaken_for_penultimate_features():
     out = member_outputs(TrunkNamedFeatures(), _images(10))
-    assert out.features.shape == (10, 20) and out.feature_source == "input of nn.Linear 'classifier.3'"
+    assert (
+        out.features.shape == (10, 20) and out.feature_source == "input of nn.Linear 'classifier.3'"
+    )
 
 
 def test_a_head_that_is_not_the_plain_last_linear_has_no_vim_head():
     out = member_outputs(ScaledHead(), _images(10))
-    assert out.features is not None and out.head is None and "not the output of its last nn.Linear" in out.head_missing
+    assert (
+        out.features is not None
+        and out.head is None
+        and "not the output of its last nn.Linear" in out.head_missing
+    )
 
 
 def _synthetic_ood(model, scores, **extra):
     """A ModelOOD on synthetic sets: no real data needed."""
     generator = torch.Generator().manual_seed(5)
-    train = LabelledImages(_images(200, seed=1), torch.randint(0, 10, (200,), generator=generator), "synthetic")
-    sets = {"mnist": OODSet("mnist", _images(60, seed=2), "in"), "other": OODSet("other", _images(40, seed=3) * 0.2, "out")}
-    settings = OODSettings(sets=("uniform",), scores=scores, knn_k=5, knn_bank=100, bootstrap=20, **extra)
+    train = LabelledImages(
+        _images(200, seed=1), torch.randint(0, 10, (200,), generator=generator), "synthetic"
+    )
+    sets = {
+        "mnist": OODSet("mnist", _images(60, seed=2), "in"),
+        "other": OODSet("other", _images(40, seed=3) * 0.2, "out"),
+    }
+    settings = OODSettings(
+        sets=("uniform",), scores=scores, knn_k=5, knn_bank=100, bootstrap=20, **extra
+    )
     return ModelOOD(model, settings, train=train, image_sets=sets)
 
 
@@ -253,7 +323,10 @@ def test_a_model_without_a_feature_layer_skips_feature_scores_with_a_reason():
     ood = _synthetic_ood(NoLinear(), ("msp", "mahalanobis", "knn", "vim"))
     for score in ("mahalanobis", "knn", "vim"):
         result = ood.result("other", score)
-        assert result.metrics is None and "neither a features(x) method nor an nn.Linear" in result.skipped
+        assert (
+            result.metrics is None
+            and "neither a features(x) method nor an nn.Linear" in result.skipped
+        )
     assert ood.result("other", "msp").metrics is not None
     skipped_vim = _synthetic_ood(ScaledHead(), ("vim", "mahalanobis"))
     assert "ViM needs the linear classification head" in skipped_vim.result("other", "vim").skipped
@@ -272,10 +345,14 @@ def test_ensemble_scores_average_the_members():
     singles = [_synthetic_ood(member, scores) for member in members]
     for score in scores[1:]:
         expected = torch.stack([s.scores("other", score).values for s in singles]).mean(dim=0)
-        assert torch.allclose(ensemble_ood.scores("other", score).values, expected, atol=1e-6), score
+        assert torch.allclose(ensemble_ood.scores("other", score).values, expected, atol=1e-6), (
+            score
+        )
     # MSP is that of the averaged probabilities, the ensemble's own prediction.
     with torch.no_grad():
-        expected_msp = F.softmax(ensemble(ensemble_ood.images("other").images).double(), dim=1).amax(dim=1)
+        expected_msp = F.softmax(
+            ensemble(ensemble_ood.images("other").images).double(), dim=1
+        ).amax(dim=1)
     assert torch.allclose(ensemble_ood.scores("other", "msp").values, expected_msp, atol=1e-6)
 
 
@@ -287,7 +364,9 @@ def test_odin_without_perturbation_is_tempered_msp_and_restores_modes():
     model.eval()
     with torch.no_grad():
         assert torch.allclose(scores, msp(model(images) / 1000.0), atol=1e-9)
-    assert (odin(model, images, temperature=1000.0, epsilon=0.01) >= scores - 1e-12).all()  # the step raises MSP
+    assert (
+        odin(model, images, temperature=1000.0, epsilon=0.01) >= scores - 1e-12
+    ).all()  # the step raises MSP
     with pytest.raises(ConfigError, match="epsilon"):
         odin(model, images, epsilon=-1.0)
 
@@ -297,7 +376,9 @@ def test_odin_without_perturbation_is_tempered_msp_and_restores_modes():
 
 
 def test_user_arrays_are_validated():
-    assert torch.equal(as_ood_images(np.full((2, 28, 28), 255, np.uint8), "x"), torch.ones(2, 1, 28, 28))
+    assert torch.equal(
+        as_ood_images(np.full((2, 28, 28), 255, np.uint8), "x"), torch.ones(2, 1, 28, 28)
+    )
     assert as_ood_images(np.zeros((3, 1, 28, 28), np.float64), "x").dtype == torch.float32
     cases = [
         (np.zeros((2, 32, 32), np.uint8), "shape \\(2, 32, 32\\)"),
@@ -320,7 +401,9 @@ def test_user_sets_from_folders_and_npy_files(tmp_path):
     folder = tmp_path / "letters"
     folder.mkdir()
     for index in range(3):
-        Image.fromarray(np.full((28, 28), 40 * index, np.uint8), mode="L").save(folder / f"{index}.png")
+        Image.fromarray(np.full((28, 28), 40 * index, np.uint8), mode="L").save(
+            folder / f"{index}.png"
+        )
     (folder / "README.txt").write_text("not an image")
     images = load_user_set(folder)
     assert images.shape == (3, 1, 28, 28) and images[2].max().item() == pytest.approx(80 / 255)
@@ -333,7 +416,9 @@ def test_user_sets_from_folders_and_npy_files(tmp_path):
     with pytest.raises(DataError, match="big.png is 32x32 pixels"):
         load_user_set(folder)
     (folder / "big.png").unlink()
-    Image.fromarray(np.random.default_rng(0).integers(0, 255, (28, 28, 3), dtype=np.uint8)).save(folder / "colour.png")
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (28, 28, 3), dtype=np.uint8)).save(
+        folder / "colour.png"
+    )
     with pytest.raises(DataError, match="colour.png is a RGB image"):
         load_user_set(folder)
     empty = tmp_path / "empty"
@@ -354,7 +439,9 @@ def test_noise_sets_are_seeded_and_valid():
         assert torch.equal(first.images, again.images) and first.images.shape == (50, 1, 28, 28)
         assert 0.0 <= first.images.min() and first.images.max() <= 1.0
         assert not torch.equal(first.images, load_ood_set(name, settings, seed=4).images)
-    assert (load_ood_set("gaussian", settings).images == 1.0).float().mean() > 0.2  # N(0.5, 1) clipped
+    assert (
+        load_ood_set("gaussian", settings).images == 1.0
+    ).float().mean() > 0.2  # N(0.5, 1) clipped
 
 
 def test_bad_settings_are_clear_errors():
@@ -380,7 +467,10 @@ def test_the_family_is_registered_with_set_and_score_params():
     assert "ood_auroc[fmnist-msp]" in ids and "ood_auroc[kmnist-energy]" in ids
     from safetycheck.config import parse_check_key
 
-    assert parse_check_key("ood_auroc[kmnist-energy]", "t.toml", "k") == ("ood_auroc", "ood_auroc[kmnist-energy]")
+    assert parse_check_key("ood_auroc[kmnist-energy]", "t.toml", "k") == (
+        "ood_auroc",
+        "ood_auroc[kmnist-energy]",
+    )
     with pytest.raises(ConfigError, match="did you mean 'energy'"):
         parse_check_key("ood_auroc[kmnist-enrgy]", "t.toml", "k")
     assert len(ids) == len(family_module.ood_settings(RunSettings()).all_sets) * 6
@@ -396,14 +486,19 @@ def lenet_ood(lenet, mnist_test, data_root):
     order = torch.randperm(10_000, generator=torch.Generator().manual_seed(0))[:1500]
     sets = {"mnist": OODSet("mnist", mnist_test.images[order], "MNIST test subset")}
     for name, dataset in (("fmnist", "fashion_mnist"), ("kmnist", "kmnist")):
-        sets[name] = OODSet(name, load_split(dataset, "test", root=data_root).images[order], f"{dataset} subset")
+        sets[name] = OODSet(
+            name, load_split(dataset, "test", root=data_root).images[order], f"{dataset} subset"
+        )
     settings = OODSettings(fit_samples=3000, knn_bank=3000, bootstrap=200)
     return ModelOOD(lenet, settings, root=data_root, image_sets=sets)
 
 
 @pytest.mark.parametrize("set_name", ["fmnist", "kmnist"])
 def test_lenet_detects_fashion_mnist_and_kmnist(lenet_ood, set_name):
-    results = {score: lenet_ood.result(set_name, score) for score in ("msp", "max_logit", "energy", "mahalanobis", "vim", "knn")}
+    results = {
+        score: lenet_ood.result(set_name, score)
+        for score in ("msp", "max_logit", "energy", "mahalanobis", "vim", "knn")
+    }
     for score, result in results.items():
         m = result.metrics
         assert result.skipped is None, score
@@ -411,29 +506,56 @@ def test_lenet_detects_fashion_mnist_and_kmnist(lenet_ood, set_name):
         assert m.auroc > 0.75, (score, m)  # full-set values are 0.88 (ViM, fmnist) to 0.999
         assert 0.0 <= m.fpr_at_95_tpr <= 1.0 and 0.5 < m.aupr_in <= 1.0 and 0.5 < m.aupr_out <= 1.0
     msp_metrics = results["msp"].metrics
-    assert msp_metrics.auroc > 0.93 and msp_metrics.auroc_ci[0] > 0.9 and msp_metrics.fpr_at_95_tpr < 0.4
+    assert (
+        msp_metrics.auroc > 0.93
+        and msp_metrics.auroc_ci[0] > 0.9
+        and msp_metrics.fpr_at_95_tpr < 0.4
+    )
     assert results["energy"].metrics.auroc > 0.93 and results["knn"].metrics.auroc > 0.93
     json.dumps(lenet_ood.report())
 
 
-def test_the_family_measures_lenet_through_a_shared_evaluation(lenet, mnist_test, data_root, monkeypatch):
+def test_the_family_measures_lenet_through_a_shared_evaluation(
+    lenet, mnist_test, data_root, monkeypatch
+):
     from safetycheck.evaluation import ModelEvaluation, RunSettings
     from safetycheck.families import ood as family_module
     from safetycheck.models import ModelUnderTest
 
-    small = OODSettings(sets=("uniform",), scores=("msp", "knn"), fit_samples=1000, knn_bank=1000,
-                        noise_samples=500, bootstrap=100)
+    small = OODSettings(
+        sets=("uniform",),
+        scores=("msp", "knn"),
+        fit_samples=1000,
+        knn_bank=1000,
+        noise_samples=500,
+        bootstrap=100,
+    )
     monkeypatch.setattr(family_module, "ood_settings", lambda settings: small)
-    evaluation = ModelEvaluation(ModelUnderTest("lenet", lenet, "test"), RunSettings(data_root=data_root))
-    evaluation.__dict__["test_set"] = LabelledImages(mnist_test.images[:1000], mnist_test.labels[:1000], "mnist-test")
+    evaluation = ModelEvaluation(
+        ModelUnderTest("lenet", lenet, "test"), RunSettings(data_root=data_root)
+    )
+    evaluation.__dict__["test_set"] = LabelledImages(
+        mnist_test.images[:1000], mnist_test.labels[:1000], "mnist-test"
+    )
     family = REGISTRY["ood_auroc"]
-    assert [p for p in family.variants(evaluation.settings)] == [{"set": "uniform", "score": "msp"}, {"set": "uniform", "score": "knn"}]
+    assert [p for p in family.variants(evaluation.settings)] == [
+        {"set": "uniform", "score": "msp"},
+        {"set": "uniform", "score": "knn"},
+    ]
     measurement = family.measure(evaluation, {"set": "uniform", "score": "msp"})
-    assert measurement.value > 0.9 and measurement.n == 1500 and "FPR at 95% TPR" in measurement.details
-    assert family_module.model_ood(evaluation) is family_module.model_ood(evaluation)  # one per model
+    assert (
+        measurement.value > 0.9
+        and measurement.n == 1500
+        and "FPR at 95% TPR" in measurement.details
+    )
+    assert family_module.model_ood(evaluation) is family_module.model_ood(
+        evaluation
+    )  # one per model
     assert family.measure(evaluation, {"set": "uniform", "score": "knn"}).value > 0.6
 
-    no_features = ModelEvaluation(ModelUnderTest("conv", NoLinear(), "test"), RunSettings(data_root=data_root))
+    no_features = ModelEvaluation(
+        ModelUnderTest("conv", NoLinear(), "test"), RunSettings(data_root=data_root)
+    )
     no_features.__dict__["test_set"] = evaluation.test_set
     with pytest.raises(CheckSkipped, match="knn skipped: the model has neither"):
         family.measure(no_features, {"set": "uniform", "score": "knn"})

@@ -20,7 +20,12 @@ def safety_model():
 
 # The plugin is imported before pytester's inner runs, so they cannot assertion-rewrite it.
 QUIET = ("-p", "no:randomly", "-W", "ignore::pytest.PytestAssertRewriteWarning")
-FAST = ("--safety-checks=clean_accuracy,pgd_linf", "--safety-eps=0.1,0.3", "--safety-attack-samples=20", *QUIET)
+FAST = (
+    "--safety-checks=clean_accuracy,pgd_linf",
+    "--safety-eps=0.1,0.3",
+    "--safety-attack-samples=20",
+    *QUIET,
+)
 
 
 @pytest.fixture
@@ -45,12 +50,14 @@ def usage_error(pytester, *args) -> str:
 
 def test_generated_test_ids(pytester, tiny):
     result = run(pytester, tiny, "--collect-only", "-q")
-    result.stdout.fnmatch_lines([
-        "safety[[]tiny[]]::clean_accuracy",
-        "safety[[]tiny[]]::pgd_linf[[]eps=0.1[]]",
-        "safety[[]tiny[]]::pgd_linf[[]eps=0.3[]]",
-        "3 tests collected*",
-    ])
+    result.stdout.fnmatch_lines(
+        [
+            "safety[[]tiny[]]::clean_accuracy",
+            "safety[[]tiny[]]::pgd_linf[[]eps=0.1[]]",
+            "safety[[]tiny[]]::pgd_linf[[]eps=0.3[]]",
+            "3 tests collected*",
+        ]
+    )
 
 
 def test_pass_and_fail_follow_the_thresholds_and_json_records_them(pytester, tiny):
@@ -58,13 +65,15 @@ def test_pass_and_fail_follow_the_thresholds_and_json_records_them(pytester, tin
     result = run(pytester, tiny, "--safety-thresholds=gate.toml", "--safety-json=out/r.json")
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     result.assert_outcomes(passed=1, failed=2)
-    result.stdout.fnmatch_lines([
-        "*tiny pgd_linf[[]eps=0.1[]]: measured robust accuracy 0.* < required at least 1.0000 "
-        "(PGD-Linf eps=0.1, 40 steps of 0.01, 1 restart(s), random start, seed 0; *n=20; "
-        "threshold from gate.toml: thresholds.pgd_linf)",
-        "*safetycheck results*",
-        "tiny: 1 passed, 2 failed, 0 skipped",
-    ])
+    result.stdout.fnmatch_lines(
+        [
+            "*tiny pgd_linf[[]eps=0.1[]]: measured robust accuracy 0.* < required at least 1.0000 "
+            "(PGD-Linf eps=0.1, 40 steps of 0.01, 1 restart(s), random start, seed 0; *n=20; "
+            "threshold from gate.toml: thresholds.pgd_linf)",
+            "*safetycheck results*",
+            "tiny: 1 passed, 2 failed, 0 skipped",
+        ]
+    )
     document = json.loads((pytester.path / "out" / "r.json").read_text())
     assert document["format"] == "safetycheck-results"
     assert {"torch", "device", "seed", "models"} <= set(document["metadata"])
@@ -74,7 +83,10 @@ def test_pass_and_fail_follow_the_thresholds_and_json_records_them(pytester, tin
         assert {"model", "check", "params", "value", "threshold", "passed", "n"} <= set(record)
         assert record["model"] == "tiny"
     assert records["clean_accuracy"]["passed"] and records["clean_accuracy"]["n"] == 10_000
-    assert records["pgd_linf[eps=0.1]"]["params"] == {"eps": 0.1} and not records["pgd_linf[eps=0.1]"]["passed"]
+    assert (
+        records["pgd_linf[eps=0.1]"]["params"] == {"eps": 0.1}
+        and not records["pgd_linf[eps=0.1]"]["passed"]
+    )
     # Robust accuracy is a per-sample worst case over an ascending sweep: monotone, below clean.
     assert records["pgd_linf[eps=0.3]"]["value"] <= records["pgd_linf[eps=0.1]"]["value"] <= 1.0
 
@@ -122,7 +134,8 @@ def test_safety_model_fixture_dict_gives_named_models_and_restores_them(pytester
 
 
 def test_randomised_model_runs_only_when_allowed_and_is_flagged(pytester, data_root):
-    pytester.makepyfile(noisy="""
+    pytester.makepyfile(
+        noisy="""
         import torch
         from torch import nn
 
@@ -135,11 +148,17 @@ def test_randomised_model_runs_only_when_allowed_and_is_flagged(pytester, data_r
                 return self.net(x) + torch.randn(len(x), 10)
 
         model = Noisy()
-    """)
+    """
+    )
     assert "model 'noisy' is randomised" in usage_error(pytester, "--safety-model=noisy.py")
     pytester.makefile(".toml", gate="[thresholds]\nclean_accuracy = 0.0\npgd_linf = 0.0\n")
-    result = run(pytester, "--safety-model=noisy.py", "--safety-allow-randomized", "--safety-thresholds=gate.toml",
-                 "--safety-json=r.json")
+    result = run(
+        pytester,
+        "--safety-model=noisy.py",
+        "--safety-allow-randomized",
+        "--safety-thresholds=gate.toml",
+        "--safety-json=r.json",
+    )
     result.assert_outcomes(passed=3)
     result.stdout.fnmatch_lines(["noisy: 3 passed, 0 failed, 0 skipped (RANDOMISED MODEL*"])
     document = json.loads((pytester.path / "r.json").read_text())
@@ -148,16 +167,29 @@ def test_randomised_model_runs_only_when_allowed_and_is_flagged(pytester, data_r
 
 
 BAD_MODELS = {
-    "probabilities": ("model = __import__('torch').nn.Sequential(__import__('torch').nn.Flatten(), "
-                      "__import__('torch').nn.Linear(784, 10), __import__('torch').nn.Softmax(dim=1))",
-                      "returns probabilities"),
-    "nans": ("import torch\nclass M(torch.nn.Module):\n    def forward(self, x):\n"
-             "        return torch.full((len(x), 10), float('nan'))\nmodel = M()", "returns non-finite values"),
-    "shape": ("import torch\nmodel = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 7))",
-              "returns shape (8, 7) for a batch of 8; expected (8, 10) logits"),
-    "pair": ("import torch\nclass M(torch.nn.Module):\n    def forward(self, x):\n"
-             "        return x.flatten(1)[:, :10], x\nmodel = M()", "returns a tuple of 2 items"),
-    "nofactory": ("x = 1", "defines none of safety_model(), build_model() or a module-level `model`"),
+    "probabilities": (
+        "model = __import__('torch').nn.Sequential(__import__('torch').nn.Flatten(), "
+        "__import__('torch').nn.Linear(784, 10), __import__('torch').nn.Softmax(dim=1))",
+        "returns probabilities",
+    ),
+    "nans": (
+        "import torch\nclass M(torch.nn.Module):\n    def forward(self, x):\n"
+        "        return torch.full((len(x), 10), float('nan'))\nmodel = M()",
+        "returns non-finite values",
+    ),
+    "shape": (
+        "import torch\nmodel = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 7))",
+        "returns shape (8, 7) for a batch of 8; expected (8, 10) logits",
+    ),
+    "pair": (
+        "import torch\nclass M(torch.nn.Module):\n    def forward(self, x):\n"
+        "        return x.flatten(1)[:, :10], x\nmodel = M()",
+        "returns a tuple of 2 items",
+    ),
+    "nofactory": (
+        "x = 1",
+        "defines none of safety_model(), build_model() or a module-level `model`",
+    ),
 }
 
 
@@ -175,13 +207,23 @@ def test_other_bad_inputs_give_one_usage_error(pytester, tiny, tmp_path):
     assert "bare state_dict" in usage_error(pytester, "--safety-model=weights.pt")
     assert "model file missing.py not found" in usage_error(pytester, "--safety-model=missing.py")
     message = usage_error(pytester, tiny, f"--safety-data={tmp_path}")
-    assert "MNIST data not found" in message and "--safety-download" in message and str(tmp_path) in message
+    assert (
+        "MNIST data not found" in message
+        and "--safety-download" in message
+        and str(tmp_path) in message
+    )
     pytester.makefile(".toml", typo="[thresholds]\nclean_acuracy = 0.9\n")
-    assert "did you mean 'clean_accuracy'" in usage_error(pytester, tiny, "--safety-thresholds=typo.toml")
-    assert "Linf epsilons lie in (0, 1]" in usage_error(pytester, tiny, "--safety-samples=5", "--safety-eps=0.1,3")
+    assert "did you mean 'clean_accuracy'" in usage_error(
+        pytester, tiny, "--safety-thresholds=typo.toml"
+    )
+    assert "Linf epsilons lie in (0, 1]" in usage_error(
+        pytester, tiny, "--safety-samples=5", "--safety-eps=0.1,3"
+    )
     assert "--safety-device 'tpu'" in usage_error(pytester, tiny, "--safety-device=tpu")
     assert "two models are named 'tiny'" in usage_error(pytester, tiny, tiny)
-    assert "did you mean 'pgd_linf'" in usage_error(pytester, tiny, "--safety-checks=clean_accuracy,pgd_lnf")
+    assert "did you mean 'pgd_linf'" in usage_error(
+        pytester, tiny, "--safety-checks=clean_accuracy,pgd_lnf"
+    )
     (pytester.path / "a_file").write_text("")
     assert "cannot create its folder" in usage_error(pytester, tiny, "--safety-json=a_file/r.json")
     assert "is a folder" in usage_error(pytester, tiny, f"--safety-json={pytester.path}")
@@ -200,24 +242,39 @@ def test_fixture_with_arguments_is_refused(pytester, data_root):
 
 def test_xdist_controller_writes_every_record(pytester, tiny):
     pytester.makefile(".toml", gate="[thresholds]\nclean_accuracy = 0.0\npgd_linf = 0.0\n")
-    result = pytester.runpytest_subprocess(tiny, *FAST, "-n", "2", "--dist", "loadgroup",
-                                           "--safety-thresholds=gate.toml", "--safety-json=r.json")
+    result = pytester.runpytest_subprocess(
+        tiny,
+        *FAST,
+        "-n",
+        "2",
+        "--dist",
+        "loadgroup",
+        "--safety-thresholds=gate.toml",
+        "--safety-json=r.json",
+    )
     result.assert_outcomes(passed=3)
     document = json.loads((pytester.path / "r.json").read_text())
-    assert sorted(r["check"] for r in document["results"]) == ["clean_accuracy", "pgd_linf[eps=0.1]",
-                                                               "pgd_linf[eps=0.3]"]
+    assert sorted(r["check"] for r in document["results"]) == [
+        "clean_accuracy",
+        "pgd_linf[eps=0.1]",
+        "pgd_linf[eps=0.3]",
+    ]
 
 
 def _junit_properties(path: Path) -> list[dict[str, str]]:
     import xml.etree.ElementTree as ET
 
-    return [{prop.get("name"): prop.get("value") for prop in case.iter("property")}
-            for case in ET.parse(path).iter("testcase")]
+    return [
+        {prop.get("name"): prop.get("value") for prop in case.iter("property")}
+        for case in ET.parse(path).iter("testcase")
+    ]
 
 
 def _measured(path: Path) -> dict:
-    return {(r["model"], r["check"]): (r["value"], r["n"], r["passed"])
-            for r in json.loads(path.read_text())["results"]}
+    return {
+        (r["model"], r["check"]): (r["value"], r["n"], r["passed"])
+        for r in json.loads(path.read_text())["results"]
+    }
 
 
 @pytest.mark.slow
@@ -227,11 +284,25 @@ def test_loadgroup_keeps_each_model_on_one_worker_and_matches_serial(pytester, d
     verdict equals the serial run's."""
     from safetycheck.acceleration import available_cores
 
-    models = [f"--safety-model={REPO / 'example_models' / name}" for name in ("lenet.py", "linear.py")]
-    options = ["--safety-checks=clean_accuracy,fgsm,pgd_linf,calibration", "--safety-eps=0.1,0.3",
-               "--safety-samples=200", *QUIET]
-    parallel = pytester.runpytest_subprocess(*models, *options, "-n", "2", "--dist", "loadgroup",
-                                             "--junitxml=parallel.xml", "--safety-json=parallel.json")
+    models = [
+        f"--safety-model={REPO / 'example_models' / name}" for name in ("lenet.py", "linear.py")
+    ]
+    options = [
+        "--safety-checks=clean_accuracy,fgsm,pgd_linf,calibration",
+        "--safety-eps=0.1,0.3",
+        "--safety-samples=200",
+        *QUIET,
+    ]
+    parallel = pytester.runpytest_subprocess(
+        *models,
+        *options,
+        "-n",
+        "2",
+        "--dist",
+        "loadgroup",
+        "--junitxml=parallel.xml",
+        "--safety-json=parallel.json",
+    )
     assert parallel.ret in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED), parallel.stdout.str()
     serial = pytester.runpytest_subprocess(*models, *options, "--safety-json=serial.json")
     assert serial.ret == parallel.ret
@@ -241,10 +312,15 @@ def test_loadgroup_keeps_each_model_on_one_worker_and_matches_serial(pytester, d
     for case in cases:
         workers.setdefault(case["safetycheck.model"], set()).add(case["safetycheck.worker"])
     assert set(workers) == {"lenet", "linear"}
-    assert all(len(names) == 1 and next(iter(names)).startswith("gw") for names in workers.values()), workers
+    assert all(
+        len(names) == 1 and next(iter(names)).startswith("gw") for names in workers.values()
+    ), workers
     share = max(1, available_cores() // 2)
     assert {int(case["safetycheck.torch_threads"]) for case in cases} <= set(range(1, share + 1))
-    measured, expected = _measured(pytester.path / "parallel.json"), _measured(pytester.path / "serial.json")
+    measured, expected = (
+        _measured(pytester.path / "parallel.json"),
+        _measured(pytester.path / "serial.json"),
+    )
     assert measured.keys() == expected.keys()
     for key, (value, n, passed) in measured.items():
         # Counts are exact; a sum of float32 probabilities may differ in its last bits, since a
@@ -255,9 +331,14 @@ def test_loadgroup_keeps_each_model_on_one_worker_and_matches_serial(pytester, d
 
 def test_main_job_on_the_trained_example_model(pytester, data_root):
     """The README's main job on real MNIST: lenet's clean accuracy is at least 0.990."""
-    result = pytester.runpytest(f"--safety-model={REPO / 'example_models' / 'lenet.py'}", "--safety-eps=0.1",
-                                "--safety-checks=clean_accuracy,pgd_linf",
-                                "--safety-attack-samples=100", "--safety-json=r.json", *QUIET)
+    result = pytester.runpytest(
+        f"--safety-model={REPO / 'example_models' / 'lenet.py'}",
+        "--safety-eps=0.1",
+        "--safety-checks=clean_accuracy,pgd_linf",
+        "--safety-attack-samples=100",
+        "--safety-json=r.json",
+        *QUIET,
+    )
     result.assert_outcomes(passed=2)
     records = {r["check"]: r for r in json.loads((pytester.path / "r.json").read_text())["results"]}
     assert records["clean_accuracy"]["model"] == "lenet"
@@ -267,15 +348,24 @@ def test_main_job_on_the_trained_example_model(pytester, data_root):
 
 def test_gradient_masking_model_is_flagged_not_reported_robust(pytester, data_root):
     """A LeNet behind a hard input threshold looks robust to gradient attacks; the trust checks fail."""
-    result = pytester.runpytest(f"--safety-model={REPO / 'example_models' / 'masked.py'}",
-                                "--safety-checks=pgd_linf,attack_trust", "--safety-eps=0.3", "--safety-attack-samples=50",
-                                "-k", "pgd_linf or gradients or large_eps", "--safety-json=r.json", *QUIET)
+    result = pytester.runpytest(
+        f"--safety-model={REPO / 'example_models' / 'masked.py'}",
+        "--safety-checks=pgd_linf,attack_trust",
+        "--safety-eps=0.3",
+        "--safety-attack-samples=50",
+        "-k",
+        "pgd_linf or gradients or large_eps",
+        "--safety-json=r.json",
+        *QUIET,
+    )
     records = {r["check"]: r for r in json.loads((pytester.path / "r.json").read_text())["results"]}
     assert records["pgd_linf[eps=0.3]"]["value"] > 0.5  # the attack is blind to the masked model...
     assert not records["attack_trust[gradients]"]["passed"]  # ...and the trust checks say so
     assert not records["attack_trust[large_eps]"]["passed"]
     assert "zero on 100.0%" in records["attack_trust[gradients]"]["details"]
-    result.assert_outcomes(passed=1, failed=2, deselected=3)  # the PGD check alone would have passed
+    result.assert_outcomes(
+        passed=1, failed=2, deselected=3
+    )  # the PGD check alone would have passed
 
 
 def test_shared_computations_report_progress_unless_quiet(pytester, tiny):

@@ -29,11 +29,26 @@ class Counting(nn.Module):
 
 def test_one_pass_over_the_test_images_serves_every_family(data_root):
     model = Counting()
-    settings = RunSettings(samples=300, data_root=data_root, ood=OODSettings(
-        sets=("fmnist",), scores=("msp", "energy", "mahalanobis", "knn"), fit_samples=200, knn_bank=200, bootstrap=20))
+    settings = RunSettings(
+        samples=300,
+        data_root=data_root,
+        ood=OODSettings(
+            sets=("fmnist",),
+            scores=("msp", "energy", "mahalanobis", "knn"),
+            fit_samples=200,
+            knn_bank=200,
+            bootstrap=20,
+        ),
+    )
     evaluation = ModelEvaluation(ModelUnderTest("counting", model, "test"), settings)
-    checks = [PlannedCheck(REGISTRY["clean_accuracy"], {}), PlannedCheck(REGISTRY["calibration"], {"metric": "ece"})]
-    checks += [PlannedCheck(REGISTRY["ood_auroc"], {"set": "fmnist", "score": s}) for s in settings.ood.scores]
+    checks = [
+        PlannedCheck(REGISTRY["clean_accuracy"], {}),
+        PlannedCheck(REGISTRY["calibration"], {"metric": "ece"}),
+    ]
+    checks += [
+        PlannedCheck(REGISTRY["ood_auroc"], {"set": "fmnist", "score": s})
+        for s in settings.ood.scores
+    ]
     records = [run_check(evaluation, check, SafetyConfig()).record() for check in checks]
     assert all(not r["skipped"] and r["value"] is not None for r in records), records
     # The 300 test images once, 300 Fashion-MNIST images once, and the training images the feature

@@ -21,7 +21,14 @@ def safety_model():
     return {"first": first, "second": second}
 """
 
-FAST = ["--checks", "clean_accuracy,pgd_linf,calibration", "--eps", "0.1,0.3", "--attack-samples", "20"]
+FAST = [
+    "--checks",
+    "clean_accuracy,pgd_linf,calibration",
+    "--eps",
+    "0.1,0.3",
+    "--attack-samples",
+    "20",
+]
 
 
 @pytest.fixture
@@ -34,11 +41,21 @@ def models_file(tmp_path, data_root):
 def test_study_writes_every_output_and_resumes(models_file, tmp_path, capsys):
     out = tmp_path / "study"
     assert main(["study", str(models_file), "--out", str(out), *FAST]) == 0
-    for name in ("results.json", "report.html", "study.md", "tradeoffs.html", "models/first.json", "models/second.json"):
+    for name in (
+        "results.json",
+        "report.html",
+        "study.md",
+        "tradeoffs.html",
+        "models/first.json",
+        "models/second.json",
+    ):
         assert (out / name).is_file(), name
     document = json.loads((out / "results.json").read_text())
     assert {r["model"] for r in document["results"]} == {"first", "second"}
-    assert document["metadata"]["study"]["groups"] == {"first": "user model", "second": "augmentation"}
+    assert document["metadata"]["study"]["groups"] == {
+        "first": "user model",
+        "second": "augmentation",
+    }
     first_run = capsys.readouterr().out
     assert "[1/2] first:" in first_run and "checks in" in first_run
 
@@ -58,20 +75,28 @@ def test_study_writes_every_output_and_resumes(models_file, tmp_path, capsys):
 def test_only_selects_models_and_rejects_unknown_names(models_file, tmp_path, capsys):
     out = tmp_path / "study"
     assert main(["study", str(models_file), "--out", str(out), "--only", "second", *FAST]) == 0
-    assert {r["model"] for r in json.loads((out / "results.json").read_text())["results"]} == {"second"}
+    assert {r["model"] for r in json.loads((out / "results.json").read_text())["results"]} == {
+        "second"
+    }
     assert main(["study", str(models_file), "--out", str(out), "--only", "thrid", *FAST]) == 2
     assert "--only names thrid" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("args, message", [
-    (["missing.py"], "not found"),
-    (["{models}", "--checks", "pgd_lnf"], "did you mean 'pgd_linf'"),
-    (["{models}", "--eps", "0.1,2"], "--eps"),
-    (["{models}", "--samples", "0"], "--samples must be at least 1"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["missing.py"], "not found"),
+        (["{models}", "--checks", "pgd_lnf"], "did you mean 'pgd_linf'"),
+        (["{models}", "--eps", "0.1,2"], "--eps"),
+        (["{models}", "--samples", "0"], "--samples must be at least 1"),
+    ],
+)
 def test_bad_input_is_one_line_and_exit_2(models_file, tmp_path, args, message):
     args = [a.replace("{models}", str(models_file)) for a in args]
-    result = subprocess.run([sys.executable, "-m", "safetycheck.cli", "study", *args, "--out", str(tmp_path / "s")],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "safetycheck.cli", "study", *args, "--out", str(tmp_path / "s")],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 2
     assert message in result.stderr and "Traceback" not in result.stderr

@@ -7,13 +7,18 @@ import stat
 import tomllib
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from safetycheck.config import load_config
 from safetycheck.errors import ConfigError
 from safetycheck.results import compare
 from safetycheck.threshold_update import (
-    ThresholdChange, format_changes, new_threshold, update_threshold_file, validate_margin,
+    ThresholdChange,
+    format_changes,
+    new_threshold,
+    update_threshold_file,
+    validate_margin,
 )
 
 STANDALONE = """\
@@ -60,18 +65,34 @@ line-length = 110
 """
 
 
-def record(model="lenet", check="pgd_linf[eps=0.1]", value=0.766, bound="min", threshold=0.72, **extra):
+def record(
+    model="lenet", check="pgd_linf[eps=0.1]", value=0.766, bound="min", threshold=0.72, **extra
+):
     family = check.partition("[")[0]
-    return {"model": model, "check": check, "family": family, "params": {}, "value": value,
-            "threshold": threshold, "threshold_source": "pyproject.toml", "bound": bound, "passed": True,
-            "n": 1000, "metric": "robust accuracy", "details": "", "randomized": False, "ci": None, **extra}
+    return {
+        "model": model,
+        "check": check,
+        "family": family,
+        "params": {},
+        "value": value,
+        "threshold": threshold,
+        "threshold_source": "pyproject.toml",
+        "bound": bound,
+        "passed": True,
+        "n": 1000,
+        "metric": "robust accuracy",
+        "details": "",
+        "randomized": False,
+        "ci": None,
+        **extra,
+    }
 
 
 RECORDS = [
-    record(),                                                              # updates a key in place
-    record(check="fgsm[eps=0.1]", value=0.855, threshold=0.80),            # the same
+    record(),  # updates a key in place
+    record(check="fgsm[eps=0.1]", value=0.855, threshold=0.80),  # the same
     record(check="calibration[ece]", value=0.0018, bound="max", threshold=0.015),  # a new key
-    record(model="cnn", check="clean_accuracy", value=0.9931, threshold=0.98),     # a new model
+    record(model="cnn", check="clean_accuracy", value=0.9931, threshold=0.98),  # a new model
 ]
 
 
@@ -81,6 +102,7 @@ def write(path, text):
 
 
 # The new bound ---------------------------------------------------------------------------------
+
 
 def test_new_bound_is_exact_in_decimal_and_rounded_outwards():
     assert new_threshold(0.766, "min", 0.01) == 0.756  # not 0.7559, as float arithmetic would give
@@ -93,7 +115,11 @@ def test_new_bound_is_exact_in_decimal_and_rounded_outwards():
 
 
 @settings(max_examples=300, deadline=None)
-@given(value=st.floats(0, 1), margin=st.floats(0, 1, exclude_max=True), bound=st.sampled_from(["min", "max"]))
+@given(
+    value=st.floats(0, 1),
+    margin=st.floats(0, 1, exclude_max=True),
+    bound=st.sampled_from(["min", "max"]),
+)
 def test_the_measured_value_passes_the_bound_derived_from_it(value, margin, bound):
     threshold = new_threshold(value, bound, margin, (0.0, 1.0))
     assert compare(value, threshold, bound)
@@ -115,10 +141,13 @@ def test_an_invalid_margin_is_a_usage_error_naming_the_option(tmp_path, margin):
 
 # Editing the file ------------------------------------------------------------------------------
 
+
 def test_standalone_file_keeps_comments_and_settings_byte_for_byte(tmp_path):
     path = write(tmp_path / "thresholds.toml", STANDALONE)
     changes = update_threshold_file(path, RECORDS, margin=0.01, pyproject=False)
-    assert path.read_text() == """\
+    assert (
+        path.read_text()
+        == """\
 # Release gate for the MNIST models.
 seed = 0                          # attacked subset and random starts
 epsilons = [0.05, 0.1, 0.2, 0.3]  # Linf radii in pixel units
@@ -135,6 +164,7 @@ clean_accuracy = 0.99
 [models.cnn.thresholds]
 clean_accuracy = 0.9831
 """
+    )
     assert [(c.model, c.check, c.old, c.new, c.added) for c in changes] == [
         ("lenet", "pgd_linf[eps=0.1]", 0.72, 0.756, False),
         ("lenet", "fgsm[eps=0.1]", 0.80, 0.845, False),
@@ -148,9 +178,11 @@ def test_pyproject_keeps_every_other_table_and_round_trips_through_load_config(t
     changes = update_threshold_file(path, RECORDS, margin=0.01, pyproject=True)
     text = path.read_text()
     before, after = PYPROJECT.split("[tool.safetycheck.models.lenet.thresholds]\n")
-    assert text.startswith(before + "[tool.safetycheck.models.lenet.thresholds]\n"
-                           "clean_accuracy = 0.99   # never lower this\n"
-                           "\"pgd_linf[eps=0.1]\" = 0.756\n")
+    assert text.startswith(
+        before + "[tool.safetycheck.models.lenet.thresholds]\n"
+        "clean_accuracy = 0.99   # never lower this\n"
+        '"pgd_linf[eps=0.1]" = 0.756\n'
+    )
     assert text.endswith("\n\n[tool.ruff]\nline-length = 110\n")
     assert "\n\n[tool.safetycheck.models.cnn.thresholds]\nclean_accuracy = 0.9831\n" in text
     assert tomllib.loads(text)["project"] == tomllib.loads(PYPROJECT)["project"]
@@ -170,7 +202,10 @@ def test_pyproject_without_a_safetycheck_table_gets_only_the_model_tables(tmp_pa
     path = write(tmp_path / "pyproject.toml", original)
     update_threshold_file(path, RECORDS[:1], margin=0.0, pyproject=True)
     assert original.endswith('addopts = "-ra"\n\n')
-    assert path.read_text() == original + '[tool.safetycheck.models.lenet.thresholds]\n"pgd_linf[eps=0.1]" = 0.766\n'
+    assert (
+        path.read_text()
+        == original + '[tool.safetycheck.models.lenet.thresholds]\n"pgd_linf[eps=0.1]" = 0.766\n'
+    )
     assert load_config(pyproject=path).model_thresholds == {"lenet": {"pgd_linf[eps=0.1]": 0.766}}
 
 
@@ -189,7 +224,9 @@ def test_a_missing_standalone_file_is_created_and_loads(tmp_path):
     path = tmp_path / "gate.toml"
     changes = update_threshold_file(path, RECORDS, margin=0.02, pyproject=False)
     assert len(changes) == 4 and all(c.added for c in changes)
-    assert path.read_text().startswith("# safetycheck thresholds, written by --safety-update-thresholds.")
+    assert path.read_text().startswith(
+        "# safetycheck thresholds, written by --safety-update-thresholds."
+    )
     config = load_config(path)
     assert config.model_thresholds == {
         "lenet": {"pgd_linf[eps=0.1]": 0.746, "fgsm[eps=0.1]": 0.835, "calibration[ece]": 0.0218},
@@ -239,26 +276,38 @@ def test_skipped_missing_and_nan_values_are_ignored_and_duplicates_use_the_worst
         record(check="ood_auroc[fmnist-knn]", value=None, skipped="no feature layer"),
         record(check="pgd_linf[eps=0.2]", value=None),
         record(check="pgd_linf[eps=0.3]", value=math.nan),
-        record(value=0.77), record(value=0.75), record(value=0.76),  # say, several xdist workers
-        record(check="calibration[ece]", value=0.002, bound="max"), record(check="calibration[ece]", value=0.003, bound="max"),
+        record(value=0.77),
+        record(value=0.75),
+        record(value=0.76),  # say, several xdist workers
+        record(check="calibration[ece]", value=0.002, bound="max"),
+        record(check="calibration[ece]", value=0.003, bound="max"),
     ]
     changes = update_threshold_file(path, records, margin=0.0, pyproject=False)
-    assert [(c.check, c.new) for c in changes] == [("pgd_linf[eps=0.1]", 0.75), ("calibration[ece]", 0.003)]
+    assert [(c.check, c.new) for c in changes] == [
+        ("pgd_linf[eps=0.1]", 0.75),
+        ("calibration[ece]", 0.003),
+    ]
 
 
 def test_a_key_spelled_differently_is_updated_not_doubled(tmp_path):
-    path = write(tmp_path / "thresholds.toml", '[models.lenet.thresholds]\n"pgd_linf[eps=0.10]" = 0.7  # old\n')
+    path = write(
+        tmp_path / "thresholds.toml",
+        '[models.lenet.thresholds]\n"pgd_linf[eps=0.10]" = 0.7  # old\n',
+    )
     (change,) = update_threshold_file(path, [record()], margin=0.01, pyproject=False)
     assert path.read_text() == '[models.lenet.thresholds]\n"pgd_linf[eps=0.10]" = 0.756  # old\n'
     assert (change.old, change.added) == (0.7, False)
     assert load_config(path).model_thresholds["lenet"] == {"pgd_linf[eps=0.1]": 0.756}
 
 
-@pytest.mark.parametrize("text", [
-    'models = { lenet = { thresholds = { "pgd_linf[eps=0.1]" = 0.7 } } }\n',
-    'models.lenet.thresholds."pgd_linf[eps=0.1]" = 0.7\n',
-    '[models]\nlenet.thresholds.clean_accuracy = 0.9  # dotted\n',
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        'models = { lenet = { thresholds = { "pgd_linf[eps=0.1]" = 0.7 } } }\n',
+        'models.lenet.thresholds."pgd_linf[eps=0.1]" = 0.7\n',
+        "[models]\nlenet.thresholds.clean_accuracy = 0.9  # dotted\n",
+    ],
+)
 def test_inline_and_dotted_tables_are_edited_where_they_are(tmp_path, text):
     path = write(tmp_path / "thresholds.toml", text)
     update_threshold_file(path, RECORDS, margin=0.01, pyproject=False)
@@ -284,14 +333,26 @@ def test_crlf_line_endings_and_permissions_survive_and_no_temporary_file_is_left
     assert [p.name for p in tmp_path.iterdir()] == ["thresholds.toml"]
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(values=st.lists(st.floats(0, 1), min_size=1, max_size=4), margin=st.floats(0, 0.2),
-       bound=st.sampled_from(["min", "max"]))
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    values=st.lists(st.floats(0, 1), min_size=1, max_size=4),
+    margin=st.floats(0, 0.2),
+    bound=st.sampled_from(["min", "max"]),
+)
 def test_every_written_bound_reads_back_and_passes(tmp_path, values, margin, bound):
     path = write(tmp_path / "pyproject.toml", PYPROJECT)
     family = "clean_accuracy" if bound == "min" else "calibration"
-    checks = ["clean_accuracy"] if bound == "min" else ["calibration[ece]", "calibration[rms]", "calibration[brier]"]
-    records = [record(model=f"m{i}", check=checks[i % len(checks)], value=v, bound=bound) for i, v in enumerate(values)]
+    checks = (
+        ["clean_accuracy"]
+        if bound == "min"
+        else ["calibration[ece]", "calibration[rms]", "calibration[brier]"]
+    )
+    records = [
+        record(model=f"m{i}", check=checks[i % len(checks)], value=v, bound=bound)
+        for i, v in enumerate(values)
+    ]
     update_threshold_file(path, records, margin=margin, pyproject=True)
     config = load_config(pyproject=path)
     for r in records:
@@ -300,16 +361,25 @@ def test_every_written_bound_reads_back_and_passes(tmp_path, values, margin, bou
 
 # Reporting -------------------------------------------------------------------------------------
 
+
 def test_describe_and_summary():
     change = ThresholdChange("lenet", "pgd_linf[eps=0.1]", 0.72, 0.756, 0.766, "min", 0.01)
-    assert change.describe() == "lenet pgd_linf[eps=0.1]: 0.7200 -> 0.7560 (measured 0.7660, margin 0.01)"
+    assert (
+        change.describe()
+        == "lenet pgd_linf[eps=0.1]: 0.7200 -> 0.7560 (measured 0.7660, margin 0.01)"
+    )
     new = ThresholdChange("cnn", "clean_accuracy", None, 0.98, 0.99, "min", 0.01, added=True)
-    assert new.describe() == "cnn clean_accuracy: (none) -> 0.9800 (measured 0.9900, margin 0.01; new key)"
+    assert (
+        new.describe()
+        == "cnn clean_accuracy: (none) -> 0.9800 (measured 0.9900, margin 0.01; new key)"
+    )
     looser = ThresholdChange("lenet", "calibration[ece]", 0.005, 0.0118, 0.0018, "max", 0.01)
     summary = format_changes([change, new, looser], "pyproject.toml")
     assert summary.splitlines() == [
         "thresholds in pyproject.toml: 2 updated, 1 added, 1 loosened (review these)",
-        "  " + change.describe(), "  " + new.describe(), "  " + looser.describe(),
+        "  " + change.describe(),
+        "  " + new.describe(),
+        "  " + looser.describe(),
     ]
 
 

@@ -32,8 +32,17 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..models import evaluation_mode
-from .base import (AttackResult, check_label_range, empty_result, loss_gradient, prepare_batch, project,
-                   random_start, steepest_ascent_step, validate_threat)
+from .base import (
+    AttackResult,
+    check_label_range,
+    empty_result,
+    loss_gradient,
+    prepare_batch,
+    project,
+    random_start,
+    steepest_ascent_step,
+    validate_threat,
+)
 
 LOSSES = ("ce", "dlr")
 MOMENTUM = 0.75
@@ -46,18 +55,24 @@ def checkpoints(steps: int) -> list[int]:
     fractions = [0.0, 0.22]
     while fractions[-1] < 1.0:
         fractions.append(fractions[-1] + max(fractions[-1] - fractions[-2] - 0.03, 0.06))
-    points = sorted({math.ceil(round(p * steps, 9)) for p in fractions if 0 < p < 1.0})  # 0.57 * 100 is 57.0000001 in floats
+    points = sorted(
+        {math.ceil(round(p * steps, 9)) for p in fractions if 0 < p < 1.0}
+    )  # 0.57 * 100 is 57.0000001 in floats
     return [w for w in points if 0 < w < steps]
 
 
-def cross_entropy_loss(logits: torch.Tensor, labels: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
+def cross_entropy_loss(
+    logits: torch.Tensor, labels: torch.Tensor, targets: torch.Tensor | None = None
+) -> torch.Tensor:
     """(N,) cross-entropy; with ``targets``, minus the cross-entropy of the target class."""
     if targets is None:
         return F.cross_entropy(logits.float(), labels, reduction="none")
     return -F.cross_entropy(logits.float(), targets, reduction="none")
 
 
-def dlr_loss(logits: torch.Tensor, labels: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
+def dlr_loss(
+    logits: torch.Tensor, labels: torch.Tensor, targets: torch.Tensor | None = None
+) -> torch.Tensor:
     """(N,) DLR loss (untargeted), or targeted DLR towards ``targets``; needs at least 4 classes
     for the targeted form and 3 for the untargeted one."""
     logits = logits.float()
@@ -68,7 +83,9 @@ def dlr_loss(logits: torch.Tensor, labels: torch.Tensor, targets: torch.Tensor |
         best_other = torch.where(top_is_true, ordered[:, -2], ordered[:, -1])
         return -(true - best_other) / (ordered[:, -1] - ordered[:, -3] + DLR_EPSILON)
     target = logits.gather(1, targets[:, None]).squeeze(1)
-    return -(true - target) / (ordered[:, -1] - 0.5 * (ordered[:, -3] + ordered[:, -4]) + DLR_EPSILON)
+    return -(true - target) / (
+        ordered[:, -1] - 0.5 * (ordered[:, -3] + ordered[:, -4]) + DLR_EPSILON
+    )
 
 
 @dataclass(frozen=True)
@@ -92,23 +109,37 @@ class APGD:
     def __post_init__(self):
         validate_threat(self.norm, self.eps, self.steps, restarts=self.restarts)
         if self.loss not in LOSSES:
-            raise ConfigError(f"unknown APGD loss {self.loss!r}; valid losses are {', '.join(LOSSES)}.")
-        if isinstance(self.n_target_classes, bool) or not isinstance(self.n_target_classes, int) \
-                or not 1 <= self.n_target_classes <= 9:
-            raise ConfigError(f"n_target_classes={self.n_target_classes!r} must be an integer in [1, 9] "
-                              f"(the wrong classes of a 10-class model).")
+            raise ConfigError(
+                f"unknown APGD loss {self.loss!r}; valid losses are {', '.join(LOSSES)}."
+            )
+        if (
+            isinstance(self.n_target_classes, bool)
+            or not isinstance(self.n_target_classes, int)
+            or not 1 <= self.n_target_classes <= 9
+        ):
+            raise ConfigError(
+                f"n_target_classes={self.n_target_classes!r} must be an integer in [1, 9] "
+                f"(the wrong classes of a 10-class model)."
+            )
 
     @property
     def name(self) -> str:
         return "apgd_t" if self.targeted else f"apgd_{self.loss}"
 
     def describe(self) -> str:
-        kind = f"APGD-T (targeted DLR, {self.n_target_classes} target classes)" if self.targeted \
+        kind = (
+            f"APGD-T (targeted DLR, {self.n_target_classes} target classes)"
+            if self.targeted
             else f"APGD-{self.loss.upper()}"
-        return (f"{kind}-{self.norm} eps={self.eps:g}, {self.steps} steps, {self.restarts} restart(s), "
-                f"seed {self.seed}")
+        )
+        return (
+            f"{kind}-{self.norm} eps={self.eps:g}, {self.steps} steps, {self.restarts} restart(s), "
+            f"seed {self.seed}"
+        )
 
-    def __call__(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> AttackResult:
+    def __call__(
+        self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor
+    ) -> AttackResult:
         """Attack ``images`` (N, C, H, W) in [0, 1] with true ``labels`` (N,) int64."""
         images, labels, adversarial = prepare_batch(model, images, labels)
         device = images.device
@@ -134,32 +165,44 @@ class APGD:
                 active = (~fooled).nonzero().squeeze(1)
                 if len(active) == 0:
                     break
-                passes += self._one_run(model, images, labels, targets, active, stream, adversarial, fooled,
-                                        best_loss)
+                passes += self._one_run(
+                    model, images, labels, targets, active, stream, adversarial, fooled, best_loss
+                )
         return AttackResult(adversarial, fooled, passes)
 
     def _target_runs(self, clean_logits: torch.Tensor, labels: torch.Tensor) -> list:
         """(targets (N,), stream) per target rank and restart: rank k is each sample's k-th most
         likely wrong class at the clean point."""
         if clean_logits.shape[1] < 4:
-            raise ConfigError(f"APGD-T needs a model with at least 4 classes; this one has {clean_logits.shape[1]}.")
+            raise ConfigError(
+                f"APGD-T needs a model with at least 4 classes; this one has {clean_logits.shape[1]}."
+            )
         wrong = clean_logits.float().scatter(1, labels[:, None], -math.inf)
         ranked = wrong.argsort(dim=1, descending=True)
         n_targets = min(self.n_target_classes, clean_logits.shape[1] - 1)
-        return [(ranked[:, rank], 1000 * rank + restart)
-                for rank in range(n_targets) for restart in range(self.restarts)]
+        return [
+            (ranked[:, rank], 1000 * rank + restart)
+            for rank in range(n_targets)
+            for restart in range(self.restarts)
+        ]
 
     def _loss(self, logits, labels, targets):
         if targets is not None:
             return dlr_loss(logits, labels, targets)
-        return dlr_loss(logits, labels) if self.loss == "dlr" else cross_entropy_loss(logits, labels)
+        return (
+            dlr_loss(logits, labels) if self.loss == "dlr" else cross_entropy_loss(logits, labels)
+        )
 
-    def _one_run(self, model, images, labels, targets, active, stream, adversarial, fooled, best_loss) -> int:
+    def _one_run(
+        self, model, images, labels, targets, active, stream, adversarial, fooled, best_loss
+    ) -> int:
         """One APGD run on ``images[active]``; writes fooled points and better survivors' points."""
         x0, y = images[active], labels[active]
         t = targets[active] if targets is not None else None
         x = random_start(x0, self.norm, self.eps, self.seed, stream)
-        logits, loss, grad = loss_gradient(model, x, y, lambda logits_, y_: self._loss(logits_, y_, t))
+        logits, loss, grad = loss_gradient(
+            model, x, y, lambda logits_, y_: self._loss(logits_, y_, t)
+        )
         passes = len(y)
 
         n = len(y)
@@ -184,11 +227,40 @@ class APGD:
                 adversarial[active[hit]] = x[hit]
                 fooled[active[hit]] = True
                 keep = ~hit
-                (active, x0, y, x, x_prev, grad, step, x_best, loss_best, grad_best, previous_loss, increases,
-                 best_at_last_check, halved_at_last_check) = (
-                    tensor[keep] for tensor in (active, x0, y, x, x_prev, grad, step, x_best, loss_best, grad_best,
-                                                previous_loss, increases, best_at_last_check,
-                                                halved_at_last_check))
+                (
+                    active,
+                    x0,
+                    y,
+                    x,
+                    x_prev,
+                    grad,
+                    step,
+                    x_best,
+                    loss_best,
+                    grad_best,
+                    previous_loss,
+                    increases,
+                    best_at_last_check,
+                    halved_at_last_check,
+                ) = (
+                    tensor[keep]
+                    for tensor in (
+                        active,
+                        x0,
+                        y,
+                        x,
+                        x_prev,
+                        grad,
+                        step,
+                        x_best,
+                        loss_best,
+                        grad_best,
+                        previous_loss,
+                        increases,
+                        best_at_last_check,
+                        halved_at_last_check,
+                    )
+                )
                 loss = loss[keep]
                 if t is not None:
                     t = t[keep]
@@ -218,9 +290,13 @@ class APGD:
 
             momentum = MOMENTUM if iteration > 0 else 1.0
             z = project(x + _scaled_step(grad, self.norm, step), x0, self.norm, self.eps)
-            x_next = project(x + momentum * (z - x) + (1 - momentum) * (x - x_prev), x0, self.norm, self.eps)
+            x_next = project(
+                x + momentum * (z - x) + (1 - momentum) * (x - x_prev), x0, self.norm, self.eps
+            )
             x_prev, x = x, x_next
-            logits, loss, grad = loss_gradient(model, x, y, lambda logits_, y_: self._loss(logits_, y_, t))
+            logits, loss, grad = loss_gradient(
+                model, x, y, lambda logits_, y_: self._loss(logits_, y_, t)
+            )
             passes += len(y)
         return passes
 

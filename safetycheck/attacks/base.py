@@ -37,29 +37,53 @@ class AttackResult:
     forward_passes: int = 0
 
 
-def validate_threat(norm: str, eps: float, steps: int | None = None, step_size: float | None = None,
-                    restarts: int | None = None) -> None:
+def validate_threat(
+    norm: str,
+    eps: float,
+    steps: int | None = None,
+    step_size: float | None = None,
+    restarts: int | None = None,
+) -> None:
     """Raise :class:`ConfigError` naming the parameter and its valid range."""
     if norm not in NORMS:
         raise ConfigError(f"unknown norm {norm!r}; valid norms are {', '.join(NORMS)}.")
-    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not (0.0 <= eps <= MAX_EPS[norm]):
-        raise ConfigError(f"eps={eps!r} is outside its valid range [0, {MAX_EPS[norm]}] for the {norm} norm "
-                          f"(pixel units, images in [0, 1]).")
+    if (
+        isinstance(eps, bool)
+        or not isinstance(eps, (int, float))
+        or not (0.0 <= eps <= MAX_EPS[norm])
+    ):
+        raise ConfigError(
+            f"eps={eps!r} is outside its valid range [0, {MAX_EPS[norm]}] for the {norm} norm "
+            f"(pixel units, images in [0, 1])."
+        )
     if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
         raise ConfigError(f"steps={steps!r} must be a positive integer (1 or more).")
-    if step_size is not None and (isinstance(step_size, bool) or not isinstance(step_size, (int, float))
-                                  or not 0 < step_size <= MAX_EPS[norm]):
-        raise ConfigError(f"step_size={step_size!r} must be a number in (0, {MAX_EPS[norm]}] for the {norm} norm.")
-    if restarts is not None and (isinstance(restarts, bool) or not isinstance(restarts, int) or restarts < 1):
+    if step_size is not None and (
+        isinstance(step_size, bool)
+        or not isinstance(step_size, (int, float))
+        or not 0 < step_size <= MAX_EPS[norm]
+    ):
+        raise ConfigError(
+            f"step_size={step_size!r} must be a number in (0, {MAX_EPS[norm]}] for the {norm} norm."
+        )
+    if restarts is not None and (
+        isinstance(restarts, bool) or not isinstance(restarts, int) or restarts < 1
+    ):
         raise ConfigError(f"restarts={restarts!r} must be a positive integer (1 or more).")
 
 
 def validate_batch(images: torch.Tensor, labels: torch.Tensor) -> None:
     if not isinstance(images, torch.Tensor) or images.dim() != 4 or not images.is_floating_point():
         raise ConfigError(f"images must be a float tensor (N, C, H, W); got {_describe(images)}.")
-    if not isinstance(labels, torch.Tensor) or labels.dim() != 1 or labels.shape[0] != images.shape[0]:
-        raise ConfigError(f"labels must be an int64 tensor of shape ({images.shape[0]},), one per image; "
-                          f"got {_describe(labels)}.")
+    if (
+        not isinstance(labels, torch.Tensor)
+        or labels.dim() != 1
+        or labels.shape[0] != images.shape[0]
+    ):
+        raise ConfigError(
+            f"labels must be an int64 tensor of shape ({images.shape[0]},), one per image; "
+            f"got {_describe(labels)}."
+        )
     if labels.dtype != torch.int64:
         raise ConfigError(f"labels must be int64 class indices; got {labels.dtype}.")
 
@@ -83,16 +107,21 @@ def _describe(value) -> str:
     return f"a {type(value).__name__}"
 
 
-def input_gradient(model: nn.Module, x: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def input_gradient(
+    model: nn.Module, x: torch.Tensor, labels: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits at ``x`` and the gradient of the summed cross-entropy with respect to ``x``.
 
     The summed (not mean) loss makes each sample's gradient independent of the batch size.
     """
-    return loss_gradient(model, x, labels, lambda logits, y: F.cross_entropy(logits, y, reduction="none"))[::2]
+    return loss_gradient(
+        model, x, labels, lambda logits, y: F.cross_entropy(logits, y, reduction="none")
+    )[::2]
 
 
-def loss_gradient(model: nn.Module, x: torch.Tensor, labels: torch.Tensor,
-                  loss_fn) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def loss_gradient(
+    model: nn.Module, x: torch.Tensor, labels: torch.Tensor, loss_fn
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Logits (N, C), per-sample loss (N,) and the gradient of the summed loss with respect to ``x``.
 
     ``loss_fn(logits, labels)`` returns one loss per sample. A model whose output does not depend
@@ -112,24 +141,33 @@ def loss_gradient(model: nn.Module, x: torch.Tensor, labels: torch.Tensor,
 
 
 @torch.no_grad()
-def clean_outcome(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
-                  loss_fn=None) -> tuple[torch.Tensor, torch.Tensor]:
+def clean_outcome(
+    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, loss_fn=None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Evaluate the clean point, the first iterate of every attack: (N,) bool misclassified and
     (N,) float loss (cross-entropy unless ``loss_fn(logits, labels)`` is given). Checks the labels
     against the model's number of classes."""
     logits = model(images)
     check_label_range(labels, logits)
-    loss = F.cross_entropy(logits.float(), labels, reduction="none") if loss_fn is None else loss_fn(logits, labels)
+    loss = (
+        F.cross_entropy(logits.float(), labels, reduction="none")
+        if loss_fn is None
+        else loss_fn(logits, labels)
+    )
     return logits.argmax(dim=1) != labels, loss.float()
 
 
 def check_label_range(labels: torch.Tensor, logits: torch.Tensor) -> None:
     """Raise :class:`ConfigError` if a label is not a valid class index for these logits."""
     if logits.dim() != 2:
-        raise ConfigError(f"the model returned shape {tuple(logits.shape)}; attacks need logits of shape (N, classes).")
+        raise ConfigError(
+            f"the model returned shape {tuple(logits.shape)}; attacks need logits of shape (N, classes)."
+        )
     if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= logits.shape[1]):
-        raise ConfigError(f"labels must lie in [0, {logits.shape[1] - 1}] (the model has {logits.shape[1]} classes); "
-                          f"got values from {int(labels.min())} to {int(labels.max())}.")
+        raise ConfigError(
+            f"labels must lie in [0, {logits.shape[1] - 1}] (the model has {logits.shape[1]} classes); "
+            f"got values from {int(labels.min())} to {int(labels.max())}."
+        )
 
 
 def per_sample_generators(images: torch.Tensor, seed: int, stream: int) -> list[torch.Generator]:
@@ -137,12 +175,18 @@ def per_sample_generators(images: torch.Tensor, seed: int, stream: int) -> list[
     data = images.detach().to("cpu", torch.float32).contiguous().numpy()
     generators = []
     for sample in data:
-        digest = hashlib.blake2b(sample.tobytes(), digest_size=8, key=f"{seed}:{stream}".encode()).digest()
-        generators.append(torch.Generator().manual_seed(int.from_bytes(digest, "little") & ((1 << 63) - 1)))
+        digest = hashlib.blake2b(
+            sample.tobytes(), digest_size=8, key=f"{seed}:{stream}".encode()
+        ).digest()
+        generators.append(
+            torch.Generator().manual_seed(int.from_bytes(digest, "little") & ((1 << 63) - 1))
+        )
     return generators
 
 
-def random_start(images: torch.Tensor, norm: str, eps: float, seed: int, stream: int) -> torch.Tensor:
+def random_start(
+    images: torch.Tensor, norm: str, eps: float, seed: int, stream: int
+) -> torch.Tensor:
     """A point drawn uniformly in the eps-ball around each image (Linf: uniform per pixel;
     L2: uniform in the ball), clipped to [0, 1]."""
     generators = per_sample_generators(images, seed, stream)
@@ -151,8 +195,12 @@ def random_start(images: torch.Tensor, norm: str, eps: float, seed: int, stream:
         noise = torch.stack([torch.rand(shape, generator=g) * 2 - 1 for g in generators]) * eps
     else:
         directions = torch.stack([torch.randn(shape, generator=g) for g in generators])
-        radii = torch.stack([torch.rand((), generator=g) for g in generators]) ** (1.0 / shape.numel())
-        directions = directions / directions.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
+        radii = torch.stack([torch.rand((), generator=g) for g in generators]) ** (
+            1.0 / shape.numel()
+        )
+        directions = directions / directions.flatten(1).norm(dim=1).clamp_min(1e-12).view(
+            -1, 1, 1, 1
+        )
         noise = directions * (radii * eps).view(-1, 1, 1, 1)
     return (images + noise.to(images.device, images.dtype)).clamp(0.0, 1.0)
 

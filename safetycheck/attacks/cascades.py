@@ -32,8 +32,8 @@ standard budget, and see :mod:`safetycheck.attacks.diagnostics`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from ..errors import ConfigError
 from .apgd import APGD
@@ -75,19 +75,31 @@ def _pgd_l2(seed: int, budget: Budget) -> list:
 
 
 def _fast_linf(seed: int, budget: Budget) -> list:
-    return _fgsm(seed, budget) + [("apgd_ce", lambda eps: APGD(eps=eps, loss="ce", steps=FAST_APGD_STEPS, seed=seed))]
+    return _fgsm(seed, budget) + [
+        ("apgd_ce", lambda eps: APGD(eps=eps, loss="ce", steps=FAST_APGD_STEPS, seed=seed))
+    ]
 
 
 def _apgd(seed: int, budget: Budget) -> list:
     return [
         ("apgd_ce", lambda eps: APGD(eps=eps, loss="ce", steps=budget.apgd_steps, seed=seed)),
-        ("apgd_t", lambda eps: APGD(eps=eps, targeted=True, steps=budget.apgd_steps, seed=seed,
-                                    n_target_classes=budget.target_classes)),
+        (
+            "apgd_t",
+            lambda eps: APGD(
+                eps=eps,
+                targeted=True,
+                steps=budget.apgd_steps,
+                seed=seed,
+                n_target_classes=budget.target_classes,
+            ),
+        ),
     ]
 
 
 def _autoattack(seed: int, budget: Budget) -> list:
-    return _apgd(seed, budget) + [("square", lambda eps: Square(eps=eps, n_queries=budget.square_queries, seed=seed))]
+    return _apgd(seed, budget) + [
+        ("square", lambda eps: Square(eps=eps, n_queries=budget.square_queries, seed=seed))
+    ]
 
 
 CASCADES: dict[str, Callable[[int, Budget], list]] = {
@@ -98,7 +110,14 @@ CASCADES: dict[str, Callable[[int, Budget], list]] = {
     "apgd": _apgd,
     "autoattack": _autoattack,
 }
-NORM = {"fgsm": "Linf", "pgd_linf": "Linf", "pgd_l2": "L2", "fast_linf": "Linf", "apgd": "Linf", "autoattack": "Linf"}
+NORM = {
+    "fgsm": "Linf",
+    "pgd_linf": "Linf",
+    "pgd_l2": "L2",
+    "fast_linf": "Linf",
+    "apgd": "Linf",
+    "autoattack": "Linf",
+}
 
 
 def cascade(name: str, seed: int = 0, budget: str = "standard") -> list[tuple[str, Callable]]:
@@ -106,7 +125,9 @@ def cascade(name: str, seed: int = 0, budget: str = "standard") -> list[tuple[st
     if name not in CASCADES:
         raise ConfigError(f"unknown attack set {name!r}; valid names are {', '.join(CASCADES)}.")
     if budget not in BUDGETS:
-        raise ConfigError(f"unknown attack budget {budget!r}; valid budgets are {', '.join(BUDGETS)}.")
+        raise ConfigError(
+            f"unknown attack budget {budget!r}; valid budgets are {', '.join(BUDGETS)}."
+        )
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ConfigError(f"seed={seed!r} must be a non-negative integer.")
     return CASCADES[name](seed, BUDGETS[budget])

@@ -17,7 +17,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..models import evaluation_mode
-from .base import empty_result, prepare_batch, AttackResult, check_label_range, loss_gradient, validate_threat
+from .base import (
+    AttackResult,
+    check_label_range,
+    empty_result,
+    loss_gradient,
+    prepare_batch,
+    validate_threat,
+)
 
 
 @dataclass(frozen=True)
@@ -35,7 +42,9 @@ class FGSM:
     def describe(self) -> str:
         return f"FGSM-Linf eps={self.eps:g} (one signed gradient step)"
 
-    def __call__(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> AttackResult:
+    def __call__(
+        self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor
+    ) -> AttackResult:
         """Attack ``images`` (N, C, H, W) in [0, 1] with true ``labels`` (N,) int64.
 
         A sample is fooled if the clean image or the stepped image is misclassified; the returned

@@ -12,8 +12,8 @@ counterexample in words.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -49,7 +49,9 @@ def _threats(max_images: int):
 def _pgd(norm: str, eps: float, steps: int, seed: int) -> PGD:
     # L2 radii are about sqrt(784) / 3 times larger than Linf ones for comparable strength.
     scale = 9.0 if norm == "L2" else 1.0
-    return PGD(eps=eps * scale, norm=norm, steps=steps, step_size=max(eps * scale / 4, 1e-4), seed=seed)
+    return PGD(
+        eps=eps * scale, norm=norm, steps=steps, step_size=max(eps * scale / 4, 1e-4), seed=seed
+    )
 
 
 def _in_ball(model, images, labels, norm, eps, steps, seed, size):
@@ -59,9 +61,11 @@ def _in_ball(model, images, labels, norm, eps, steps, seed, size):
     delta = (adversarial - x).flatten(1)
     radius = delta.abs().amax(1) if norm == "Linf" else delta.norm(dim=1)
     assert float(radius.max()) <= attack.eps + TOLERANCE, (
-        f"{attack.describe()}: a perturbation of size {float(radius.max()):.6g} left the eps-ball")
+        f"{attack.describe()}: a perturbation of size {float(radius.max()):.6g} left the eps-ball"
+    )
     assert float(adversarial.min()) >= 0 and float(adversarial.max()) <= 1, (
-        f"{attack.describe()}: adversarial pixels left [0, 1]")
+        f"{attack.describe()}: adversarial pixels left [0, 1]"
+    )
 
 
 def _eps_zero(model, images, labels, norm, eps, steps, seed, size):
@@ -78,14 +82,18 @@ def _loss_not_below_clean(model, images, labels, norm, eps, steps, seed, size):
         attacked = F.cross_entropy(model(result.adversarial), y, reduction="none")
     worst = float((clean - attacked).max())
     assert worst <= 1e-4 * (1 + float(clean.abs().max())), (
-        f"PGD returned a point whose loss is {worst:.3g} below the clean loss")
+        f"PGD returned a point whose loss is {worst:.3g} below the clean loss"
+    )
 
 
 def _seeded(model, images, labels, norm, eps, steps, seed, size):
     x, y = images[:size], labels[:size]
     first, second = (_pgd(norm, eps, steps, seed)(model, x, y) for _ in range(2))
-    assert torch.equal(first.fooled, second.fooled) and torch.equal(first.adversarial, second.adversarial), (
-        f"two runs with seed {seed} gave different results: the model or the attack is not deterministic")
+    assert torch.equal(first.fooled, second.fooled) and torch.equal(
+        first.adversarial, second.adversarial
+    ), (
+        f"two runs with seed {seed} gave different results: the model or the attack is not deterministic"
+    )
 
 
 def _permutation(model, images, labels, norm, eps, steps, seed, size):
@@ -95,18 +103,22 @@ def _permutation(model, images, labels, norm, eps, steps, seed, size):
     plain, permuted = attack(model, x, y), attack(model, x[order], y[order])
     assert torch.equal(plain.fooled[order], permuted.fooled), (
         "attacking a permuted batch did not give the permuted result: samples influence each other "
-        "(batch statistics in eval mode?)")
+        "(batch statistics in eval mode?)"
+    )
 
 
 def _monotone(model, images, labels, norm, eps, steps, seed, size):
     x, y = images[:size], labels[:size]
     epsilons = sorted({0.0, eps / 2, eps})
-    sweep = robust_accuracy_sweep(model, x, y, epsilons, [("pgd", lambda e: _pgd(norm, e, steps, seed))])
+    sweep = robust_accuracy_sweep(
+        model, x, y, epsilons, [("pgd", lambda e: _pgd(norm, e, steps, seed))]
+    )
     accuracies = [sweep.accuracy(e) for e in sweep.epsilons]
     clean = float(sweep.clean_correct.float().mean())
     assert all(a <= clean + 1e-12 for a in accuracies), "robust accuracy above clean accuracy"
     assert all(b <= a + 1e-12 for a, b in zip(accuracies, accuracies[1:])), (
-        f"robust accuracy rose with eps: {accuracies} at {sweep.epsilons}")
+        f"robust accuracy rose with eps: {accuracies} at {sweep.epsilons}"
+    )
 
 
 PROPERTIES: dict[str, Callable] = {
@@ -119,8 +131,9 @@ PROPERTIES: dict[str, Callable] = {
 }
 
 
-def check_invariant(name: str, model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
-                    max_examples: int = 8) -> InvariantResult:
+def check_invariant(
+    name: str, model: nn.Module, images: torch.Tensor, labels: torch.Tensor, max_examples: int = 8
+) -> InvariantResult:
     """Search for a violation of property ``name`` with Hypothesis on ``images``/``labels``
     (a small batch: each example attacks at most all of them with at most 5 PGD steps)."""
     from hypothesis import HealthCheck, given, settings  # here: it costs ~0.4 s in every process
@@ -128,8 +141,14 @@ def check_invariant(name: str, model: nn.Module, images: torch.Tensor, labels: t
     prop = PROPERTIES[name]
     count = 0
 
-    @settings(max_examples=max_examples, derandomize=True, database=None, deadline=None, print_blob=False,
-              suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=max_examples,
+        derandomize=True,
+        database=None,
+        deadline=None,
+        print_blob=False,
+        suppress_health_check=list(HealthCheck),
+    )
     @given(**_threats(len(labels)))
     def search(norm, eps, steps, seed, size):
         nonlocal count
@@ -140,4 +159,6 @@ def check_invariant(name: str, model: nn.Module, images: torch.Tensor, labels: t
         search()
     except AssertionError as violation:
         return InvariantResult(name, False, count, str(violation))
-    return InvariantResult(name, True, count, f"no violation in {count} drawn threat models and batches")
+    return InvariantResult(
+        name, True, count, f"no violation in {count} drawn threat models and batches"
+    )

@@ -15,8 +15,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..models import evaluation_mode
-from .base import (AttackResult, clean_outcome, empty_result, loss_gradient, prepare_batch, project, random_start,
-                   steepest_ascent_step, validate_threat)
+from .base import (
+    AttackResult,
+    clean_outcome,
+    empty_result,
+    loss_gradient,
+    prepare_batch,
+    project,
+    random_start,
+    steepest_ascent_step,
+    validate_threat,
+)
 
 
 @dataclass(frozen=True)
@@ -40,10 +49,14 @@ class PGD:
 
     def describe(self) -> str:
         start = "random start" if self.random_start else "no random start"
-        return (f"PGD-{self.norm} eps={self.eps:g}, {self.steps} steps of {self.step_size:g}, "
-                f"{self.restarts} restart(s), {start}, seed {self.seed}")
+        return (
+            f"PGD-{self.norm} eps={self.eps:g}, {self.steps} steps of {self.step_size:g}, "
+            f"{self.restarts} restart(s), {start}, seed {self.seed}"
+        )
 
-    def __call__(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> AttackResult:
+    def __call__(
+        self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor
+    ) -> AttackResult:
         """Attack ``images`` (N, C, H, W) in [0, 1] with true ``labels`` (N,) int64.
 
         The clean point counts as an iterate: a sample misclassified as given is fooled at once.
@@ -61,13 +74,21 @@ class PGD:
                     active = (~fooled).nonzero().squeeze(1)
                     if len(active) == 0:
                         break
-                    passes += self._one_run(model, images, labels, active, restart, adversarial, fooled, best_loss)
+                    passes += self._one_run(
+                        model, images, labels, active, restart, adversarial, fooled, best_loss
+                    )
         return AttackResult(adversarial, fooled, passes)
 
-    def _one_run(self, model, images, labels, active, restart, adversarial, fooled, best_loss) -> int:
+    def _one_run(
+        self, model, images, labels, active, restart, adversarial, fooled, best_loss
+    ) -> int:
         """Attack ``images[active]`` from a fresh start; write the points found into the outputs."""
         x0, y = images[active], labels[active]
-        x = random_start(x0, self.norm, self.eps, self.seed, restart) if self.random_start else x0.clone()
+        x = (
+            random_start(x0, self.norm, self.eps, self.seed, restart)
+            if self.random_start
+            else x0.clone()
+        )
         passes = 0
         for step in range(self.steps + 1):
             if step < self.steps:
@@ -94,7 +115,12 @@ class PGD:
                 if len(y) == 0:
                     break
             if step < self.steps:
-                x = project(x + steepest_ascent_step(grad, self.norm, self.step_size), x0, self.norm, self.eps)
+                x = project(
+                    x + steepest_ascent_step(grad, self.norm, self.step_size),
+                    x0,
+                    self.norm,
+                    self.eps,
+                )
         return passes
 
 

@@ -26,11 +26,27 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..models import evaluation_mode
-from .base import empty_result, prepare_batch, AttackResult, check_label_range, per_sample_generators, validate_threat
+from .base import (
+    AttackResult,
+    check_label_range,
+    empty_result,
+    per_sample_generators,
+    prepare_batch,
+    validate_threat,
+)
 
 # The paper's schedule of p on a 10 000-query budget: (last query of the stage, divisor of p_init).
-_P_SCHEDULE = ((10, 1), (50, 2), (200, 4), (500, 8), (1000, 16), (2000, 32), (4000, 64), (6000, 128),
-               (8000, 256))
+_P_SCHEDULE = (
+    (10, 1),
+    (50, 2),
+    (200, 4),
+    (500, 8),
+    (1000, 16),
+    (2000, 32),
+    (4000, 64),
+    (6000, 128),
+    (8000, 256),
+)
 
 
 def square_fraction(p_init: float, query: int, n_queries: int) -> float:
@@ -65,17 +81,31 @@ class Square:
 
     def __post_init__(self):
         validate_threat("Linf", self.eps)
-        if isinstance(self.n_queries, bool) or not isinstance(self.n_queries, int) or self.n_queries < 1:
-            raise ConfigError(f"n_queries={self.n_queries!r} must be a positive integer (1 or more).")
-        if isinstance(self.p_init, bool) or not isinstance(self.p_init, (int, float)) or not 0 < self.p_init <= 1:
-            raise ConfigError(f"p_init={self.p_init!r} must be a number in (0, 1], the initial share of pixels "
-                              f"a square covers.")
+        if (
+            isinstance(self.n_queries, bool)
+            or not isinstance(self.n_queries, int)
+            or self.n_queries < 1
+        ):
+            raise ConfigError(
+                f"n_queries={self.n_queries!r} must be a positive integer (1 or more)."
+            )
+        if (
+            isinstance(self.p_init, bool)
+            or not isinstance(self.p_init, (int, float))
+            or not 0 < self.p_init <= 1
+        ):
+            raise ConfigError(
+                f"p_init={self.p_init!r} must be a number in (0, 1], the initial share of pixels "
+                f"a square covers."
+            )
 
     def describe(self) -> str:
         return f"Square-Linf eps={self.eps:g}, {self.n_queries} queries, p_init {self.p_init:g}, seed {self.seed}"
 
     @torch.no_grad()
-    def __call__(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> AttackResult:
+    def __call__(
+        self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor
+    ) -> AttackResult:
         """Attack ``images`` (N, C, H, W) in [0, 1] with true ``labels`` (N,) int64.
 
         Survivors return their lowest-margin point (never above the clean margin)."""
@@ -89,8 +119,15 @@ class Square:
             passes = len(labels)
             if self.eps > 0 and self.n_queries > 1 and not fooled.all():
                 best_margin = margin(clean_logits, labels)
-                passes += self._search(model, images, labels, (~fooled).nonzero().squeeze(1), adversarial, fooled,
-                                       best_margin)
+                passes += self._search(
+                    model,
+                    images,
+                    labels,
+                    (~fooled).nonzero().squeeze(1),
+                    adversarial,
+                    fooled,
+                    best_margin,
+                )
         return AttackResult(adversarial, fooled, passes)
 
     def _search(self, model, images, labels, active, adversarial, fooled, best_margin) -> int:
@@ -102,8 +139,10 @@ class Square:
         for generator in per_sample_generators(x0, self.seed, stream=0):
             draws.append(torch.rand(width * channels + 3 * n_steps, generator=generator))
         draws = torch.stack(draws).to(x0.device)
-        stripes = torch.where(draws[:, :width * channels] < 0.5, -1.0, 1.0).view(-1, channels, 1, width)
-        steps = draws[:, width * channels:].view(-1, n_steps, 3)
+        stripes = torch.where(draws[:, : width * channels] < 0.5, -1.0, 1.0).view(
+            -1, channels, 1, width
+        )
+        steps = draws[:, width * channels :].view(-1, n_steps, 3)
 
         delta = (x0 + self.eps * stripes).clamp(0, 1) - x0
         rows = torch.arange(height, device=x0.device)
@@ -111,21 +150,27 @@ class Square:
         passes = 0
         for query in range(n_steps + 1):
             if query > 0:
-                side = round(math.sqrt(square_fraction(self.p_init, query - 1, self.n_queries) * height * width))
+                side = round(
+                    math.sqrt(
+                        square_fraction(self.p_init, query - 1, self.n_queries) * height * width
+                    )
+                )
                 side = min(max(side, 1), min(height, width) - 1)
                 u = steps[:, query - 1]
                 top = (u[:, 0] * (height - side + 1)).long().clamp(max=height - side)
                 left = (u[:, 1] * (width - side + 1)).long().clamp(max=width - side)
-                inside = (((rows >= top[:, None]) & (rows < top[:, None] + side))[:, :, None]
-                          & ((columns >= left[:, None]) & (columns < left[:, None] + side))[:, None, :])
+                inside = ((rows >= top[:, None]) & (rows < top[:, None] + side))[:, :, None] & (
+                    (columns >= left[:, None]) & (columns < left[:, None] + side)
+                )[:, None, :]
                 inside = inside[:, None].expand_as(x0)
                 sign = torch.where(u[:, 2] < 0.5, -1.0, 1.0).view(-1, 1, 1, 1)
                 proposal = self._propose(x0, delta, inside, sign)
                 # A proposal that changes nothing wastes a query: take the opposite sign instead.
                 unchanged = (proposal - delta).abs().flatten(1).amax(dim=1) < 1e-7
                 if unchanged.any():
-                    proposal[unchanged] = self._propose(x0[unchanged], delta[unchanged], inside[unchanged],
-                                                        -sign[unchanged])
+                    proposal[unchanged] = self._propose(
+                        x0[unchanged], delta[unchanged], inside[unchanged], -sign[unchanged]
+                    )
             else:
                 proposal = delta
             x = x0 + proposal
@@ -149,7 +194,13 @@ class Square:
                 adversarial[active[hit]] = x[hit]
                 fooled[active[hit]] = True
                 keep = ~hit
-                active, x0, y, delta, steps = active[keep], x0[keep], y[keep], delta[keep], steps[keep]
+                active, x0, y, delta, steps = (
+                    active[keep],
+                    x0[keep],
+                    y[keep],
+                    delta[keep],
+                    steps[keep],
+                )
                 search_margin = search_margin[keep]
                 if len(y) == 0:
                     break

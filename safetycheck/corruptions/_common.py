@@ -37,18 +37,26 @@ def validate_images(images) -> torch.Tensor:
         8-bit images, so an off-grid input is first quantised the way saving it as a PNG would.
     """
     if not isinstance(images, torch.Tensor):
-        raise ConfigError(f"images must be a torch tensor of shape (N, 1, 28, 28); got {type(images).__name__}.")
+        raise ConfigError(
+            f"images must be a torch tensor of shape (N, 1, 28, 28); got {type(images).__name__}."
+        )
     if not images.is_floating_point():
-        raise ConfigError(f"images must be a float tensor with values in [0, 1]; got dtype {images.dtype} "
-                          f"(divide 8-bit images by 255 first).")
+        raise ConfigError(
+            f"images must be a float tensor with values in [0, 1]; got dtype {images.dtype} "
+            f"(divide 8-bit images by 255 first)."
+        )
     if images.dim() != 4 or tuple(images.shape[1:]) != IMAGE_SHAPE:
-        raise ConfigError(f"images must have shape (N, 1, 28, 28) (MNIST-style grayscale); got {tuple(images.shape)}.")
+        raise ConfigError(
+            f"images must have shape (N, 1, 28, 28) (MNIST-style grayscale); got {tuple(images.shape)}."
+        )
     if images.numel() == 0:
         return images.detach().to("cpu", torch.float32).clone()
     low, high = float(images.min()), float(images.max())
     if not (math.isfinite(low) and math.isfinite(high)) or low < 0.0 or high > 1.0:
-        raise ConfigError(f"image values must lie in [0, 1]; these span [{low:g}, {high:g}] "
-                          f"(divide 8-bit images by 255; do not normalise them).")
+        raise ConfigError(
+            f"image values must lie in [0, 1]; these span [{low:g}, {high:g}] "
+            f"(divide 8-bit images by 255; do not normalise them)."
+        )
     return quantise(images.detach().to("cpu", torch.float32))
 
 
@@ -108,8 +116,9 @@ def filter_matrix(weights: torch.Tensor, length: int = SIDE, mode: str = "neares
     return matrix
 
 
-def separable_filter(images: torch.Tensor, row_matrix: torch.Tensor | None, col_matrix: torch.Tensor | None
-                     ) -> torch.Tensor:
+def separable_filter(
+    images: torch.Tensor, row_matrix: torch.Tensor | None, col_matrix: torch.Tensor | None
+) -> torch.Tensor:
     """Apply 1-D filters given as matrices along rows (axis -2) and/or columns (axis -1).
 
     One batched matrix product per axis: far faster on the CPU than a single-channel conv2d.
@@ -122,8 +131,9 @@ def separable_filter(images: torch.Tensor, row_matrix: torch.Tensor | None, col_
     return out
 
 
-def gaussian_blur(images: torch.Tensor, sigma: float, mode: str = "nearest", axes: tuple[int, ...] = (-2, -1)
-                  ) -> torch.Tensor:
+def gaussian_blur(
+    images: torch.Tensor, sigma: float, mode: str = "nearest", axes: tuple[int, ...] = (-2, -1)
+) -> torch.Tensor:
     """Gaussian filter of (N, 1, H, W) images along ``axes`` (-2: rows, -1: columns), as
     ``scipy.ndimage.gaussian_filter`` with ``truncate=4`` and border ``mode`` ("nearest" or
     "constant"). Computed in the dtype of ``images``."""
@@ -145,11 +155,18 @@ def bilinear_sample(images: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor
     stride = width + 4
     r0 = torch.floor(rows).clamp(-2, height)
     c0 = torch.floor(cols).clamp(-2, width)
-    dr, dc = (rows - torch.floor(rows)).to(images.dtype), (cols - torch.floor(cols)).to(images.dtype)
+    dr, dc = (
+        (rows - torch.floor(rows)).to(images.dtype),
+        (cols - torch.floor(cols)).to(images.dtype),
+    )
     base = ((r0.long() + 2) * stride + (c0.long() + 2)).reshape(*rows.shape[:-2], -1)
     out = None
-    for shift, weight in ((0, (1 - dr) * (1 - dc)), (1, (1 - dr) * dc),
-                          (stride, dr * (1 - dc)), (stride + 1, dr * dc)):
+    for shift, weight in (
+        (0, (1 - dr) * (1 - dc)),
+        (1, (1 - dr) * dc),
+        (stride, dr * (1 - dc)),
+        (stride + 1, dr * dc),
+    ):
         index = base + shift
         values = padded[:, index] if index.dim() == 1 else torch.gather(padded, 1, index)
         term = values.reshape(n, height, width) * weight

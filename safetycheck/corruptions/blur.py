@@ -24,8 +24,9 @@ import torch.nn.functional as F
 from ._common import SIDE, gaussian_blur
 
 
-def glass_blur(images: torch.Tensor, generator: torch.Generator, sigma: float, max_delta: int,
-               iterations: int) -> torch.Tensor:
+def glass_blur(
+    images: torch.Tensor, generator: torch.Generator, sigma: float, max_delta: int, iterations: int
+) -> torch.Tensor:
     """MNIST-C glass blur: vertical Gaussian, 8-bit truncation, sequential local swaps, vertical Gaussian.
 
     The swap pass visits rows ``h`` and columns ``w`` from ``27 - max_delta`` down to
@@ -40,14 +41,20 @@ def glass_blur(images: torch.Tensor, generator: torch.Generator, sigma: float, m
     # that each step reads and writes contiguous rows of N values
     pixels = torch.floor(blurred * 255.0).reshape(n, SIDE * SIDE).t().contiguous()
     flat = pixels.view(-1)
-    positions = [h * SIDE + w for h in range(SIDE - max_delta, max_delta, -1)
-                 for w in range(SIDE - max_delta, max_delta, -1)]
+    positions = [
+        h * SIDE + w
+        for h in range(SIDE - max_delta, max_delta, -1)
+        for w in range(SIDE - max_delta, max_delta, -1)
+    ]
     steps = iterations * len(positions)
     swap = torch.rand(steps, n, generator=generator) < 0.5
     offsets = torch.randint(-max_delta, max_delta, (steps, n, 2), generator=generator)
     # flat index of the partner pixel of every step: (position + dy * 28 + dx) * N + image
-    partner = ((torch.tensor(positions * iterations).view(steps, 1) + offsets[..., 1] * SIDE + offsets[..., 0]) * n
-               + torch.arange(n).view(1, n))
+    partner = (
+        torch.tensor(positions * iterations).view(steps, 1)
+        + offsets[..., 1] * SIDE
+        + offsets[..., 0]
+    ) * n + torch.arange(n).view(1, n)
     # The 1352 sequential steps each touch only N values: NumPy's single-threaded small-array
     # operations beat torch's here (no thread-pool wake-up per operation).
     table, flat_np = partner.numpy(), flat.numpy()
@@ -66,11 +73,13 @@ def motion_blur_kernel(radius: float, sigma: float) -> torch.Tensor:
     """ImageMagick's one-sided motion-blur weights: (width,) float64 summing to 1."""
     width = int(2 * math.ceil(radius) + 1)
     taps = torch.arange(width, dtype=torch.float64)
-    weights = torch.exp(-(taps ** 2) / (2.0 * sigma * sigma))
+    weights = torch.exp(-(taps**2) / (2.0 * sigma * sigma))
     return weights / weights.sum()
 
 
-def motion_blur_offsets(angles_degrees: torch.Tensor, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+def motion_blur_offsets(
+    angles_degrees: torch.Tensor, width: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Integer (row, column) offsets of each tap for each angle: two (N, width) int64 tensors."""
     taps = torch.arange(width, dtype=torch.float64)
     radians = torch.deg2rad(angles_degrees.to(torch.float64)).unsqueeze(1)
@@ -79,8 +88,13 @@ def motion_blur_offsets(angles_degrees: torch.Tensor, width: int) -> tuple[torch
     return rows, cols
 
 
-def motion_blur(images: torch.Tensor, generator: torch.Generator, radius: float, sigma: float,
-                max_angle: float = 45.0) -> torch.Tensor:
+def motion_blur(
+    images: torch.Tensor,
+    generator: torch.Generator,
+    radius: float,
+    sigma: float,
+    max_angle: float = 45.0,
+) -> torch.Tensor:
     """ImageMagick motion blur with an angle drawn uniformly from [-max_angle, max_angle) degrees."""
     n = images.shape[0]
     angles = (torch.rand(n, generator=generator, dtype=torch.float64) * 2.0 - 1.0) * max_angle

@@ -45,11 +45,17 @@ def cache_path(name: str, seed: int = 0, root: DataRoot | str | os.PathLike | No
     from . import IMPLEMENTATION_VERSION, get_corruption
 
     get_corruption(name)
-    return cache_dir(_root(root)) / "mnist_c" / f"v{IMPLEMENTATION_VERSION}" / f"{name}-seed{seed}.npy"
+    return (
+        cache_dir(_root(root)) / "mnist_c" / f"v{IMPLEMENTATION_VERSION}" / f"{name}-seed{seed}.npy"
+    )
 
 
-def generate_corrupted(name: str, seed: int = 0, root: DataRoot | str | os.PathLike | None = None,
-                       download: bool = False) -> np.ndarray:
+def generate_corrupted(
+    name: str,
+    seed: int = 0,
+    root: DataRoot | str | os.PathLike | None = None,
+    download: bool = False,
+) -> np.ndarray:
     """The corrupted MNIST test set as uint8 (10000, 28, 28): read from the cache, else made and cached."""
     from . import corrupt
 
@@ -87,8 +93,10 @@ def _write_atomically(path: Path, array: np.ndarray) -> None:
             Path(temporary).unlink(missing_ok=True)
             raise
     except OSError as exc:
-        warnings.warn(f"could not cache MNIST-C images at {path} ({exc}); they will be regenerated next run.",
-                      stacklevel=3)
+        warnings.warn(
+            f"could not cache MNIST-C images at {path} ({exc}); they will be regenerated next run.",
+            stacklevel=3,
+        )
 
 
 def load_official(name: str, root: DataRoot | str | os.PathLike | None = None) -> LabelledImages:
@@ -107,32 +115,51 @@ def load_official(name: str, root: DataRoot | str | os.PathLike | None = None) -
             raise DataError(
                 f"official MNIST-C file {file} not found: expected the static set (zenodo.org/record/3237938) "
                 f"unpacked as <data root>/mnist_c/<corruption>/test_images.npy and test_labels.npy; "
-                f"use source='generated' (--safety-mnist-c=generated) to generate the corruptions instead.")
+                f"use source='generated' (--safety-mnist-c=generated) to generate the corruptions instead."
+            )
     images = _load_npy(images_file, "uint8 images of shape (10000, 28, 28, 1)")
     labels = _load_npy(labels_file, "10000 integer labels in 0..9")
-    if images.dtype != np.uint8 or images.shape not in ((TEST_SIZE, 28, 28, 1), (TEST_SIZE, 28, 28)):
-        raise DataError(f"{images_file} holds {images.dtype} of shape {images.shape}; expected uint8 images of "
-                        f"shape (10000, 28, 28, 1). Download the file again.")
+    if images.dtype != np.uint8 or images.shape not in (
+        (TEST_SIZE, 28, 28, 1),
+        (TEST_SIZE, 28, 28),
+    ):
+        raise DataError(
+            f"{images_file} holds {images.dtype} of shape {images.shape}; expected uint8 images of "
+            f"shape (10000, 28, 28, 1). Download the file again."
+        )
     if labels.shape != (TEST_SIZE,) or not np.issubdtype(labels.dtype, np.integer):
-        raise DataError(f"{labels_file} holds {labels.dtype} of shape {labels.shape}; expected 10000 integer "
-                        f"labels. Download the file again.")
+        raise DataError(
+            f"{labels_file} holds {labels.dtype} of shape {labels.shape}; expected 10000 integer "
+            f"labels. Download the file again."
+        )
     if labels.min() < 0 or labels.max() > 9:
-        raise DataError(f"{labels_file} holds labels outside 0..9 ({labels.min()}..{labels.max()}): it is corrupt.")
+        raise DataError(
+            f"{labels_file} holds labels outside 0..9 ({labels.min()}..{labels.max()}): it is corrupt."
+        )
     tensor = torch.from_numpy(images.reshape(TEST_SIZE, 1, 28, 28).astype(np.float32) / 255.0)
-    return LabelledImages(images=tensor, labels=torch.from_numpy(labels.astype(np.int64)),
-                          name=f"mnist_c-official-{name}")
+    return LabelledImages(
+        images=tensor,
+        labels=torch.from_numpy(labels.astype(np.int64)),
+        name=f"mnist_c-official-{name}",
+    )
 
 
 def _load_npy(file: Path, expected: str) -> np.ndarray:
     try:
         return np.load(file, allow_pickle=False)
     except (OSError, ValueError, EOFError) as exc:
-        raise DataError(f"{file} is not a readable .npy file ({exc}); expected {expected}. "
-                        f"Download it again.") from None
+        raise DataError(
+            f"{file} is not a readable .npy file ({exc}); expected {expected}. Download it again."
+        ) from None
 
 
-def load_corrupted(name: str, source: str = "generated", root: DataRoot | str | os.PathLike | None = None,
-                   seed: int = 0, download: bool = False) -> LabelledImages:
+def load_corrupted(
+    name: str,
+    source: str = "generated",
+    root: DataRoot | str | os.PathLike | None = None,
+    seed: int = 0,
+    download: bool = False,
+) -> LabelledImages:
     """One corruption of the MNIST test set: images float32 (10000, 1, 28, 28) in [0, 1], labels int64.
 
     Args:
@@ -153,7 +180,9 @@ def load_corrupted(name: str, source: str = "generated", root: DataRoot | str | 
 
 
 @functools.lru_cache(maxsize=64)
-def _load_cached(name: str, source: str, root: DataRoot, seed: int, download: bool) -> LabelledImages:
+def _load_cached(
+    name: str, source: str, root: DataRoot, seed: int, download: bool
+) -> LabelledImages:
     if source == "official":
         return load_official(name, root)
     array = generate_corrupted(name, seed, root, download)

@@ -26,13 +26,13 @@ from ._common import SIDE, filter_matrix, gaussian_blur, separable_filter
 LOW_THRESHOLD, HIGH_THRESHOLD = 0.1, 0.2
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _bleed_over(sigma: float) -> torch.Tensor:
     ones = torch.ones(1, 1, SIDE, SIDE, dtype=torch.float64)
     return gaussian_blur(ones, sigma, mode="constant") + torch.finfo(torch.float64).eps
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _sobel_matrices() -> tuple[torch.Tensor, torch.Tensor]:
     """(difference, smoothing) as 28x28 matrices with SciPy's 'reflect' border."""
     difference = filter_matrix(torch.tensor([-1.0, 0.0, 1.0], dtype=torch.float64), SIDE, "reflect")
@@ -40,7 +40,7 @@ def _sobel_matrices() -> tuple[torch.Tensor, torch.Tensor]:
     return difference, smoothing
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _neighbourhood() -> torch.Tensor:
     """Ones on the three central diagonals: ``A @ X @ A`` sums each 3x3 neighbourhood (zero outside)."""
     return filter_matrix(torch.ones(3, dtype=torch.float32), SIDE, "constant")
@@ -50,11 +50,13 @@ def _shifted(values: torch.Tensor, d_row: int, d_col: int) -> torch.Tensor:
     """``out[r, c] = values[r + d_row, c + d_col]`` on the interior; the 1-pixel frame is left 0
     (only interior pixels are ever compared, so it never matters)."""
     out = torch.zeros_like(values)
-    out[..., 1:-1, 1:-1] = values[..., 1 + d_row: SIDE - 1 + d_row, 1 + d_col: SIDE - 1 + d_col]
+    out[..., 1:-1, 1:-1] = values[..., 1 + d_row : SIDE - 1 + d_row, 1 + d_col : SIDE - 1 + d_col]
     return out
 
 
-def canny(images: torch.Tensor, generator: torch.Generator | None = None, sigma: float = 1.0) -> torch.Tensor:
+def canny(
+    images: torch.Tensor, generator: torch.Generator | None = None, sigma: float = 1.0
+) -> torch.Tensor:
     """Binary Canny edge maps (N, 1, 28, 28) float32 in {0, 1}; deterministic (``generator`` unused)."""
     smoothed = gaussian_blur(images.to(torch.float64), sigma, mode="constant") / _bleed_over(sigma)
     difference, smoothing = _sobel_matrices()
@@ -74,16 +76,22 @@ def canny(images: torch.Tensor, generator: torch.Generator | None = None, sigma:
     mostly_rows, mostly_cols = abs_i >= abs_j, abs_i <= abs_j
     # (sector, weight, neighbours on the + side (near, diagonal), on the - side (near, diagonal))
     sectors = (
-        (same_sign & mostly_rows, w_ji, ((1, 0), (1, 1)), ((-1, 0), (-1, -1))),        # 0-45 degrees
-        (same_sign & mostly_cols, w_ij, ((0, 1), (1, 1)), ((0, -1), (-1, -1))),        # 45-90
-        (opposite_sign & mostly_cols, w_ij, ((0, 1), (-1, 1)), ((0, -1), (1, -1))),    # 90-135
-        (opposite_sign & mostly_rows, w_ji, ((-1, 0), (-1, 1)), ((1, 0), (1, -1))),    # 135-180
+        (same_sign & mostly_rows, w_ji, ((1, 0), (1, 1)), ((-1, 0), (-1, -1))),  # 0-45 degrees
+        (same_sign & mostly_cols, w_ij, ((0, 1), (1, 1)), ((0, -1), (-1, -1))),  # 45-90
+        (opposite_sign & mostly_cols, w_ij, ((0, 1), (-1, 1)), ((0, -1), (1, -1))),  # 90-135
+        (opposite_sign & mostly_rows, w_ji, ((-1, 0), (-1, 1)), ((1, 0), (1, -1))),  # 135-180
     )
     local_maxima = torch.zeros_like(candidates)
     for in_sector, weight, plus, minus in sectors:
         points = candidates & in_sector
-        c_plus = _shifted(magnitude, *plus[1]) * weight + _shifted(magnitude, *plus[0]) * (1 - weight) <= magnitude
-        c_minus = _shifted(magnitude, *minus[1]) * weight + _shifted(magnitude, *minus[0]) * (1 - weight) <= magnitude
+        c_plus = (
+            _shifted(magnitude, *plus[1]) * weight + _shifted(magnitude, *plus[0]) * (1 - weight)
+            <= magnitude
+        )
+        c_minus = (
+            _shifted(magnitude, *minus[1]) * weight + _shifted(magnitude, *minus[0]) * (1 - weight)
+            <= magnitude
+        )
         local_maxima = torch.where(points, c_plus & c_minus, local_maxima)
     high = local_maxima & (magnitude >= HIGH_THRESHOLD)
     low = local_maxima & (magnitude >= LOW_THRESHOLD)

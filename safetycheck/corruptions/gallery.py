@@ -12,8 +12,13 @@ from ..errors import ConfigError
 from ._common import to_uint8, validate_images
 
 
-def gallery(images: torch.Tensor, seed: int = 0, index: int = 0, zoom: int = 4,
-            names: tuple[str, ...] | None = None) -> dict[str, bytes]:
+def gallery(
+    images: torch.Tensor,
+    seed: int = 0,
+    index: int = 0,
+    zoom: int = 4,
+    names: tuple[str, ...] | None = None,
+) -> dict[str, bytes]:
     """``{name: PNG bytes}``: image ``index`` of ``images`` under each corruption, ``identity`` first.
 
     Args:
@@ -46,7 +51,9 @@ def gallery(images: torch.Tensor, seed: int = 0, index: int = 0, zoom: int = 4,
     return pictures
 
 
-def write_gallery(folder: str | os.PathLike, images: torch.Tensor, seed: int = 0, **options) -> list[Path]:
+def write_gallery(
+    folder: str | os.PathLike, images: torch.Tensor, seed: int = 0, **options
+) -> list[Path]:
     """Write :func:`gallery` as ``<folder>/<name>.png``; returns the paths written."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -58,7 +65,9 @@ def write_gallery(folder: str | os.PathLike, images: torch.Tensor, seed: int = 0
     return written
 
 
-def test_set_gallery(root=None, seed: int = 0, download: bool = False, batch: int = 16) -> dict[str, bytes]:
+def test_set_gallery(
+    root=None, seed: int = 0, download: bool = False, batch: int = 16
+) -> dict[str, bytes]:
     """:func:`gallery` of the first MNIST test image, corrupted together with the next ``batch - 1``
     (as in the reports: the HTML report and the study)."""
     from ..data import load_split

@@ -28,8 +28,9 @@ def _random_signs(n: int, generator: torch.Generator) -> torch.Tensor:
     return torch.randint(0, 2, (n,), generator=generator) * 2 - 1
 
 
-def affine_map(matrix: list[list[float]], translation: tuple[float, float] | None = None
-               ) -> tuple[torch.Tensor, torch.Tensor]:
+def affine_map(
+    matrix: list[list[float]], translation: tuple[float, float] | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Where each output pixel reads the input under the inverse map ``matrix`` acting on (col, row).
 
     ``translation`` (col, row) defaults to the one that keeps the centre (13.5, 13.5) fixed.
@@ -42,8 +43,9 @@ def affine_map(matrix: list[list[float]], translation: tuple[float, float] | Non
     return b1 * cols + b2 * rows + translation[1], a1 * cols + a2 * rows + translation[0]
 
 
-def warp_variants(images: torch.Tensor, choice: torch.Tensor, maps: list[tuple[torch.Tensor, torch.Tensor]]
-                  ) -> torch.Tensor:
+def warp_variants(
+    images: torch.Tensor, choice: torch.Tensor, maps: list[tuple[torch.Tensor, torch.Tensor]]
+) -> torch.Tensor:
     """Warp image i with ``maps[choice[i]]``; each map is shared by its group, so one read serves it."""
     out = torch.empty_like(images)
     for k, (rows, cols) in enumerate(maps):
@@ -56,7 +58,9 @@ def warp_variants(images: torch.Tensor, choice: torch.Tensor, maps: list[tuple[t
 def shear(images: torch.Tensor, generator: torch.Generator, amount: float) -> torch.Tensor:
     """Shear by ``amount`` radians (the AffineTransform ``shear`` angle) with a random sign."""
     signs = _random_signs(len(images), generator)
-    maps = [affine_map([[1.0, -math.sin(s * amount)], [0.0, math.cos(s * amount)]]) for s in (-1, 1)]
+    maps = [
+        affine_map([[1.0, -math.sin(s * amount)], [0.0, math.cos(s * amount)]]) for s in (-1, 1)
+    ]
     return warp_variants(images, (signs + 1) // 2, maps)
 
 

@@ -19,8 +19,9 @@ def shot_noise(images: torch.Tensor, generator: torch.Generator, photons: float)
     return torch.poisson(images * photons, generator=generator) / photons
 
 
-def impulse_noise(images: torch.Tensor, generator: torch.Generator, amount: float,
-                  salt_vs_pepper: float = 0.5) -> torch.Tensor:
+def impulse_noise(
+    images: torch.Tensor, generator: torch.Generator, amount: float, salt_vs_pepper: float = 0.5
+) -> torch.Tensor:
     """Salt-and-pepper noise as ``skimage.util.random_noise(mode='s&p')`` defines it.
 
     Each pixel is replaced with probability ``amount``; a replaced pixel becomes 1 (salt) with

@@ -40,8 +40,9 @@ def stripe(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
 # ---- fog -----------------------------------------------------------------------------------
 
 
-def plasma_fractal(count: int, generator: torch.Generator, decay: float, mapsize: int = 256,
-                   crop: int = SIDE) -> torch.Tensor:
+def plasma_fractal(
+    count: int, generator: torch.Generator, decay: float, mapsize: int = 256, crop: int = SIDE
+) -> torch.Tensor:
     """The top-left ``crop`` x ``crop`` of ``count`` diamond-square maps, each scaled to [0, 1].
 
     The reference's recipe (a modification of FLHerne/mapgen): start from 0 at (0, 0); at each
@@ -65,8 +66,12 @@ def plasma_fractal(count: int, generator: torch.Generator, decay: float, mapsize
     while True:
         k = grid.shape[1]
         down = torch.roll(grid, -1, dims=1)
-        centres = wibbled_mean(grid + down + torch.roll(grid, -1, dims=2) + torch.roll(down, -1, dims=2))
-        tops = wibbled_mean(centres + torch.roll(centres, 1, dims=1) + grid + torch.roll(grid, -1, dims=2))
+        centres = wibbled_mean(
+            grid + down + torch.roll(grid, -1, dims=2) + torch.roll(down, -1, dims=2)
+        )
+        tops = wibbled_mean(
+            centres + torch.roll(centres, 1, dims=1) + grid + torch.roll(grid, -1, dims=2)
+        )
         lefts = wibbled_mean(centres + torch.roll(centres, 1, dims=2) + grid + down)
         wibble /= decay
         if 2 * k == mapsize:
@@ -81,12 +86,15 @@ def plasma_fractal(count: int, generator: torch.Generator, decay: float, mapsize
     small = [p[:, :half, :half] for p in parts]
     top_rows = torch.stack([small[0], small[1]], dim=-1).view(count, half, 2 * half)
     bottom_rows = torch.stack([small[2], small[3]], dim=-1).view(count, half, 2 * half)
-    cropped = torch.stack([top_rows, bottom_rows], dim=2).view(count, 2 * half, 2 * half)[:, :crop, :crop]
+    cropped = torch.stack([top_rows, bottom_rows], dim=2).view(count, 2 * half, 2 * half)[
+        :, :crop, :crop
+    ]
     return (cropped - low) / (high - low)
 
 
-def fog(images: torch.Tensor, generator: torch.Generator, density: float, decay: float,
-        chunk: int = 256) -> torch.Tensor:
+def fog(
+    images: torch.Tensor, generator: torch.Generator, density: float, decay: float, chunk: int = 256
+) -> torch.Tensor:
     """Add ``density`` x plasma (top-left 28x28 of a 256x256 map), then rescale by max/(max + density).
 
     Maps are made ``chunk`` images at a time to bound memory (a map is 256 KiB).
@@ -103,8 +111,15 @@ def fog(images: torch.Tensor, generator: torch.Generator, density: float, decay:
 # ---- spatter -------------------------------------------------------------------------------
 
 
-def spatter(images: torch.Tensor, generator: torch.Generator, mean: float, std: float, blur: float,
-            threshold: float, mask_blur: float) -> torch.Tensor:
+def spatter(
+    images: torch.Tensor,
+    generator: torch.Generator,
+    mean: float,
+    std: float,
+    blur: float,
+    threshold: float,
+    mask_blur: float,
+) -> torch.Tensor:
     """Mud spatter: blobs of gray 63/255 where smoothed Gaussian noise rises above ``threshold``.
 
     liquid = gaussian(N(mean, std), blur); mask = [liquid > threshold]; m = gaussian(mask,
@@ -139,11 +154,13 @@ def dotted_line_pattern(r0: int, r1: int) -> torch.Tensor:
     """A line from (col 0, row r0) to (col 27, row r1), with column pairs 0-1, 4-5, ..., 24-25 blanked."""
     line = line_from_points(0, r0, 27, r1)
     for start in range(0, 28, 4):
-        line[:, start:start + 2] = 0.0
+        line[:, start : start + 2] = 0.0
     return line
 
 
-def zigzag_endpoints(r0: int, r1: int, length: float = 2.0, width: float = 2.0) -> list[tuple[float, float]]:
+def zigzag_endpoints(
+    r0: int, r1: int, length: float = 2.0, width: float = 2.0
+) -> list[tuple[float, float]]:
     """(col, row) corners of the reference's zigzag from column 2, row r0 towards column 25, row r1.
 
     A zigzag of teeth ``length`` long and ``width`` high is laid along the x axis from 0 to the
@@ -175,14 +192,16 @@ def zigzag_pattern(r0: int, r1: int) -> torch.Tensor:
     return total
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _dotted_table() -> torch.Tensor:
     return torch.stack([dotted_line_pattern(r0, r1) for r0 in range(27) for r1 in range(27)])
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _zigzag_table() -> torch.Tensor:
-    return torch.stack([zigzag_pattern(r0, r0 + delta) for r0 in range(27) for delta in range(-5, 5)])
+    return torch.stack(
+        [zigzag_pattern(r0, r0 + delta) for r0 in range(27) for delta in range(-5, 5)]
+    )
 
 
 def dotted_line(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:

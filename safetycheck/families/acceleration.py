@@ -35,27 +35,38 @@ def _measure(evaluation: ModelEvaluation, params: dict) -> Measurement:
     attack = [("pgd_linf", lambda radius: PGD(eps=radius, norm="Linf", seed=settings.seed))]
 
     def accuracy(model) -> float:
-        sweep = robust_accuracy_sweep(model, images, labels, (eps,), attack,
-                                      clean_correct=evaluation.clean_correct[index],
-                                      batch_size=settings.batch_size)
+        sweep = robust_accuracy_sweep(
+            model,
+            images,
+            labels,
+            (eps,),
+            attack,
+            clean_correct=evaluation.clean_correct[index],
+            batch_size=settings.batch_size,
+        )
         return sweep.accuracy(eps)
 
-    accelerated = evaluation.cached("acceleration:accelerated", lambda ev: accuracy(ev.attack_model))
+    accelerated = evaluation.cached(
+        "acceleration:accelerated", lambda ev: accuracy(ev.attack_model)
+    )
     plain = evaluation.cached("acceleration:fp32", lambda ev: accuracy(ev.model))
     return Measurement(
-        accelerated - plain, len(index),
+        accelerated - plain,
+        len(index),
         f"PGD-Linf eps={eps:g}, 40 steps of 0.01, seed {settings.seed}: robust accuracy {accelerated:.4f} with "
         f"{settings.acceleration.describe()} against {plain:.4f} in plain fp32, on the first {len(index)} "
         f"attacked images (value: accelerated minus fp32; positive means the acceleration weakens the attacks)",
     )
 
 
-register(CheckFamily(
-    name="attack_acceleration",
-    metric="robust accuracy added by the attack acceleration",
-    bound="max",
-    variants=lambda settings: [{}] if settings.acceleration.active else [],
-    measure=_measure,
-    value_range=(-1.0, 1.0),
-    default=False,  # planned by plan_checks whenever the run is accelerated, whatever the selection
-))
+register(
+    CheckFamily(
+        name="attack_acceleration",
+        metric="robust accuracy added by the attack acceleration",
+        bound="max",
+        variants=lambda settings: [{}] if settings.acceleration.active else [],
+        measure=_measure,
+        value_range=(-1.0, 1.0),
+        default=False,  # planned by plan_checks whenever the run is accelerated, whatever the selection
+    )
+)

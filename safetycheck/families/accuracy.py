@@ -7,6 +7,7 @@ from ..checks import CheckFamily, Measurement, register
 from ..evaluation import ModelEvaluation
 from ..stats import wilson_interval
 
+
 def accuracy(correct) -> float:
     """Share of True in a bool tensor, counted exactly (no float32 mean: 9927/10000 stays 0.9927)."""
     return int(correct.sum()) / max(int(correct.numel()), 1)
@@ -15,18 +16,25 @@ def accuracy(correct) -> float:
 def accuracy_measurement(correct, details: str, artifacts: dict | None = None) -> Measurement:
     """Accuracy of a bool tensor, with its sample count and 95% Wilson interval."""
     n = int(correct.numel())
-    return Measurement(accuracy(correct), n, details, ci=wilson_interval(int(correct.sum()), n),
-                       artifacts=artifacts or {})
+    return Measurement(
+        accuracy(correct),
+        n,
+        details,
+        ci=wilson_interval(int(correct.sum()), n),
+        artifacts=artifacts or {},
+    )
 
 
 def _measure_clean_accuracy(evaluation: ModelEvaluation, params: dict) -> Measurement:
     return accuracy_measurement(evaluation.clean_correct, evaluation.describe_test_set())
 
 
-register(CheckFamily(
-    name="clean_accuracy",
-    metric="clean accuracy",
-    bound="min",
-    variants=lambda settings: [{}],
-    measure=_measure_clean_accuracy,
-))
+register(
+    CheckFamily(
+        name="clean_accuracy",
+        metric="clean accuracy",
+        bound="min",
+        variants=lambda settings: [{}],
+        measure=_measure_clean_accuracy,
+    )
+)

@@ -13,8 +13,8 @@ The AutoAttack-grade sets run the ``"standard"`` budget on a GPU and the ``"fast
 from __future__ import annotations
 
 from ..attacks.cascades import NORM, cascade
-from ..errors import ConfigError
 from ..checks import CheckFamily, Measurement, register
+from ..errors import ConfigError
 from ..evaluation import ModelEvaluation, RunSettings
 from ..robustness import SweepResult
 from .adversarial import attack_sweep, attacked_subset, sweep_measurement
@@ -32,7 +32,9 @@ def _budget(evaluation: ModelEvaluation) -> str:
 def _sweep(evaluation: ModelEvaluation, name: str) -> SweepResult:
     budget = _budget(evaluation) if name in ("apgd", "autoattack") else "standard"
     epsilons = PGD_L2_EPSILONS if name == "pgd_l2" else None
-    return attack_sweep(evaluation, name, cascade(name, seed=evaluation.settings.seed, budget=budget), epsilons)
+    return attack_sweep(
+        evaluation, name, cascade(name, seed=evaluation.settings.seed, budget=budget), epsilons
+    )
 
 
 def _measurer(name: str):
@@ -40,14 +42,20 @@ def _measurer(name: str):
         sweep = _sweep(evaluation, name)
         eps = float(params["eps"])
         if eps not in sweep.robust:
-            raise ConfigError(f"{name} is not measured at eps={eps:g}; its radii are {', '.join(map(str, sweep.epsilons))}.")
-        broken = ", ".join(f"{attack} broke {count}" for attack, count in sweep.broken_by[eps].items())
+            raise ConfigError(
+                f"{name} is not measured at eps={eps:g}; its radii are {', '.join(map(str, sweep.epsilons))}."
+            )
+        broken = ", ".join(
+            f"{attack} broke {count}" for attack, count in sweep.broken_by[eps].items()
+        )
         budget = f"; {_budget(evaluation)} budget" if name in ("apgd", "autoattack") else ""
         return sweep_measurement(
-            sweep, eps,
+            sweep,
+            eps,
             f"{NORM[name]} worst case over {'; '.join(sweep.descriptions[eps])}{budget}; {broken}; "
             f"{attacked_subset(evaluation)}",
         )
+
     return measure
 
 
@@ -59,15 +67,21 @@ def _l2_epsilons(settings: RunSettings) -> list[dict]:
     return [{"eps": eps} for eps in PGD_L2_EPSILONS]
 
 
-for _name, _variants in (("fgsm", _run_epsilons), ("pgd_l2", _l2_epsilons), ("apgd", _run_epsilons),
-                         ("autoattack", _run_epsilons)):
-    register(CheckFamily(
-        name=_name,
-        metric="robust accuracy",
-        bound="min",
-        variants=_variants,
-        measure=_measurer(_name),
-        param_names=("eps",),
-        # FGSM is nearly free; the others cost minutes on a CPU and are opt-in (``checks``).
-        default=_name == "fgsm",
-    ))
+for _name, _variants in (
+    ("fgsm", _run_epsilons),
+    ("pgd_l2", _l2_epsilons),
+    ("apgd", _run_epsilons),
+    ("autoattack", _run_epsilons),
+):
+    register(
+        CheckFamily(
+            name=_name,
+            metric="robust accuracy",
+            bound="min",
+            variants=_variants,
+            measure=_measurer(_name),
+            param_names=("eps",),
+            # FGSM is nearly free; the others cost minutes on a CPU and are opt-in (``checks``).
+            default=_name == "fgsm",
+        )
+    )

@@ -22,12 +22,19 @@ from ..evaluation import ModelEvaluation
 GATED_METRICS = ("ece", "adaptive_ece", "rms", "brier", "nll")
 BOOTSTRAP_RESAMPLES = 1000
 
+
 def calibration_report_for(evaluation: ModelEvaluation) -> CalibrationReport:
     """The model's calibration report on the MNIST test set, computed once per evaluation
     (its ``to_dict()`` carries the reliability-diagram data for the HTML report)."""
-    return evaluation.cached("calibration_report", lambda ev: calibration_report(
-        ev.clean_logits, ev.test_set.labels, resamples=BOOTSTRAP_RESAMPLES, seed=ev.settings.seed,
-    ))
+    return evaluation.cached(
+        "calibration_report",
+        lambda ev: calibration_report(
+            ev.clean_logits,
+            ev.test_set.labels,
+            resamples=BOOTSTRAP_RESAMPLES,
+            seed=ev.settings.seed,
+        ),
+    )
 
 
 def _measure_calibration(evaluation: ModelEvaluation, params: dict) -> Measurement:
@@ -37,21 +44,32 @@ def _measure_calibration(evaluation: ModelEvaluation, params: dict) -> Measureme
     artifacts = {}
     if metric == "ece":  # one copy of the reliability diagram per model is enough for the reports
         diagram = report.reliability
-        artifacts["reliability"] = {"bin_lower": diagram.lower, "bin_upper": diagram.upper,
-                                    "confidence": diagram.mean_confidence, "accuracy": diagram.accuracy,
-                                    "count": diagram.count}
-    return Measurement(estimate.value, report.n, f"{report.describe(metric)}; {evaluation.describe_test_set()}",
-                       ci=(estimate.interval.low, estimate.interval.high), artifacts=artifacts)
+        artifacts["reliability"] = {
+            "bin_lower": diagram.lower,
+            "bin_upper": diagram.upper,
+            "confidence": diagram.mean_confidence,
+            "accuracy": diagram.accuracy,
+            "count": diagram.count,
+        }
+    return Measurement(
+        estimate.value,
+        report.n,
+        f"{report.describe(metric)}; {evaluation.describe_test_set()}",
+        ci=(estimate.interval.low, estimate.interval.high),
+        artifacts=artifacts,
+    )
 
 
-register(CheckFamily(
-    name="calibration",
-    metric="calibration metric (lower is better)",
-    bound="max",
-    variants=lambda settings: [{"metric": metric} for metric in GATED_METRICS],
-    measure=_measure_calibration,
-    value_range=(0.0, math.inf),  # ECE and RMS lie in [0, 1], Brier in [0, 2], NLL in [0, inf)
-    param_names=("metric",),
-    positional=True,  # calibration[ece]
-    param_choices={"metric": GATED_METRICS},
-))
+register(
+    CheckFamily(
+        name="calibration",
+        metric="calibration metric (lower is better)",
+        bound="max",
+        variants=lambda settings: [{"metric": metric} for metric in GATED_METRICS],
+        measure=_measure_calibration,
+        value_range=(0.0, math.inf),  # ECE and RMS lie in [0, 1], Brier in [0, 2], NLL in [0, inf)
+        param_names=("metric",),
+        positional=True,  # calibration[ece]
+        param_choices={"metric": GATED_METRICS},
+    )
+)

@@ -29,19 +29,29 @@ def _source(evaluation: ModelEvaluation) -> str:
 def corrupted_correct(evaluation: ModelEvaluation, name: str) -> torch.Tensor:
     """(N,) bool: which of the evaluated test images (all 10000, or the ``samples`` subset) the
     model classifies correctly under corruption ``name``."""
+
     def run(ev: ModelEvaluation) -> torch.Tensor:
         settings = ev.settings
-        corrupted = load_corrupted(name, source=_source(ev), root=settings.data_root, seed=settings.seed,
-                                   download=settings.download)
+        corrupted = load_corrupted(
+            name,
+            source=_source(ev),
+            root=settings.data_root,
+            seed=settings.seed,
+            download=settings.download,
+        )
         # Corrupted sets are generated (and cached) whole, so a subset's images are exactly the
         # full set's: a quick run and a full run agree image by image.
-        data = type(corrupted)(ev.select(corrupted.images), ev.select(corrupted.labels), corrupted.name)
+        data = type(corrupted)(
+            ev.select(corrupted.images), ev.select(corrupted.labels), corrupted.name
+        )
         size = settings.batch_size * 4
         with evaluation_mode(ev.model), torch.inference_mode():
-            predictions = torch.cat([
-                ev.model(data.images[i:i + size].to(settings.device)).argmax(dim=1).cpu()
-                for i in range(0, len(data), size)
-            ])
+            predictions = torch.cat(
+                [
+                    ev.model(data.images[i : i + size].to(settings.device)).argmax(dim=1).cpu()
+                    for i in range(0, len(data), size)
+                ]
+            )
         return predictions == data.labels
 
     return evaluation.cached(f"mnist_c/{_source(evaluation)}/{name}", run)
@@ -53,7 +63,9 @@ def _details(evaluation: ModelEvaluation) -> str:
     return f"MNIST-C ({source}{seed}), {evaluation.describe_test_set()} per corruption"
 
 
-def _mean_accuracy(evaluation: ModelEvaluation) -> tuple[float, int, tuple[float, float] | None, dict]:
+def _mean_accuracy(
+    evaluation: ModelEvaluation,
+) -> tuple[float, int, tuple[float, float] | None, dict]:
     """(mean accuracy, images, 95% interval, accuracy per corruption). The interval is the pooled
     Wilson interval: every corruption has the same images, so the mean is the pooled proportion
     (an interval that ignores the correlation between corruptions, hence a little narrow)."""
@@ -66,13 +78,20 @@ def _mean_accuracy(evaluation: ModelEvaluation) -> tuple[float, int, tuple[float
 
 def _measure_mean(evaluation: ModelEvaluation, params: dict) -> Measurement:
     value, n, interval, per_corruption = _mean_accuracy(evaluation)
-    return Measurement(value, n, f"mean over the 15 corruptions; {_details(evaluation)}", ci=interval,
-                       artifacts={"per_corruption": per_corruption})
+    return Measurement(
+        value,
+        n,
+        f"mean over the 15 corruptions; {_details(evaluation)}",
+        ci=interval,
+        artifacts={"per_corruption": per_corruption},
+    )
 
 
 def _measure_one(evaluation: ModelEvaluation, params: dict) -> Measurement:
-    return accuracy_measurement(corrupted_correct(evaluation, params["corruption"]),
-                                f"corruption {params['corruption']}; {_details(evaluation)}")
+    return accuracy_measurement(
+        corrupted_correct(evaluation, params["corruption"]),
+        f"corruption {params['corruption']}; {_details(evaluation)}",
+    )
 
 
 def _measure_drop(evaluation: ModelEvaluation, params: dict) -> Measurement:
@@ -83,36 +102,49 @@ def _measure_drop(evaluation: ModelEvaluation, params: dict) -> Measurement:
     interval = None
     if mean_interval and clean_interval:
         # Half-widths add in quadrature (the two estimates treated as independent).
-        half = ((clean_interval[1] - clean_interval[0]) ** 2 + (mean_interval[1] - mean_interval[0]) ** 2) ** 0.5 / 2
+        half = (
+            (clean_interval[1] - clean_interval[0]) ** 2
+            + (mean_interval[1] - mean_interval[0]) ** 2
+        ) ** 0.5 / 2
         interval = (clean - mean - half, clean - mean + half)
-    return Measurement(clean - mean, n, f"clean accuracy {clean:.4f} minus MNIST-C mean {mean:.4f}; "
-                                        f"{_details(evaluation)}", ci=interval)
+    return Measurement(
+        clean - mean,
+        n,
+        f"clean accuracy {clean:.4f} minus MNIST-C mean {mean:.4f}; {_details(evaluation)}",
+        ci=interval,
+    )
 
 
-register(CheckFamily(
-    name="mnist_c_mean",
-    metric="mean accuracy over the 15 MNIST-C corruptions",
-    bound="min",
-    variants=lambda settings: [{}],
-    measure=_measure_mean,
-))
+register(
+    CheckFamily(
+        name="mnist_c_mean",
+        metric="mean accuracy over the 15 MNIST-C corruptions",
+        bound="min",
+        variants=lambda settings: [{}],
+        measure=_measure_mean,
+    )
+)
 
-register(CheckFamily(
-    name="mnist_c",
-    metric="accuracy on one MNIST-C corruption",
-    bound="min",
-    variants=lambda settings: [{"corruption": name} for name in CORRUPTIONS],
-    measure=_measure_one,
-    param_names=("corruption",),
-    positional=True,  # mnist_c[fog]
-    param_choices={"corruption": tuple(CORRUPTIONS)},
-))
+register(
+    CheckFamily(
+        name="mnist_c",
+        metric="accuracy on one MNIST-C corruption",
+        bound="min",
+        variants=lambda settings: [{"corruption": name} for name in CORRUPTIONS],
+        measure=_measure_one,
+        param_names=("corruption",),
+        positional=True,  # mnist_c[fog]
+        param_choices={"corruption": tuple(CORRUPTIONS)},
+    )
+)
 
-register(CheckFamily(
-    name="mnist_c_drop",
-    metric="clean accuracy minus mean MNIST-C accuracy",
-    bound="max",
-    variants=lambda settings: [{}],
-    measure=_measure_drop,
-    value_range=(-1.0, 1.0),
-))
+register(
+    CheckFamily(
+        name="mnist_c_drop",
+        metric="clean accuracy minus mean MNIST-C accuracy",
+        bound="max",
+        variants=lambda settings: [{}],
+        measure=_measure_drop,
+        value_range=(-1.0, 1.0),
+    )
+)

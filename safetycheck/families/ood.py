@@ -24,19 +24,35 @@ def ood_settings(settings: RunSettings) -> OODSettings:
 
 def model_ood(evaluation: ModelEvaluation) -> ModelOOD:
     """The model's shared OOD work, created on first use."""
+
     def create(ev: ModelEvaluation) -> ModelOOD:
         # The evaluation's test set and its clean logits are the in-distribution side of every check.
         settings = ood_settings(ev.settings)
-        image_sets = {IN_DISTRIBUTION: OODSet(IN_DISTRIBUTION, ev.test_set.images, ev.describe_test_set())}
+        image_sets = {
+            IN_DISTRIBUTION: OODSet(IN_DISTRIBUTION, ev.test_set.images, ev.describe_test_set())
+        }
         if ev.settings.samples is not None:
             image_sets.update(_ood_subsets(ev, settings))
             # Quick mode fits the feature detectors on fewer training images too (at least 10 per
             # evaluated test image, so the fit is never the weak part).
-            fit = min(settings.fit_samples or 60_000, max(10 * ev.settings.samples, settings.knn_k, 100))
-            settings = dataclasses.replace(settings, fit_samples=fit, knn_bank=min(settings.knn_bank, fit))
-        return ModelOOD(ev.model, settings, root=ev.settings.data_root, download=ev.settings.download,
-                        seed=ev.settings.seed, batch_size=ev.settings.batch_size, in_logits=ev.clean_logits,
-                        in_outputs=ev.clean_outputs, image_sets=image_sets)
+            fit = min(
+                settings.fit_samples or 60_000, max(10 * ev.settings.samples, settings.knn_k, 100)
+            )
+            settings = dataclasses.replace(
+                settings, fit_samples=fit, knn_bank=min(settings.knn_bank, fit)
+            )
+        return ModelOOD(
+            ev.model,
+            settings,
+            root=ev.settings.data_root,
+            download=ev.settings.download,
+            seed=ev.settings.seed,
+            batch_size=ev.settings.batch_size,
+            in_logits=ev.clean_logits,
+            in_outputs=ev.clean_outputs,
+            image_sets=image_sets,
+        )
+
     return evaluation.cached("ood", create)
 
 
@@ -45,12 +61,22 @@ def _ood_subsets(evaluation: ModelEvaluation, settings: OODSettings) -> dict[str
     in-distribution side, so that a quick run stays quick and AUROC stays balanced."""
     subsets = {}
     for name in settings.all_sets:
-        full = load_ood_set(name, settings, evaluation.settings.data_root, evaluation.settings.download,
-                            evaluation.settings.seed)
+        full = load_ood_set(
+            name,
+            settings,
+            evaluation.settings.data_root,
+            evaluation.settings.download,
+            evaluation.settings.seed,
+        )
         n = min(evaluation.settings.samples, len(full.images))
-        order = torch.randperm(len(full.images), generator=torch.Generator().manual_seed(evaluation.settings.seed))
-        subsets[name] = OODSet(name, full.images[order[:n].sort().values],
-                               f"{full.description}, a seeded subset of {n} (--safety-samples)")
+        order = torch.randperm(
+            len(full.images), generator=torch.Generator().manual_seed(evaluation.settings.seed)
+        )
+        subsets[name] = OODSet(
+            name,
+            full.images[order[:n].sort().values],
+            f"{full.description}, a seeded subset of {n} (--safety-samples)",
+        )
     return subsets
 
 
@@ -66,8 +92,12 @@ def _measure_ood_auroc(evaluation: ModelEvaluation, params: dict) -> Measurement
     m = result.metrics
     low, high = m.auroc_ci
     return Measurement(
-        m.auroc, m.n_in + m.n_out, ci=(float(low), float(high)),
-        artifacts={"roc": {"fpr": result.roc["fpr"], "tpr": result.roc["tpr"]}} if result.roc else {},
+        m.auroc,
+        m.n_in + m.n_out,
+        ci=(float(low), float(high)),
+        artifacts={"roc": {"fpr": result.roc["fpr"], "tpr": result.roc["tpr"]}}
+        if result.roc
+        else {},
         details=(
             f"{result.description}; higher score = in-distribution, MNIST test positive; AUROC {m.confidence:.0%} "
             f"CI [{low:.4f}, {high:.4f}] (bootstrap {m.bootstrap}, seed {m.seed}); AUPR-in {m.aupr_in:.4f}, "
@@ -76,13 +106,15 @@ def _measure_ood_auroc(evaluation: ModelEvaluation, params: dict) -> Measurement
     )
 
 
-register(CheckFamily(
-    name="ood_auroc",
-    metric="OOD detection AUROC",
-    bound="min",
-    variants=_variants,
-    measure=_measure_ood_auroc,
-    param_names=("set", "score"),
-    positional=True,  # ood_auroc[fmnist-msp]
-    param_choices={"score": tuple(SCORES)},
-))
+register(
+    CheckFamily(
+        name="ood_auroc",
+        metric="OOD detection AUROC",
+        bound="min",
+        variants=_variants,
+        measure=_measure_ood_auroc,
+        param_names=("set", "score"),
+        positional=True,  # ood_auroc[fmnist-msp]
+        param_choices={"score": tuple(SCORES)},
+    )
+)

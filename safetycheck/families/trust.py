@@ -34,27 +34,34 @@ def run_diagnostic(evaluation: ModelEvaluation, name: str) -> diagnostics.Diagno
         labels = ev.test_set.labels[index].to(ev.settings.device)
         options = {"seed": ev.settings.seed} if name in _SEEDED else {}
         return DIAGNOSTICS[name](ev.model, images, labels, **options)
+
     return evaluation.cached(f"trust:{name}", compute)
 
 
 def _measure(evaluation: ModelEvaluation, params: dict) -> Measurement:
     result = run_diagnostic(evaluation, params["diagnostic"])
-    numbers = ", ".join(f"{key}={value:.4g}" if isinstance(value, float) else f"{key}={value}"
-                        for key, value in result.measured.items())
+    numbers = ", ".join(
+        f"{key}={value:.4g}" if isinstance(value, float) else f"{key}={value}"
+        for key, value in result.measured.items()
+    )
     n = int(result.measured.get("n", min(TRUST_SAMPLES, len(evaluation.attack_indices))))
-    return Measurement(1.0 if result.passed else 0.0, n, f"{result.message} ({numbers}; 1 = no symptom)")
+    return Measurement(
+        1.0 if result.passed else 0.0, n, f"{result.message} ({numbers}; 1 = no symptom)"
+    )
 
 
-register(CheckFamily(
-    name="attack_trust",
-    metric="trustworthiness (1 = no gradient-masking symptom)",
-    bound="min",
-    variants=lambda settings: [{"diagnostic": name} for name in DIAGNOSTICS],
-    measure=_measure,
-    param_names=("diagnostic",),
-    positional=True,  # attack_trust[gradients]
-    param_choices={"diagnostic": tuple(DIAGNOSTICS)},
-))
+register(
+    CheckFamily(
+        name="attack_trust",
+        metric="trustworthiness (1 = no gradient-masking symptom)",
+        bound="min",
+        variants=lambda settings: [{"diagnostic": name} for name in DIAGNOSTICS],
+        measure=_measure,
+        param_names=("diagnostic",),
+        positional=True,  # attack_trust[gradients]
+        param_choices={"diagnostic": tuple(DIAGNOSTICS)},
+    )
+)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -68,22 +75,31 @@ def _measure_invariant(evaluation: ModelEvaluation, params: dict) -> Measurement
 
     def compute(ev: ModelEvaluation):
         index = ev.attack_indices[:INVARIANT_SAMPLES]
-        return check_invariant(name, ev.model, ev.test_set.images[index].to(ev.settings.device),
-                               ev.test_set.labels[index].to(ev.settings.device))
+        return check_invariant(
+            name,
+            ev.model,
+            ev.test_set.images[index].to(ev.settings.device),
+            ev.test_set.labels[index].to(ev.settings.device),
+        )
 
     result = evaluation.cached(f"invariant:{name}", compute)
-    return Measurement(1.0 if result.passed else 0.0, result.examples,
-                       f"{result.message} (Hypothesis, derandomised, on {INVARIANT_SAMPLES} MNIST test images; "
-                       f"n counts the drawn examples)")
+    return Measurement(
+        1.0 if result.passed else 0.0,
+        result.examples,
+        f"{result.message} (Hypothesis, derandomised, on {INVARIANT_SAMPLES} MNIST test images; "
+        f"n counts the drawn examples)",
+    )
 
 
-register(CheckFamily(
-    name="attack_invariants",
-    metric="attack invariant holds (1 = no violation found)",
-    bound="min",
-    variants=lambda settings: [{"invariant": name} for name in PROPERTIES],
-    measure=_measure_invariant,
-    param_names=("invariant",),
-    positional=True,  # attack_invariants[in_ball]
-    param_choices={"invariant": tuple(PROPERTIES)},
-))
+register(
+    CheckFamily(
+        name="attack_invariants",
+        metric="attack invariant holds (1 = no violation found)",
+        bound="min",
+        variants=lambda settings: [{"invariant": name} for name in PROPERTIES],
+        measure=_measure_invariant,
+        param_names=("invariant",),
+        positional=True,  # attack_invariants[in_ball]
+        param_choices={"invariant": tuple(PROPERTIES)},
+    )
+)
