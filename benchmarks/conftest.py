@@ -9,7 +9,7 @@ import os
 import pytest
 import torch
 
-from safetycheck.data import load_split, resolve_data_root
+from safetycheck.io.data import load_split, resolve_data_root
 
 
 @pytest.fixture(scope="session")

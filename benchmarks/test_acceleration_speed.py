@@ -1,6 +1,6 @@
 """What the attack accelerations buy, and whether they weaken the attack, in one run.
 
-For each :class:`~safetycheck.acceleration.Acceleration` (plain fp32, bf16 autocast, fp16 on CUDA,
+For each :class:`~safetycheck.measures.acceleration.Acceleration` (plain fp32, bf16 autocast, fp16 on CUDA,
 channels_last, torch.compile) on the example LeNet: PGD image-steps per second (ratio to plain
 fp32 in the same run) and robust accuracy at Linf eps 0.1 (PGD-40, the same images and seed)
 against plain fp32's, the comparison the ``attack_acceleration`` check makes in a user's run.
@@ -17,9 +17,9 @@ import time
 import pytest
 import torch
 
-from safetycheck.acceleration import Acceleration, accelerate
-from safetycheck.attacks import PGD
-from safetycheck.robustness import robust_accuracy_sweep
+from safetycheck.measures.acceleration import Acceleration, accelerate
+from safetycheck.measures.attacks import PGD
+from safetycheck.measures.robustness import robust_accuracy_sweep
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 VARIANTS = {

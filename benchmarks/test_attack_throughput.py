@@ -25,9 +25,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from safetycheck.attacks import APGD, FGSM, PGD
-from safetycheck.attacks.cascades import cascade
-from safetycheck.robustness import robust_accuracy_sweep
+from safetycheck.measures.attacks import APGD, FGSM, PGD
+from safetycheck.measures.attacks.cascades import cascade
+from safetycheck.measures.robustness import robust_accuracy_sweep
 
 torchattacks = pytest.importorskip("torchattacks")
 

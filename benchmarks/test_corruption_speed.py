@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import torch
 
-from safetycheck.corruptions import CORRUPTIONS, corrupt
+from safetycheck.measures.corruptions import CORRUPTIONS, corrupt
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from mnist_c_reference import reference_corrupt
@@ -32,7 +32,7 @@ PER_IMAGE_SECONDS: dict = {}  # "ours" / "reference": seconds per image over all
 def test_images():
     if not os.environ.get("SAFETYCHECK_DATA"):
         pytest.skip("set SAFETYCHECK_DATA to a folder with the MNIST raw files")
-    from safetycheck.data import load_split
+    from safetycheck.io.data import load_split
 
     return load_split("mnist", "test").images
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from safetycheck.acceleration import available_cores
+from safetycheck.measures.acceleration import available_cores
 
 REPO = Path(__file__).resolve().parents[1]
 # The two models: the example LeNet and the zoo's CutOut LeNet (same architecture, same cost).

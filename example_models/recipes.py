@@ -13,7 +13,7 @@ change, so that differences between families come from that change:
   step 2.5 eps / steps, with eps ramped up over the first epoch so that training at eps 0.3 starts.
 
 The adversarial phases reuse the engine's projection and steepest-ascent step
-(:mod:`safetycheck.attacks.base`), so training and evaluation agree on what the eps-ball is.
+(:mod:`safetycheck.measures.attacks.base`), so training and evaluation agree on what the eps-ball is.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from safetycheck.attacks.base import project, steepest_ascent_step
+from safetycheck.measures.attacks.base import project, steepest_ascent_step
 
 
 @dataclass(frozen=True)

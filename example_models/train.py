@@ -22,7 +22,7 @@ import torch
 from example_models.lenet import LeNet5
 from example_models.linear import LinearClassifier
 from example_models.recipes import ZOO, Phase, Recipe, batch_loss
-from safetycheck.data import load_split
+from safetycheck.io.data import load_split
 
 WEIGHTS_DIR = Path(__file__).with_name("weights")
 

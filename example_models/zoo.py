@@ -22,7 +22,7 @@ except ImportError:  # loaded by file path: safetycheck puts this folder on sys.
     from lenet import LeNet5
     from recipes import ENSEMBLES, ZOO
 
-from safetycheck.models import Ensemble
+from safetycheck.io.models import Ensemble
 
 WEIGHTS = Path(__file__).with_name("weights")
 TESTED = (

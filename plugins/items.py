@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from safetycheck.checks import PlannedCheck
-from safetycheck.config import SafetyConfig
-from safetycheck.errors import SafetyCheckError
-from safetycheck.evaluation import ModelEvaluation
+from safetycheck.core.registry import PlannedCheck
+from safetycheck.gate.thresholds import SafetyConfig
+from safetycheck.core.errors import SafetyCheckError
+from safetycheck.checks.evaluation import ModelEvaluation
 
 
 class SafetyCheckFailed(AssertionError):
@@ -43,7 +43,7 @@ class SafetyCheckItem(pytest.Item):
         self.safety_record: dict | None = None
 
     def runtest(self) -> None:
-        from safetycheck.runner import run_check
+        from safetycheck.run.runner import run_check
 
         result = run_check(self.evaluation, self.planned, self.file_config, self.baseline)
         self.safety_record = record = result.record()

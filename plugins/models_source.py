@@ -7,10 +7,10 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from safetycheck.errors import ModelLoadError
+from safetycheck.core.errors import ModelLoadError
 
 if TYPE_CHECKING:
-    from safetycheck.models import ModelUnderTest
+    from safetycheck.io.models import ModelUnderTest
 
 FIXTURE_NAME = "safety_model"
 
@@ -19,7 +19,7 @@ def collect_models(session: pytest.Session) -> tuple[list[ModelUnderTest], list]
     """All models of this run, with unique names; and the teardowns of generator fixtures."""
     models: list[ModelUnderTest] = []
     for path in session.config.getoption("safety_model"):
-        from safetycheck.models import (
+        from safetycheck.io.models import (
             load_model_file,
         )  # torch is imported only when a model is named
 
@@ -59,7 +59,7 @@ def _models_from_fixture(session: pytest.Session) -> tuple[list[ModelUnderTest],
         raise ModelLoadError(
             f"the {FIXTURE_NAME} fixture ({where}) raised {type(exc).__name__}: {exc}"
         ) from exc
-    from safetycheck.models import models_from_object
+    from safetycheck.io.models import models_from_object
 
     teardowns = []
     if inspect.isgenerator(value):

@@ -11,14 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from safetycheck.errors import ConfigError
+from safetycheck.core.errors import ConfigError
 
 
 @dataclass
 class Outputs:
     json_path: Path | None = None
     report_path: Path | None = None
-    baseline: object | None = None  # safetycheck.baseline.Baseline
+    baseline: object | None = None  # safetycheck.gate.baseline.Baseline
     update_target: Path | None = None  # the threshold file --safety-update-thresholds writes
     update_is_pyproject: bool = False
     margin: float = 0.01
@@ -34,7 +34,7 @@ class Outputs:
         )
         baseline = config.getoption("safety_baseline")
         if baseline:
-            from safetycheck.baseline import load_baseline
+            from safetycheck.gate.baseline import load_baseline
 
             outputs.baseline = load_baseline(Path(baseline))
         thresholds = config.getoption("safety_thresholds")
@@ -54,7 +54,7 @@ class Outputs:
                 )
             _writable_file(str(outputs.update_target), "the threshold file to update")
         if thresholds and not (outputs.update_target and not Path(thresholds).exists()):
-            from .settings import load_threshold_config
+            from safetycheck_pytest.settings import load_threshold_config
 
             load_threshold_config(
                 config
@@ -63,27 +63,27 @@ class Outputs:
 
     def write(self, run) -> None:
         """Write every requested output from ``run.records`` (on the controller, at session end)."""
-        from . import reporting
+        from safetycheck_pytest import reporting
 
         document = reporting.results_document(run)
         settings = reporting.run_settings_of(run)
-        from safetycheck.results import add_gallery
+        from safetycheck.run.results import add_gallery
 
         gallery = add_gallery(
             document, settings.data_root, seed=settings.seed, download=settings.download
         )
         if self.json_path:
-            from safetycheck.results import write_document
+            from safetycheck.run.results import write_document
 
             write_document(self.json_path, document)
             self.written.append(("JSON results", self.json_path))
         if self.report_path:
-            from safetycheck.html_report import write_html
+            from safetycheck.report.html import write_html
 
             write_html(self.report_path, document, gallery=gallery)
             self.written.append(("HTML report", self.report_path))
         if self.update_target:
-            from safetycheck.threshold_update import update_threshold_file
+            from safetycheck.gate.update import update_threshold_file
 
             self.changes = update_threshold_file(
                 self.update_target,

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from safetycheck.errors import SafetyCheckError
+from safetycheck.core.errors import SafetyCheckError
 
-from .options import add_options
-from .outputs import Outputs
+from safetycheck_pytest.options import add_options
+from safetycheck_pytest.outputs import Outputs
 
 # The engine (torch, scikit-learn) is imported inside the hooks that need it, so that installing
 # safetycheck costs nothing in pytest runs that test no model.
@@ -50,7 +50,7 @@ class SafetyRun:
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if report.when == "call" and getattr(report, "safetycheck_record", None):
-            from . import reporting
+            from safetycheck_pytest import reporting
 
             record = json.loads(report.safetycheck_record)
             self.records.append(record)
@@ -64,7 +64,7 @@ class SafetyRun:
 
     def pytest_terminal_summary(self, terminalreporter) -> None:
         if self.records:
-            from . import reporting
+            from safetycheck_pytest import reporting
 
             reporting.terminal_summary(terminalreporter, self)
 
@@ -89,7 +89,7 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_collection_modifyitems(
     session: pytest.Session, config: pytest.Config, items: list
 ) -> None:
-    from .models_source import collect_models
+    from safetycheck_pytest.models_source import collect_models
 
     run = config.stash[STATE]
     try:
@@ -97,12 +97,12 @@ def pytest_collection_modifyitems(
         if not models:
             return
         from safetycheck.checks import plan_checks
-        from safetycheck.evaluation import ModelEvaluation
-        from safetycheck.models import check_contract
+        from safetycheck.checks.evaluation import ModelEvaluation
+        from safetycheck.io.models import check_contract
 
-        from . import reporting
-        from .items import SafetyCheckItem, SafetySuite
-        from .settings import load_threshold_config, run_settings
+        from safetycheck_pytest import reporting
+        from safetycheck_pytest.items import SafetyCheckItem, SafetySuite
+        from safetycheck_pytest.settings import load_threshold_config, run_settings
 
         file_config = load_threshold_config(config)
         run.settings = settings = run_settings(config, file_config)
@@ -150,7 +150,7 @@ def pytest_collection_modifyitems(
 
 def _share_threads(config: pytest.Config) -> int:
     """Each xdist worker takes its share of the cores (see ``share_cpu_threads``)."""
-    from safetycheck.acceleration import share_cpu_threads
+    from safetycheck.measures.acceleration import share_cpu_threads
 
     workers = int(getattr(config, "workerinput", {}).get("workercount", 1))
     return share_cpu_threads(workers, config.getoption("safety_threads"))
@@ -163,7 +163,7 @@ def _source_path(model, config: pytest.Config) -> Path:
 
 def _check_data(settings) -> None:
     """Fail at collection, once, when the MNIST test set is missing, rather than in every test."""
-    from safetycheck.data import check_files
+    from safetycheck.io.data import check_files
 
     if not settings.download:
         check_files("mnist", settings.data_root)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import contextlib
 from types import SimpleNamespace
 
-from safetycheck.results import results_document as build_document
-from safetycheck.results import run_metadata
+from safetycheck.run.results import results_document as build_document
+from safetycheck.run.results import run_metadata
 
-from .settings import load_threshold_config, run_settings
+from safetycheck_pytest.settings import load_threshold_config, run_settings
 
 
 def results_document(run) -> dict:
@@ -150,7 +150,7 @@ def terminal_summary(terminalreporter, run) -> None:
         )
     baseline = run.outputs.baseline if run.outputs is not None else None
     if baseline is not None:
-        from safetycheck.baseline import settings_mismatch
+        from safetycheck.gate.baseline import settings_mismatch
 
         for warning in settings_mismatch(_metadata(run), baseline.metadata):
             write(f"BASELINE: {warning}", yellow=True)
@@ -173,7 +173,7 @@ def terminal_summary(terminalreporter, run) -> None:
         _matrix_lines(write, run.records, models)
     outputs = run.outputs
     if outputs is not None and outputs.update_target:
-        from safetycheck.threshold_update import format_changes
+        from safetycheck.gate.update import format_changes
 
         write("")
         write(

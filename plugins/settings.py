@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from safetycheck.config import SafetyConfig, load_config
-from safetycheck.evaluation import RunSettings
-from safetycheck.settings import Options, build_settings
+from safetycheck.gate.thresholds import SafetyConfig, load_config
+from safetycheck.checks.evaluation import RunSettings
+from safetycheck.run.settings import Options, build_settings
 
 
 def load_threshold_config(config: pytest.Config) -> SafetyConfig:

@@ -4,7 +4,7 @@
 
 Runs the whole suite over every model the files provide (a zoo file gives a dict of named
 models), shows progress, resumes from the per-model results already saved in ``DIR`` after an
-interruption, and writes the tradeoff study (see :mod:`safetycheck.study`). Exit status: 0 when the
+interruption, and writes the tradeoff study (see :mod:`safetycheck.study.runner`). Exit status: 0 when the
 study was written, 2 for a usage error (bad option, missing file or data), with one line saying
 what to do.
 """
@@ -16,7 +16,7 @@ import json
 import sys
 from pathlib import Path
 
-from .errors import SafetyCheckError
+from safetycheck.core.errors import SafetyCheckError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -113,11 +113,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _study(args) -> int:
-    from .checks import default_families
-    from .config import load_config
-    from .models import load_model_file
-    from .settings import Options, build_settings
-    from .study import run_study
+    from safetycheck.checks import default_families
+    from safetycheck.gate.thresholds import load_config
+    from safetycheck.io.models import load_model_file
+    from safetycheck.run.settings import Options, build_settings
+    from safetycheck.study.runner import run_study
 
     file_config = load_config(args.thresholds)
     checks = args.checks

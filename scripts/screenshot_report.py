@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.report.suffix.lower() == ".json":
                 import json
 
-                from safetycheck.html_report import write_html
+                from safetycheck.report.html import write_html
 
                 html = Path(scratch) / "report.html"
                 write_html(html, json.loads(args.report.read_text(encoding="utf-8")))

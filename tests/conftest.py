@@ -20,13 +20,13 @@ import torch._dynamo
 # The plugin imports the engine lazily (so plain pytest runs skip torch); import every module an
 # inner run would import here, so that pytester never drops a module (the check registry, say)
 # that a module kept from this process still refers to.
-import safetycheck.baseline
-import safetycheck.html_report
-import safetycheck.runner
-import safetycheck.study
-import safetycheck.study_report
-import safetycheck.threshold_update  # noqa: F401
-from safetycheck.data import load_split, resolve_data_root
+import safetycheck.gate.baseline
+import safetycheck.report.html
+import safetycheck.run.runner
+import safetycheck.study.runner
+import safetycheck.study.report
+import safetycheck.gate.update  # noqa: F401
+from safetycheck.io.data import load_split, resolve_data_root
 
 # The suite's one input from the environment: where the real data is (read once, here). Every other
 # SAFETYCHECK_* variable is a user's setting that must not change a verdict: see `hermetic_env`.

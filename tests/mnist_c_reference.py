@@ -1,5 +1,5 @@
 """A slow, per-image re-derivation of the MNIST-C recipe (google-research/mnist-c, corruptions.py),
-used only by the tests as the yardstick for the fast engine in ``safetycheck.corruptions``.
+used only by the tests as the yardstick for the fast engine in ``safetycheck.measures.corruptions``.
 
 Each function takes one 8-bit image as a uint8 numpy array (28, 28) and a numpy Generator, and
 returns a float array in [0, 255] like the reference's functions, written as plainly as possible:

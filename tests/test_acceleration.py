@@ -6,14 +6,14 @@ import pytest
 import torch
 from torch import nn
 
-from safetycheck.acceleration import Acceleration, accelerate
+from safetycheck.measures.acceleration import Acceleration, accelerate
 from safetycheck.checks import plan_checks
-from safetycheck.config import SafetyConfig
-from safetycheck.errors import ConfigError
-from safetycheck.evaluation import ModelEvaluation, RunSettings
-from safetycheck.models import ModelUnderTest, load_model_file
-from safetycheck.runner import run_check
-from safetycheck.settings import Options, build_settings
+from safetycheck.gate.thresholds import SafetyConfig
+from safetycheck.core.errors import ConfigError
+from safetycheck.checks.evaluation import ModelEvaluation, RunSettings
+from safetycheck.io.models import ModelUnderTest, load_model_file
+from safetycheck.run.runner import run_check
+from safetycheck.run.settings import Options, build_settings
 
 CPU = torch.device("cpu")
 
@@ -135,7 +135,7 @@ def test_an_acceleration_that_masks_gradients_fails_the_check(data_root):
 
 
 def test_a_study_resumes_across_plain_runs_but_not_into_an_accelerated_one():
-    from safetycheck.study import settings_fingerprint
+    from safetycheck.study.runner import settings_fingerprint
 
     ids = [p.id for p in plan_checks(RunSettings())]
     plain = settings_fingerprint(RunSettings(), ids, SafetyConfig())

@@ -12,7 +12,7 @@ import math
 import pytest
 import torch
 
-from safetycheck.attacks import APGD, PGD
+from safetycheck.measures.attacks import APGD, PGD
 
 torchattacks = pytest.importorskip("torchattacks")
 

@@ -3,12 +3,12 @@
 import pytest
 import torch
 
-from safetycheck.attacks import APGD, FGSM, PGD, Square
-from safetycheck.attacks.apgd import checkpoints
-from safetycheck.attacks.base import loss_gradient
-from safetycheck.attacks.cascades import BUDGETS, CASCADES, cascade
-from safetycheck.attacks.square import margin, square_fraction
-from safetycheck.errors import ConfigError
+from safetycheck.measures.attacks import APGD, FGSM, PGD, Square
+from safetycheck.measures.attacks.apgd import checkpoints
+from safetycheck.measures.attacks.base import loss_gradient
+from safetycheck.measures.attacks.cascades import BUDGETS, CASCADES, cascade
+from safetycheck.measures.attacks.square import margin, square_fraction
+from safetycheck.core.errors import ConfigError
 
 ATTACKS = {
     "fgsm": lambda: FGSM(0.1),
@@ -214,19 +214,19 @@ def test_every_cascade_builds_attacks_cheapest_first():
 
 @pytest.fixture
 def attack_families():
-    import safetycheck.families.attacks as module
+    import safetycheck.checks.attacks as module
 
     return module
 
 
 def test_attack_families_register_variants(attack_families):
-    from safetycheck.checks import REGISTRY
-    from safetycheck.evaluation import RunSettings
+    from safetycheck.checks import families
+    from safetycheck.checks.evaluation import RunSettings
 
     settings = RunSettings(epsilons=(0.3, 0.1))
     for name in ("fgsm", "apgd", "autoattack"):
-        assert [v["eps"] for v in REGISTRY[name].variants(settings)] == [0.1, 0.3]
-    assert [v["eps"] for v in REGISTRY["pgd_l2"].variants(settings)] == list(
+        assert [v["eps"] for v in families()[name].variants(settings)] == [0.1, 0.3]
+    assert [v["eps"] for v in families()["pgd_l2"].variants(settings)] == list(
         attack_families.PGD_L2_EPSILONS
     )
 
@@ -235,10 +235,10 @@ def test_attack_families_register_variants(attack_families):
 def test_fgsm_family_measures_once_per_model_on_real_mnist(
     attack_families, lenet, data_root, monkeypatch
 ):
-    import safetycheck.families.adversarial as adversarial
-    from safetycheck.checks import REGISTRY
-    from safetycheck.evaluation import ModelEvaluation, RunSettings
-    from safetycheck.models import ModelUnderTest
+    import safetycheck.checks.adversarial as adversarial
+    from safetycheck.checks import families
+    from safetycheck.checks.evaluation import ModelEvaluation, RunSettings
+    from safetycheck.io.models import ModelUnderTest
 
     evaluation = ModelEvaluation(
         ModelUnderTest("lenet", lenet, "test"),
@@ -249,10 +249,10 @@ def test_fgsm_family_measures_once_per_model_on_real_mnist(
     monkeypatch.setattr(
         adversarial, "robust_accuracy_sweep", lambda *a, **k: calls.append(1) or sweep(*a, **k)
     )
-    low = REGISTRY["fgsm"].measure(evaluation, {"eps": 0.1})
-    high = REGISTRY["fgsm"].measure(evaluation, {"eps": 0.3})
+    low = families()["fgsm"].measure(evaluation, {"eps": 0.1})
+    high = families()["fgsm"].measure(evaluation, {"eps": 0.3})
     assert low.n == high.n == 40 and 0.0 <= high.value <= low.value <= 1.0
     assert "FGSM-Linf eps=0.1" in low.details and "fgsm broke" in low.details
     assert len(calls) == 1  # one sweep, shared by both checks
     with pytest.raises(ConfigError, match="not measured at eps=0.2"):
-        REGISTRY["fgsm"].measure(evaluation, {"eps": 0.2})
+        families()["fgsm"].measure(evaluation, {"eps": 0.2})

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from safetycheck.baseline import (
+from safetycheck.gate.baseline import (
     Baseline,
     Comparison,
     compare,
@@ -16,7 +16,7 @@ from safetycheck.baseline import (
     regression_summary,
     settings_mismatch,
 )
-from safetycheck.errors import ConfigError
+from safetycheck.core.errors import ConfigError
 
 METADATA = {
     "created": "2025-03-01T12:00:00+00:00",

@@ -12,8 +12,8 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from safetycheck import calibration as cal
-from safetycheck.calibration import (
+from safetycheck.measures import calibration as cal
+from safetycheck.measures.calibration import (
     METRICS,
     bootstrap_interval,
     brier_score,
@@ -25,8 +25,8 @@ from safetycheck.calibration import (
     reliability_diagram,
     rms_calibration_error,
 )
-from safetycheck.errors import ConfigError, DataError, ModelContractError
-from safetycheck.evaluation import ModelEvaluation
+from safetycheck.core.errors import ConfigError, DataError, ModelContractError
+from safetycheck.checks.evaluation import ModelEvaluation
 
 torchmetrics_classification = pytest.importorskip("torchmetrics.classification")  # the dev extra
 
@@ -444,11 +444,11 @@ class FakeEvaluation:
 
 
 def test_family_registers_gated_metrics_and_computes_one_report_per_model(monkeypatch):
-    from safetycheck.checks import REGISTRY, check_id
-    from safetycheck.config import parse_check_key
-    from safetycheck.families import calibration as family_module
+    from safetycheck.checks import check_id, families
+    from safetycheck.gate.thresholds import parse_check_key
+    from safetycheck.checks import calibration as family_module
 
-    family = REGISTRY["calibration"]
+    family = families()["calibration"]
     assert family.bound == "max"
     ids = [check_id(family.name, params) for params in family.variants(None)]
     assert ids == [

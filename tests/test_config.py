@@ -2,10 +2,10 @@
 
 import pytest
 
-from safetycheck.checks import REGISTRY, check_id, plan_checks
-from safetycheck.config import DEFAULT_PROFILE, SafetyConfig, load_config, parse_check_key
-from safetycheck.errors import ConfigError
-from safetycheck.evaluation import RunSettings
+from safetycheck.checks import check_id, families, plan_checks
+from safetycheck.gate.thresholds import DEFAULT_PROFILE, SafetyConfig, load_config, parse_check_key
+from safetycheck.core.errors import ConfigError
+from safetycheck.checks.evaluation import RunSettings
 
 
 def config_from(tmp_path, text: str) -> SafetyConfig:
@@ -24,7 +24,7 @@ def test_every_default_check_has_a_built_in_threshold_in_range():
 def test_built_in_profile_keys_are_valid():
     for key in DEFAULT_PROFILE:
         family, canonical = parse_check_key(key, "DEFAULT_PROFILE", key)
-        assert canonical == key and family in REGISTRY
+        assert canonical == key and family in families()
 
 
 def test_precedence_from_most_to_least_specific(tmp_path):

@@ -12,7 +12,7 @@ import pytest
 import torch
 from mnist_c_reference import reference_corrupt  # tests/ is on sys.path (rootdir-relative import)
 
-from safetycheck.corruptions import (
+from safetycheck.measures.corruptions import (
     ALL_NAMES,
     CORRUPTIONS,
     IMPLEMENTATION_VERSION,
@@ -23,7 +23,7 @@ from safetycheck.corruptions import (
     load_corrupted,
     load_official,
 )
-from safetycheck.errors import ConfigError, DataError
+from safetycheck.core.errors import ConfigError, DataError
 
 FAITHFUL_SAMPLES = 200
 SLOW_REFERENCE = {
@@ -193,7 +193,7 @@ def test_generated_set_is_cached_and_reused(local_root, monkeypatch):
     )
     first = generate_corrupted("stripe", seed=4, root=local_root)
     assert path.is_file() and first.shape == (10000, 28, 28) and first.dtype == np.uint8
-    import safetycheck.corruptions as engine
+    import safetycheck.measures.corruptions as engine
 
     monkeypatch.setattr(engine, "corrupt", lambda *a, **k: pytest.fail("regenerated a cached set"))
     assert np.array_equal(generate_corrupted("stripe", seed=4, root=local_root), first)
@@ -326,29 +326,29 @@ def test_gallery_has_one_png_per_corruption():
 
 
 def test_families_are_registered():
-    import safetycheck.families.corruptions  # noqa: F401
-    from safetycheck.checks import REGISTRY, check_id
-    from safetycheck.evaluation import RunSettings
+    import safetycheck.checks.corruptions  # noqa: F401
+    from safetycheck.checks import check_id, families
+    from safetycheck.checks.evaluation import RunSettings
 
-    variants = REGISTRY["mnist_c"].variants(RunSettings())
+    variants = families()["mnist_c"].variants(RunSettings())
     assert [v["corruption"] for v in variants] == list(CORRUPTIONS)
     assert check_id("mnist_c", variants[0]) == "mnist_c[shot_noise]"
-    assert REGISTRY["mnist_c_mean"].bound == "min" and REGISTRY["mnist_c_drop"].bound == "max"
+    assert families()["mnist_c_mean"].bound == "min" and families()["mnist_c_drop"].bound == "max"
 
 
 @pytest.mark.real_data
 def test_families_measure_a_model(local_root, tiny_model, monkeypatch):
-    from safetycheck.checks import REGISTRY
-    from safetycheck.data import resolve_data_root
-    from safetycheck.evaluation import ModelEvaluation, RunSettings
-    from safetycheck.families import corruptions as family
-    from safetycheck.models import ModelUnderTest
+    from safetycheck.checks import families
+    from safetycheck.io.data import resolve_data_root
+    from safetycheck.checks.evaluation import ModelEvaluation, RunSettings
+    from safetycheck.checks import corruptions as family
+    from safetycheck.io.models import ModelUnderTest
 
     evaluation = ModelEvaluation(
         ModelUnderTest("tiny", tiny_model, "test"),
         RunSettings(data_root=resolve_data_root(local_root)),
     )
-    one = REGISTRY["mnist_c"].measure(evaluation, {"corruption": "stripe"})
+    one = families()["mnist_c"].measure(evaluation, {"corruption": "stripe"})
     data = load_corrupted("stripe", root=local_root)
     with torch.inference_mode():
         expected = float((tiny_model(data.images).argmax(1) == data.labels).float().mean())
@@ -356,8 +356,8 @@ def test_families_measure_a_model(local_root, tiny_model, monkeypatch):
     # the mean and the drop read one cached result per corruption: fake the other 14
     fake = {name: torch.arange(10000) < 1000 * (i % 10) for i, name in enumerate(CORRUPTIONS)}
     monkeypatch.setattr(family, "corrupted_correct", lambda ev, name: fake[name])
-    mean = REGISTRY["mnist_c_mean"].measure(evaluation, {})
+    mean = families()["mnist_c_mean"].measure(evaluation, {})
     assert mean.value == pytest.approx(np.mean([float(v.float().mean()) for v in fake.values()]))
     assert mean.n == 150000
-    drop = REGISTRY["mnist_c_drop"].measure(evaluation, {})
+    drop = families()["mnist_c_drop"].measure(evaluation, {})
     assert drop.value == pytest.approx(float(evaluation.clean_correct.float().mean()) - mean.value)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from safetycheck.data import (
+from safetycheck.io.data import (
     DATA_ENV_VAR,
     DataRoot,
     check_files,
@@ -16,7 +16,7 @@ from safetycheck.data import (
     load_split,
     resolve_data_root,
 )
-from safetycheck.errors import DataError
+from safetycheck.core.errors import DataError
 
 SIZES = {"train": 60_000, "test": 10_000}
 
@@ -206,7 +206,7 @@ def test_loading_does_not_import_torchvision(data_root):
     import sys
 
     code = (
-        "import sys; from safetycheck.data import load_split; load_split('mnist', 'test', root=sys.argv[1]); "
+        "import sys; from safetycheck.io.data import load_split; load_split('mnist', 'test', root=sys.argv[1]); "
         "assert 'torchvision' not in sys.modules, 'torchvision was imported'"
     )
     result = subprocess.run(

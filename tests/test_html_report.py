@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from safetycheck.html_report import render_html, status, write_html
+from safetycheck.report.html import render_html, status, write_html
 
 REPO = Path(__file__).resolve().parent.parent
 XSS = 'evil<script>alert("x")</script>&net'

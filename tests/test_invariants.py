@@ -4,8 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from safetycheck.attacks import invariants
-from safetycheck.attacks.invariants import PROPERTIES, check_invariant
+from safetycheck.measures.attacks import invariants
+from safetycheck.measures.attacks.invariants import PROPERTIES, check_invariant
 
 
 def batch(n=6, seed=0):
@@ -59,7 +59,7 @@ def test_seeded_catches_a_randomised_model():
 
 
 def test_in_ball_catches_an_attack_that_forgets_to_project(tiny_model, monkeypatch):
-    import safetycheck.attacks.pgd as pgd
+    import safetycheck.measures.attacks.pgd as pgd
 
     monkeypatch.setattr(pgd, "project", lambda x, images, norm, eps: x)
     images, labels = batch()

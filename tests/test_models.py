@@ -7,8 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from safetycheck.errors import ConfigError, ModelContractError, ModelLoadError
-from safetycheck.models import (
+from safetycheck.core.errors import ConfigError, ModelContractError, ModelLoadError
+from safetycheck.io.models import (
     Ensemble,
     ModelUnderTest,
     check_contract,

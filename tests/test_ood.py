@@ -14,12 +14,13 @@ from hypothesis import strategies as st
 from sklearn.metrics import average_precision_score, roc_auc_score
 from torch import nn
 
-import safetycheck.families.ood  # noqa: F401  (registers ood_auroc)
-from safetycheck.checks import REGISTRY, CheckSkipped, check_id
-from safetycheck.data import LabelledImages, load_split
-from safetycheck.errors import ConfigError, DataError
-from safetycheck.models import Ensemble
-from safetycheck.ood import (
+import safetycheck.checks.ood  # noqa: F401  (registers ood_auroc)
+from safetycheck.checks import check_id, families
+from safetycheck.core.registry import CheckSkipped
+from safetycheck.io.data import LabelledImages, load_split
+from safetycheck.core.errors import ConfigError, DataError
+from safetycheck.io.models import Ensemble
+from safetycheck.measures.ood import (
     ModelOOD,
     OODSet,
     OODSettings,
@@ -27,7 +28,7 @@ from safetycheck.ood import (
     load_ood_set,
     load_user_set,
 )
-from safetycheck.ood_metrics import (
+from safetycheck.measures.ood_metrics import (
     auroc,
     auroc_bootstrap,
     auroc_confidence_interval,
@@ -36,7 +37,7 @@ from safetycheck.ood_metrics import (
     roc_curve_data,
     weighted_auroc,
 )
-from safetycheck.ood_scores import (
+from safetycheck.measures.ood_scores import (
     KNN,
     Mahalanobis,
     ViM,
@@ -458,14 +459,14 @@ def test_bad_settings_are_clear_errors():
 
 
 def test_the_family_is_registered_with_set_and_score_params():
-    from safetycheck.evaluation import RunSettings
-    from safetycheck.families import ood as family_module
+    from safetycheck.checks.evaluation import RunSettings
+    from safetycheck.checks import ood as family_module
 
-    family = REGISTRY["ood_auroc"]
+    family = families()["ood_auroc"]
     assert family.bound == "min" and family.param_names == ("set", "score")
     ids = [check_id(family.name, params) for params in family.variants(RunSettings())]
     assert "ood_auroc[fmnist-msp]" in ids and "ood_auroc[kmnist-energy]" in ids
-    from safetycheck.config import parse_check_key
+    from safetycheck.gate.thresholds import parse_check_key
 
     assert parse_check_key("ood_auroc[kmnist-energy]", "t.toml", "k") == (
         "ood_auroc",
@@ -518,9 +519,9 @@ def test_lenet_detects_fashion_mnist_and_kmnist(lenet_ood, set_name):
 def test_the_family_measures_lenet_through_a_shared_evaluation(
     lenet, mnist_test, data_root, monkeypatch
 ):
-    from safetycheck.evaluation import ModelEvaluation, RunSettings
-    from safetycheck.families import ood as family_module
-    from safetycheck.models import ModelUnderTest
+    from safetycheck.checks.evaluation import ModelEvaluation, RunSettings
+    from safetycheck.checks import ood as family_module
+    from safetycheck.io.models import ModelUnderTest
 
     small = OODSettings(
         sets=("uniform",),
@@ -537,7 +538,7 @@ def test_the_family_measures_lenet_through_a_shared_evaluation(
     evaluation.__dict__["test_set"] = LabelledImages(
         mnist_test.images[:1000], mnist_test.labels[:1000], "mnist-test"
     )
-    family = REGISTRY["ood_auroc"]
+    family = families()["ood_auroc"]
     assert [p for p in family.variants(evaluation.settings)] == [
         {"set": "uniform", "score": "msp"},
         {"set": "uniform", "score": "knn"},

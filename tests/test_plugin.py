@@ -282,7 +282,7 @@ def test_loadgroup_keeps_each_model_on_one_worker_and_matches_serial(pytester, d
     """`-n 2 --dist loadgroup` with two real models: every check of a model ran on the same worker
     (so its attack sweep ran once), each worker took its share of the cores, and every value, n and
     verdict equals the serial run's."""
-    from safetycheck.acceleration import available_cores
+    from safetycheck.measures.acceleration import available_cores
 
     models = [
         f"--safety-model={REPO / 'example_models' / name}" for name in ("lenet.py", "linear.py")

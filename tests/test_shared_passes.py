@@ -4,12 +4,13 @@ calibration and the OOD scores (logit- and feature-based) share it."""
 import torch
 from torch import nn
 
-from safetycheck.checks import REGISTRY, PlannedCheck
-from safetycheck.config import SafetyConfig
-from safetycheck.evaluation import ModelEvaluation, RunSettings
-from safetycheck.models import ModelUnderTest
-from safetycheck.ood import OODSettings
-from safetycheck.runner import run_check
+from safetycheck.checks import families
+from safetycheck.core.registry import PlannedCheck
+from safetycheck.gate.thresholds import SafetyConfig
+from safetycheck.checks.evaluation import ModelEvaluation, RunSettings
+from safetycheck.io.models import ModelUnderTest
+from safetycheck.measures.ood import OODSettings
+from safetycheck.run.runner import run_check
 
 
 class Counting(nn.Module):
@@ -42,11 +43,11 @@ def test_one_pass_over_the_test_images_serves_every_family(data_root):
     )
     evaluation = ModelEvaluation(ModelUnderTest("counting", model, "test"), settings)
     checks = [
-        PlannedCheck(REGISTRY["clean_accuracy"], {}),
-        PlannedCheck(REGISTRY["calibration"], {"metric": "ece"}),
+        PlannedCheck(families()["clean_accuracy"], {}),
+        PlannedCheck(families()["calibration"], {"metric": "ece"}),
     ]
     checks += [
-        PlannedCheck(REGISTRY["ood_auroc"], {"set": "fmnist", "score": s})
+        PlannedCheck(families()["ood_auroc"], {"set": "fmnist", "score": s})
         for s in settings.ood.scores
     ]
     records = [run_check(evaluation, check, SafetyConfig()).record() for check in checks]

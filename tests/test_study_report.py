@@ -11,8 +11,8 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from safetycheck.study_claims import SATURATED, StudyData, compare
-from safetycheck.study_report import Claim, evaluate_claims, tradeoff_rows, write_study
+from safetycheck.study.claims import SATURATED, StudyData, compare
+from safetycheck.study.report import Claim, evaluate_claims, tradeoff_rows, write_study
 
 EPS = (0.05, 0.1, 0.2, 0.3)
 GROUPS = {

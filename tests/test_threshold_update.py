@@ -10,10 +10,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from safetycheck.config import load_config
-from safetycheck.errors import ConfigError
-from safetycheck.results import compare
-from safetycheck.threshold_update import (
+from safetycheck.gate.thresholds import load_config
+from safetycheck.core.errors import ConfigError
+from safetycheck.run.results import compare
+from safetycheck.gate.update import (
     ThresholdChange,
     format_changes,
     new_threshold,

@@ -1,0 +1,106 @@
+"""Robust accuracy under attack, per epsilon, from one shared sweep per model and attack."""
+
+import math
+
+from safetycheck.measures.attacks.pgd import PGD
+from safetycheck.core.registry import CheckFamily, Measurement
+from safetycheck.checks.evaluation import ModelEvaluation
+from safetycheck.measures.robustness import SweepResult, robust_accuracy_sweep
+from safetycheck.core.stats import wilson_interval
+
+
+def attack_sweep(
+    evaluation: ModelEvaluation, key: str, attacks: list, epsilons=None
+) -> SweepResult:
+    """The sweep of the cascade ``attacks`` (``(name, factory(eps))`` pairs, cheapest first) over
+    ``epsilons`` (the run's Linf epsilons by default) on the attacked subset, computed once per
+    model under ``key`` and shared by every check that reads it."""
+
+    def run(ev: ModelEvaluation) -> SweepResult:
+        index = ev.attack_indices
+        return robust_accuracy_sweep(
+            ev.attack_model,
+            ev.test_set.images[index].to(ev.settings.device),
+            ev.test_set.labels[index].to(ev.settings.device),
+            ev.settings.epsilons if epsilons is None else epsilons,
+            attacks,
+            clean_correct=ev.clean_correct[index],
+            batch_size=ev.settings.batch_size,
+        )
+
+    return evaluation.sweep(key, run)
+
+
+def pgd_sweep(evaluation: ModelEvaluation, norm: str) -> SweepResult:
+    """The PGD sweep over the run's epsilons on the attacked subset, computed once per model."""
+    seed = evaluation.settings.seed
+    return attack_sweep(
+        evaluation,
+        f"pgd_{norm.lower()}",
+        [(f"pgd_{norm.lower()}", lambda eps: PGD(eps=eps, norm=norm, seed=seed))],
+    )
+
+
+def sweep_measurement(sweep: SweepResult, eps: float, details: str) -> Measurement:
+    """Robust accuracy at ``eps`` with its Wilson interval; the artifacts say which attack of the
+    cascade broke how many images there, for the reports."""
+    robust = int(sweep.robust[eps].sum())
+    return Measurement(
+        sweep.accuracy(eps),
+        sweep.n,
+        details,
+        ci=wilson_interval(robust, sweep.n),
+        artifacts={"broken_by": {name: int(count) for name, count in sweep.broken_by[eps].items()}},
+    )
+
+
+def attacked_subset(evaluation: ModelEvaluation) -> str:
+    """Which images were attacked, for a check's details."""
+    attacked, evaluated = len(evaluation.attack_indices), evaluation.describe_test_set()
+    if attacked == len(evaluation.test_set):
+        return f"attacked: {evaluated}"
+    return f"attacked: a seeded random {attacked} of {evaluated}"
+
+
+def attack_column(name: str):
+    """The study's column for a record of attack family ``name``: ``"pgd_linf@0.1"``."""
+
+    def column(params) -> str | None:
+        eps = params.get("eps")
+        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not math.isfinite(eps):
+            return None
+        return f"{name}@{float(eps):g}"
+
+    return column
+
+
+def _measure_pgd_linf(evaluation: ModelEvaluation, params: dict) -> Measurement:
+    sweep = pgd_sweep(evaluation, "Linf")
+    eps = float(params["eps"])
+    return sweep_measurement(
+        sweep, eps, f"{'; '.join(sweep.descriptions[eps])}; {attacked_subset(evaluation)}"
+    )
+
+
+PGD_LINF = CheckFamily(
+    name="pgd_linf",
+    metric="robust accuracy",
+    bound="min",
+    variants=lambda settings: [{"eps": float(eps)} for eps in sorted(settings.epsilons)],
+    measure=_measure_pgd_linf,
+    param_names=("eps",),
+    # At small radii (0.05, 0.1) a floor that an undefended CNN clears, so that failing it means a
+    # regression below an undefended baseline; at any other radius, that at least half of the
+    # attacked images survive, which only adversarially trained models reach at 0.2 and 0.3 (Madry
+    # et al.: 0.89 at 0.3). An undefended model therefore fails the large-eps checks, as it should:
+    # a project records its own, lower bounds in its threshold file, as this repository does.
+    default_bounds={"pgd_linf": 0.50, "pgd_linf[eps=0.05]": 0.80, "pgd_linf[eps=0.1]": 0.50},
+    note="robust accuracy under PGD (L\u221e)",
+    plot="linf_attacks",
+    plot_rank=1,
+    proportion=True,
+    study_column=attack_column("pgd_linf"),
+    study_rank=1,
+)
+
+FAMILIES = (PGD_LINF,)

@@ -1,0 +1,190 @@
+"""One model's evaluation in one run: every expensive result is computed once and shared.
+
+A :class:`ModelEvaluation` is the single place where data meets a model. The clean logits on the
+MNIST test set are computed once and serve clean accuracy (and, in later checks, OOD scores and
+calibration); each attack sweep is computed once over all epsilons and serves every check that
+reads one of its epsilons.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import TypeVar
+
+import torch
+from torch import nn
+
+from safetycheck.measures.acceleration import Acceleration, accelerate
+from safetycheck.io.data import DataRoot, LabelledImages, load_split, resolve_data_root
+from safetycheck.io.models import ModelUnderTest, evaluation_mode
+from safetycheck.measures.ood import OODSettings
+from safetycheck.measures.robustness import SweepResult
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """Everything that shapes a run's numbers, recorded in its metadata."""
+
+    device: torch.device = torch.device("cpu")
+    seed: int = 0
+    attack_samples: int = 1000  # MNIST test images attacked per sweep (a seeded random subset)
+    # None: every family reads the whole MNIST test set (and whole OOD sets); N: a stratified, seeded
+    # subset of N test images (and N images of each OOD set), for quick pull-request gating.
+    samples: int | None = None
+    epsilons: tuple[float, ...] = (0.05, 0.1, 0.2, 0.3)
+    data_root: DataRoot = field(default_factory=resolve_data_root)
+    download: bool = False
+    allow_randomized: bool = False
+    batch_size: int = 500
+    ood: OODSettings = field(default_factory=OODSettings)
+    checks: tuple[str, ...] = ()  # check families to run; empty: the default suite
+    mnist_c_source: str = "generated"  # or "official": the static MNIST-C files under the data root
+    acceleration: Acceleration = field(
+        default_factory=Acceleration
+    )  # how the attacks call the model
+
+
+class ModelEvaluation:
+    """Lazily computed, cached results for one model under one :class:`RunSettings`."""
+
+    def __init__(
+        self,
+        mut: ModelUnderTest,
+        settings: RunSettings,
+        progress: Callable[[str, float | None], None] | None = None,
+    ):
+        """``progress(what, seconds)``, if given, hears of each shared result as it starts
+        (``seconds`` None) and when it is done, so that long computations are never silent."""
+        self.mut = mut
+        self.settings = settings
+        self.model = mut.module.to(settings.device)
+        self.progress = progress
+        self._cache: dict[str, object] = {}
+
+    @cached_property
+    def attack_model(self) -> nn.Module:
+        """The model the attack sweeps call: :attr:`model` under the run's :class:`Acceleration`
+        (itself when none is asked); every other family reads :attr:`model` in fp32."""
+        return accelerate(self.model, self.settings.acceleration, self.settings.device)
+
+    @cached_property
+    def full_test_set(self) -> LabelledImages:
+        return load_split(
+            "mnist", "test", root=self.settings.data_root, download=self.settings.download
+        )
+
+    @cached_property
+    def test_indices(self) -> torch.Tensor | None:
+        """Indices into the full MNIST test set of the evaluated images, or None for all of them."""
+        if self.settings.samples is None or self.settings.samples >= len(self.full_test_set):
+            return None
+        return stratified_indices(
+            self.full_test_set.labels, self.settings.samples, self.settings.seed
+        )
+
+    @cached_property
+    def test_set(self) -> LabelledImages:
+        """The MNIST test images every family evaluates: all 10000, or the stratified subset."""
+        full, index = self.full_test_set, self.test_indices
+        if index is None:
+            return full
+        return LabelledImages(
+            full.images[index],
+            full.labels[index],
+            f"{full.name} (stratified subset of {len(index)})",
+        )
+
+    def describe_test_set(self) -> str:
+        """How the evaluated MNIST test images were chosen, for a check's details."""
+        n = len(self.test_set)
+        if self.test_indices is None:
+            return f"all {n} MNIST test images"
+        return f"a stratified subset of {n} MNIST test images (seed {self.settings.seed}; --safety-samples)"
+
+    @cached_property
+    def clean_outputs(self) -> tuple[torch.Tensor, list] | None:
+        """:func:`~safetycheck.measures.ood_scores.model_outputs` on the evaluated test images: the logits
+        and each member's penultimate features from one pass, which serves clean accuracy,
+        calibration and every OOD score. None where reading the features fails (a model whose
+        last Linear changes between batches, say): the logits then come from a plain pass, and the
+        OOD checks report the problem themselves."""
+        from safetycheck.core.errors import ModelContractError
+        from safetycheck.measures.ood_scores import model_outputs
+
+        try:
+            return model_outputs(self.model, self.test_set.images, self.settings.batch_size * 4)
+        except ModelContractError:
+            return None
+
+    @cached_property
+    def clean_logits(self) -> torch.Tensor:
+        """(N, 10) float32 logits on the evaluated MNIST test images, on the CPU."""
+        if self.clean_outputs is not None:
+            return self.clean_outputs[0]
+        images, size = self.test_set.images, self.settings.batch_size * 4
+        with evaluation_mode(self.model), torch.inference_mode():
+            return torch.cat(
+                [
+                    self.model(images[i : i + size].to(self.settings.device)).float().cpu()
+                    for i in range(0, len(images), size)
+                ]
+            )
+
+    @cached_property
+    def clean_correct(self) -> torch.Tensor:
+        return self.clean_logits.argmax(dim=1) == self.test_set.labels
+
+    @cached_property
+    def attack_indices(self) -> torch.Tensor:
+        """The test images attacked: the first ``attack_samples`` of a seeded permutation."""
+        generator = torch.Generator().manual_seed(self.settings.seed)
+        order = torch.randperm(len(self.test_set), generator=generator)
+        return order[: min(self.settings.attack_samples, len(order))]
+
+    def select(self, values: torch.Tensor) -> torch.Tensor:
+        """The rows of a per-test-image tensor (e.g. predictions on a corrupted test set) that
+        belong to the evaluated images."""
+        return values if self.test_indices is None else values[self.test_indices]
+
+    def cached(self, key: str, compute: Callable[[ModelEvaluation], T]) -> T:
+        """The result named ``key``, computed by ``compute(self)`` the first time it is asked for;
+        every check family shares its expensive results through this one cache."""
+        if key not in self._cache:
+            if self.progress is None:
+                self._cache[key] = compute(self)
+            else:
+                what = f"{self.mut.name}: {key}"
+                self.progress(what, None)
+                started = time.perf_counter()
+                self._cache[key] = compute(self)
+                self.progress(what, time.perf_counter() - started)
+        return self._cache[key]
+
+    def sweep(self, key: str, run: Callable[[ModelEvaluation], SweepResult]) -> SweepResult:
+        """An attack sweep, cached like any other result."""
+        return self.cached(f"sweep:{key}", run)
+
+
+def stratified_indices(labels: torch.Tensor, n: int, seed: int) -> torch.Tensor:
+    """``n`` indices into ``labels`` (N,) int64, drawn without replacement so that each class keeps
+    its share of the whole (largest-remainder rounding), seeded; returned sorted.
+
+    Raises ValueError unless 1 <= n <= N."""
+    if not 1 <= n <= len(labels):
+        raise ValueError(f"a stratified subset needs 1 <= n <= {len(labels)}; got {n}")
+    classes, counts = torch.unique(labels, return_counts=True)
+    exact = counts.double() * n / len(labels)
+    quota = exact.floor().long()
+    remainder = n - int(quota.sum())
+    quota[torch.argsort(exact - quota, descending=True, stable=True)[:remainder]] += 1
+    generator = torch.Generator().manual_seed(seed)
+    chosen = []
+    for label, take in zip(classes.tolist(), quota.tolist()):
+        members = torch.nonzero(labels == label).flatten()
+        chosen.append(members[torch.randperm(len(members), generator=generator)[:take]])
+    return torch.sort(torch.cat(chosen)).values

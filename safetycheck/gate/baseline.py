@@ -1,0 +1,381 @@
+"""Compare a run with a previous run's results (``--safety-baseline results.json``).
+
+A fixed threshold catches a model that falls below a floor; a baseline catches one that got worse
+than it was, even above the floor. Each measured value is compared with the same check of the
+same model in a results document written earlier with ``--safety-json``, and a check regresses
+when it is worse than the baseline by more than the two runs' sampling noise could explain.
+
+Noise
+-----
+Each run's uncertainty is the half-width ``h`` of a 95% interval of its value:
+
+- the record's ``ci`` (a bootstrap percentile interval, Efron & Tibshirani 1993, for the metrics
+  that carry one), ``h = (high - low) / 2``;
+- otherwise, for a proportion (a metric in [0, 1] measured on ``n`` samples: accuracy, robust
+  accuracy), the binomial standard error under the normal approximation (Wald),
+  ``h = z * sqrt(p * (1 - p) / n)``; at ``p`` = 0 or 1 it is 0, which is strict;
+- otherwise 0, and the comparison says so.
+
+For two independent runs the standard error of the difference is ``sqrt(se1**2 + se2**2)``, so
+the noise is ``sqrt(h1**2 + h2**2)`` (half-widths of 95% intervals are rescaled to ``z`` by
+``z / 1.96``). The two runs are rarely independent (same seed, same images), which makes this
+noise conservative: it flags a regression only when it is clearly there.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from safetycheck.core.errors import ConfigError
+
+FORMAT = "safetycheck-results"
+FORMAT_VERSIONS = (1,)
+Z_95 = 1.96  # the two-sided 95% normal quantile; a `ci` is a 95% interval
+_TOLERANCE = 1e-12  # differences this small are floating-point noise, never a regression
+SETTINGS = {  # metadata key -> what a person calls it
+    "seed": "seed",
+    "attack_samples": "attacked samples",
+    "samples": "samples",
+    "epsilons": "epsilons",
+    "safetycheck": "safetycheck version",
+}
+
+
+@dataclass
+class Baseline:
+    """A previous run's results document.
+
+    Attributes
+    ----------
+    path : Path
+    metadata : dict
+        The document's run metadata (seed, attack_samples, epsilons, versions, ...).
+    records : list of dict
+        Every record of the document, skipped ones included.
+    """
+
+    path: Path
+    metadata: dict
+    records: list[dict]
+    _index: dict = field(default_factory=dict, repr=False)
+
+    def __post_init__(self):
+        self._index = {(r["model"], r["check"]): r for r in self.records if not r.get("skipped")}
+
+    def lookup(self, model: str, check: str) -> dict | None:
+        """The baseline's record of ``check`` for ``model``; None when it was not measured."""
+        return self._index.get((model, check))
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One check against its baseline.
+
+    Attributes
+    ----------
+    value, base_value : float or None
+        The current and the baseline value (None when missing or NaN).
+    difference : float or None
+        How much worse the current value is, positive = worse (``base - value`` for a lower
+        bound, ``value - base`` for an upper bound); None when not comparable.
+    noise : float
+        The combined half-width, >= 0; a regression is a difference larger than this.
+    regressed : bool
+    method : str
+        Where the noise came from, in words ("from the 95% intervals", ...).
+    model, check, bound : str
+    compared : bool
+        False when the baseline has no usable value (nothing was compared).
+    """
+
+    value: float | None
+    base_value: float | None
+    difference: float | None
+    noise: float
+    regressed: bool
+    method: str
+    model: str = ""
+    check: str = ""
+    bound: str = "min"
+    compared: bool = True
+
+    @property
+    def improved(self) -> bool:
+        """Better than the baseline by more than the noise."""
+        return self.difference is not None and -self.difference > self.noise + _TOLERANCE
+
+    def describe(self) -> str:
+        """One line, e.g. ``regression vs baseline: 0.7100 < 0.7660 by 0.0560 (noise 0.0260,
+        from the 95% intervals)``."""
+        if not self.compared:
+            return f"not compared with the baseline: {self.method}"
+        if self.value is None:
+            return (
+                f"regression vs baseline: no value measured (NaN or missing) where the baseline "
+                f"measured {self.base_value:.4f}"
+            )
+        noise = f"noise {self.noise:.4f}, {self.method}"
+        worse = "<" if self.bound == "min" else ">"
+        better = ">" if self.bound == "min" else "<"
+        if self.regressed:
+            return (
+                f"regression vs baseline: {self.value:.4f} {worse} {self.base_value:.4f} "
+                f"by {self.difference:.4f} ({noise})"
+            )
+        if self.improved:
+            return (
+                f"better than baseline: {self.value:.4f} {better} {self.base_value:.4f} "
+                f"by {-self.difference:.4f} ({noise})"
+            )
+        return (
+            f"within noise of baseline: {self.value:.4f} vs {self.base_value:.4f}, "
+            f"difference {abs(self.difference):.4f} <= {noise}"
+        )
+
+
+def load_baseline(path: str | Path) -> Baseline:
+    """Read a results document written by ``--safety-json``.
+
+    Raises
+    ------
+    ConfigError
+        When the file is missing or unreadable, is not JSON, is not a safetycheck results
+        document, or has a ``format_version`` this version does not read; the message names the
+        file and says to re-run the baseline with ``--safety-json``.
+    """
+    path = Path(path)
+    redo = f"re-run the baseline with this version of safetycheck and --safety-json {path}"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"baseline {path} not found; {redo}, or check the path.") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"baseline {path} cannot be read ({exc}); {redo}.") from None
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(
+            f"baseline {path} is not valid JSON (line {exc.lineno}, column {exc.colno}: "
+            f"{exc.msg}); {redo}."
+        ) from None
+    if not isinstance(document, dict) or document.get("format") != FORMAT:
+        raise ConfigError(
+            f'baseline {path} is not a safetycheck results document (no "format": '
+            f'"{FORMAT}"); {redo}.'
+        )
+    version = document.get("format_version")
+    if isinstance(version, bool) or version not in FORMAT_VERSIONS:
+        raise ConfigError(
+            f"baseline {path} has format_version {version!r}, which this version of "
+            f"safetycheck does not read (it reads {', '.join(map(str, FORMAT_VERSIONS))}); {redo}."
+        )
+    metadata, records = document.get("metadata", {}), document.get("results")
+    if (
+        not isinstance(metadata, dict)
+        or not isinstance(records, list)
+        or not all(
+            isinstance(r, dict)
+            and isinstance(r.get("model"), str)
+            and isinstance(r.get("check"), str)
+            for r in records
+        )
+    ):
+        raise ConfigError(
+            f'baseline {path} is damaged: "metadata" must be an object and "results" a '
+            f'list of records with "model" and "check"; {redo}.'
+        )
+    return Baseline(path, metadata, records)
+
+
+def compare(record: dict, base: dict, z: float = 1.96) -> Comparison:
+    """Compare a current record with its baseline record.
+
+    Parameters
+    ----------
+    record, base : dict
+        Results records of the same check (``value``, ``bound``, ``n``, optionally ``ci`` as
+        ``[low, high]``, ``family``). The current record's ``bound`` decides the direction:
+        ``"min"`` (higher is better) or ``"max"`` (lower is better).
+    z : float, default=1.96
+        The normal quantile of the noise band (1.96: 95%); must be finite and positive.
+
+    Returns
+    -------
+    Comparison
+        ``regressed`` is True when the current value is worse than the baseline's by more than the
+        noise, and when the current value is None or NaN (nothing measured cannot match a
+        baseline); never for equal values. A baseline value that is None or NaN gives
+        ``compared=False``.
+
+    Raises
+    ------
+    ValueError
+        When ``z`` is not a finite positive number or ``bound`` is neither "min" nor "max".
+    """
+    if isinstance(z, bool) or not isinstance(z, (int, float)) or not math.isfinite(z) or z <= 0:
+        raise ValueError(f"z must be a finite positive number, not {z!r}")
+    bound = record.get("bound", base.get("bound"))
+    if bound not in ("min", "max"):
+        raise ValueError(f"bound must be 'min' or 'max', not {bound!r}")
+    label = {"model": record.get("model", ""), "check": record.get("check", ""), "bound": bound}
+    value, base_value = _number(record.get("value")), _number(base.get("value"))
+    if base_value is None:
+        return Comparison(
+            value,
+            None,
+            None,
+            0.0,
+            False,
+            "the baseline value is NaN or missing",
+            compared=False,
+            **label,
+        )
+    if value is None:
+        return Comparison(None, base_value, None, 0.0, True, "no value measured", **label)
+    difference = base_value - value if bound == "min" else value - base_value
+    h_current, how_current = _half_width(record, value, z)
+    h_base, how_base = _half_width(base, base_value, z)
+    noise = math.hypot(h_current, h_base)
+    method = _method(how_current, how_base)
+    regressed = difference > noise + _TOLERANCE
+    return Comparison(value, base_value, difference + 0.0, noise, regressed, method, **label)
+
+
+def compare_all(records: list[dict], baseline: Baseline, z: float = 1.96) -> list[Comparison]:
+    """:func:`compare` every measured record that the baseline also measured, in record order.
+    Skipped records and checks absent from the baseline are left out."""
+    comparisons = []
+    for record in records:
+        if record.get("skipped"):
+            continue
+        base = baseline.lookup(record["model"], record["check"])
+        if base is not None:
+            comparisons.append(compare(record, base, z))
+    return comparisons
+
+
+def settings_mismatch(current_metadata: dict, baseline_metadata: dict) -> list[str]:
+    """Warnings, one sentence each, for the run settings that differ from the baseline's.
+
+    Compares seed, attack_samples, samples, epsilons and the safetycheck version, where both
+    documents record them: values measured under other settings differ for reasons other than the
+    model, so such a comparison is suspect.
+    """
+    warnings = []
+    for key, name in SETTINGS.items():
+        if key not in current_metadata or key not in baseline_metadata:
+            continue
+        now, then = current_metadata[key], baseline_metadata[key]
+        if _same(now, then):
+            continue
+        warnings.append(
+            f"the baseline was measured with {name} {_show(then)}, this run with {_show(now)}; "
+            "differences may come from the settings rather than the model."
+        )
+    return warnings
+
+
+def regression_summary(comparisons: list[Comparison], warnings: list[str] = ()) -> str:
+    """A terminal section: counts, then one line per regression, per check not compared and per
+    settings warning. Checks within noise or better are counted, not listed."""
+    regressed = [c for c in comparisons if c.regressed]
+    skipped = [c for c in comparisons if not c.compared]
+    improved = [c for c in comparisons if c.compared and c.improved]
+    within = len(comparisons) - len(regressed) - len(skipped) - len(improved)
+    lines = [
+        f"baseline: {len(comparisons) - len(skipped)} compared, {len(regressed)} regressed, "
+        f"{within} within noise, {len(improved)} better"
+        + (f", {len(skipped)} not compared" if skipped else "")
+    ]
+    lines += [f"  REGRESSED  {c.model} {c.check}: {c.describe()}" for c in regressed]
+    lines += [f"  SKIPPED    {c.model} {c.check}: {c.describe()}" for c in skipped]
+    lines += [f"  warning: {warning}" for warning in warnings]
+    return "\n".join(lines)
+
+
+def _number(value) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def _half_width(record: dict, value: float, z: float) -> tuple[float, str]:
+    """(half-width at ``z``, "interval" | "binomial" | "none") for one record."""
+    ci = record.get("ci")
+    if isinstance(ci, (list, tuple)) and len(ci) == 2:
+        low, high = _number(ci[0]), _number(ci[1])
+        if low is not None and high is not None and low <= high:
+            return (high - low) / 2 * z / Z_95, "interval"
+    n = record.get("n")
+    if (
+        not isinstance(n, bool)
+        and isinstance(n, int)
+        and n > 0
+        and 0.0 <= value <= 1.0
+        and _is_proportion(record.get("family"))
+    ):
+        return z * math.sqrt(value * (1 - value) / n), "binomial"
+    return 0.0, "none"
+
+
+_METHODS = {
+    "interval": ("95% intervals", "95% interval"),
+    "binomial": ("binomial standard errors", "binomial standard error"),
+}
+
+
+def _method(current: str, base: str) -> str:
+    """Where the noise came from, in words, for the two runs' kinds of half-width."""
+    if current == base:
+        return (
+            f"from the {_METHODS[current][0]}"
+            if current != "none"
+            else "no uncertainty known for either run (no interval, not a proportion)"
+        )
+    known = [
+        f"the {_METHODS[kind][1]} ({run})"
+        for kind, run in ((current, "current"), (base, "baseline"))
+        if kind != "none"
+    ]
+    missing = [
+        run for kind, run in ((current, "current run"), (base, "baseline")) if kind == "none"
+    ]
+    return (
+        "from "
+        + " and ".join(known)
+        + (f"; no uncertainty known for the {missing[0]}" if missing else "")
+    )
+
+
+def _is_proportion(family) -> bool:
+    """Whether the family's metric lies in [0, 1] (an unknown family is judged by its value)."""
+    try:
+        from safetycheck.checks import families
+    except ImportError:  # pragma: no cover - the engine without torch
+        return True
+    registered = families().get(family) if isinstance(family, str) else None
+    return registered is None or tuple(registered.value_range) == (0.0, 1.0)
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if (
+        isinstance(a, (int, float))
+        and isinstance(b, (int, float))
+        and not isinstance(a, bool)
+        and not isinstance(b, bool)
+    ):
+        return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
+    return a == b
+
+
+def _show(value) -> str:
+    if value is None:
+        return "the default"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(_show(v) for v in value)
+    return f"{value:g}" if isinstance(value, float) else str(value)

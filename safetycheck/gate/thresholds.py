@@ -1,0 +1,309 @@
+"""Threshold files and the built-in default profile.
+
+A threshold file is TOML: either a standalone file (``--safety-thresholds PATH``) or the
+``[tool.safetycheck]`` table of the project's ``pyproject.toml``::
+
+    attack_samples = 1000             # MNIST test images attacked per sweep (a seeded random subset)
+    samples = 2000                    # optional: every family on a stratified subset (quick gating)
+    seed = 0
+    checks = ["clean_accuracy", "pgd_linf", "apgd"]   # families to run (default: the default suite)
+    epsilons = [0.05, 0.1, 0.2, 0.3]  # Linf radii, pixel units
+
+    [thresholds]                      # bounds for every model
+    clean_accuracy = 0.99             # a whole family ...
+    "pgd_linf[eps=0.1]" = 0.6         # ... or one check
+
+    [models.lenet.thresholds]         # overrides for the model named "lenet"
+    "pgd_linf[eps=0.3]" = 0.0
+
+    [ood]                             # OOD sets and scores (safetycheck.measures.ood)
+    sets = ["fmnist", "kmnist"]
+    scores = ["msp", "energy"]
+    user_sets = { letters = "data/emnist_letters.npy" }   # relative to this file
+
+Every key is validated: an unknown key, a wrong type or an impossible bound is a
+:class:`~safetycheck.core.errors.ConfigError` naming the file, the key and the nearest valid key,
+because a typo that silently disables a threshold is the classic way a gate passes by mistake.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from safetycheck.checks import check_id, default_profile, families, validate_families
+from safetycheck.core.errors import ConfigError
+
+SETTING_KEYS = {
+    "samples": int,
+    "attack_samples": int,
+    "seed": int,
+    "epsilons": list,
+    "checks": list,
+}
+TOP_LEVEL_KEYS = set(SETTING_KEYS) | {"thresholds", "models", "ood"}
+OOD_KEYS = {"sets": list, "scores": list, "user_sets": dict}
+MODEL_KEYS = {"thresholds"}
+_CHECK_KEY = re.compile(r"^(?P<family>[A-Za-z_][A-Za-z0-9_]*)(?:\[(?P<params>[^\]]*)\])?$")
+
+
+@dataclass(frozen=True)
+class Threshold:
+    value: float
+    source: str  # where it came from, for reports: "built-in default", "pyproject.toml: thresholds.clean_accuracy"
+
+
+@dataclass
+class SafetyConfig:
+    """The validated content of a threshold file (all empty when there is none)."""
+
+    path: Path | None = None
+    settings: dict = field(
+        default_factory=dict
+    )  # samples, attack_samples, seed, epsilons, checks as given
+    ood: dict = field(default_factory=dict)  # OODSettings keyword arguments, validated
+    thresholds: dict[str, float] = field(default_factory=dict)
+    model_thresholds: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    def threshold(self, model: str, family: str, check: str) -> Threshold:
+        """The most specific bound: this model's check, this model's family, the file's check,
+        the file's family, the built-in check, the built-in family."""
+        where = self.path.name if self.path else ""
+        built_in = default_profile()
+        for table, label in (
+            (self.model_thresholds.get(model, {}), f"{where}: models.{model}.thresholds"),
+            (self.thresholds, f"{where}: thresholds"),
+            (built_in, "built-in default"),
+        ):
+            for key in (check, family):
+                if key in table:
+                    return Threshold(
+                        float(table[key]), label if table is built_in else f"{label}.{key}"
+                    )
+        raise ConfigError(
+            f"no threshold for {check} (family {family}) in the file or the built-in profile."
+        )
+
+
+def load_config(
+    path: str | Path | None = None, pyproject: str | Path | None = None
+) -> SafetyConfig:
+    """Read ``path`` (a standalone file) or else the ``[tool.safetycheck]`` table of ``pyproject``."""
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"threshold file {path} not found.")
+        table, prefix = standalone_table(_read_toml(path), path)
+        return _parse(table, path, prefix=prefix)
+    if pyproject is not None and Path(pyproject).is_file():
+        table = _read_toml(Path(pyproject)).get("tool", {}).get("safetycheck")
+        if table is not None:
+            return _parse(table, Path(pyproject), prefix="tool.safetycheck.")
+    return SafetyConfig()
+
+
+# The other top-level tables of a pyproject.toml, which a standalone file copied from one may keep.
+PYPROJECT_TABLES = {"project", "build-system", "dependency-groups"}
+
+
+def standalone_table(document: dict, path: Path) -> tuple[dict, str]:
+    """The safetycheck table of a standalone threshold file, and how its keys are spelt in errors.
+
+    The keys may stand at the top level, or under ``[tool.safetycheck]`` as in a pyproject.toml
+    (people copy the table from theirs, or pass the pyproject itself); not both at once.
+    """
+    if "tool" not in document:
+        return document, ""
+    tool = document["tool"]
+    if not isinstance(tool, dict) or "safetycheck" not in tool:
+        others = sorted(tool) if isinstance(tool, dict) else []
+        raise ConfigError(
+            f"{path}: has a [tool] table ({', '.join(f'tool.{name}' for name in others) or 'empty'}) "
+            "but no [tool.safetycheck]; put the thresholds under [tool.safetycheck] or at the "
+            "top level of the file."
+        )
+    mixed = sorted(set(document) - {"tool"} - PYPROJECT_TABLES)
+    if mixed:
+        raise ConfigError(
+            f"{path}: holds both [tool.safetycheck] and top-level safetycheck keys ({', '.join(mixed)}); "
+            "keep one: move them under [tool.safetycheck], or drop the [tool.safetycheck] header."
+        )
+    table = tool["safetycheck"]
+    if not isinstance(table, dict):
+        raise ConfigError(
+            f"{path}: tool.safetycheck must be a table, e.g. [tool.safetycheck.thresholds]."
+        )
+    return table, "tool.safetycheck."
+
+
+def _read_toml(path: Path) -> dict:
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}.") from exc
+
+
+def _parse(table: dict, path: Path, prefix: str) -> SafetyConfig:
+    config = SafetyConfig(path=path)
+    for key, value in table.items():
+        if key not in TOP_LEVEL_KEYS:
+            _unknown(path, f"{prefix}{key}", key, TOP_LEVEL_KEYS)
+        if key in SETTING_KEYS:
+            config.settings[key] = _setting(path, f"{prefix}{key}", key, value)
+    config.thresholds = _thresholds(table.get("thresholds", {}), path, f"{prefix}thresholds")
+    config.ood = _ood(table.get("ood", {}), path, f"{prefix}ood")
+    models = table.get("models", {})
+    if not isinstance(models, dict):
+        raise ConfigError(f"{path}: {prefix}models must be a table of per-model sections.")
+    for model, section in models.items():
+        where = f"{prefix}models.{model}"
+        if not isinstance(section, dict):
+            raise ConfigError(f"{path}: {where} must be a table, e.g. [{where}.thresholds].")
+        for key in section:
+            if key not in MODEL_KEYS:
+                _unknown(path, f"{where}.{key}", key, MODEL_KEYS)
+        config.model_thresholds[model] = _thresholds(
+            section.get("thresholds", {}), path, f"{where}.thresholds"
+        )
+    return config
+
+
+def _ood(table, path: Path, where: str) -> dict:
+    """Keyword arguments for :class:`safetycheck.measures.ood.OODSettings`; user set paths are relative to the file."""
+    from safetycheck.measures.ood import OODSettings
+
+    if not isinstance(table, dict):
+        raise ConfigError(
+            f"{path}: {where} must be a table with keys {', '.join(sorted(OOD_KEYS))}."
+        )
+    options = {}
+    for key, value in table.items():
+        if key not in OOD_KEYS:
+            _unknown(path, f"{where}.{key}", key, OOD_KEYS)
+        if not isinstance(value, OOD_KEYS[key]) or (
+            key != "user_sets" and not all(isinstance(v, str) for v in value)
+        ):
+            raise ConfigError(
+                f"{path}: {where}.{key} must be a {'table of name = path' if key == 'user_sets' else 'list of names'}."
+            )
+        if key == "user_sets":
+            options[key] = tuple(
+                (str(name), str((path.parent / str(file)).resolve()))
+                for name, file in value.items()
+            )
+        else:
+            options[key] = tuple(value)
+    try:
+        OODSettings(**options)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {where}: {exc}") from None
+    return options
+
+
+def _setting(path: Path, where: str, key: str, value):
+    if key == "checks":
+        if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{path}: {where} must be a non-empty list of check family names.")
+        return list(validate_families(value, f"{path}: {where}"))
+    if key in ("samples", "attack_samples", "seed"):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{path}: {where} must be an integer, not {value!r}.")
+        if key != "seed" and value < 1:
+            raise ConfigError(f"{path}: {where} must be at least 1, not {value}.")
+        if key == "seed" and value < 0:
+            raise ConfigError(f"{path}: {where} must be non-negative, not {value}.")
+        return value
+    if (
+        not isinstance(value, list)
+        or not value
+        or any(isinstance(e, bool) or not isinstance(e, (int, float)) for e in value)
+    ):
+        raise ConfigError(f"{path}: {where} must be a non-empty list of numbers, not {value!r}.")
+    for eps in value:
+        if not 0 < eps <= 1:
+            raise ConfigError(
+                f"{path}: {where} holds {eps}; Linf epsilons lie in (0, 1] (pixel units)."
+            )
+    return [float(e) for e in value]
+
+
+def _thresholds(table, path: Path, where: str) -> dict[str, float]:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: {where} must be a table of check = bound.")
+    bounds = {}
+    for key, value in table.items():
+        family, canonical = parse_check_key(key, path, f"{where}.{key}")
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{path}: {where}.{key} must be a number, not {value!r}.")
+        registered = families()[family]
+        low, high = registered.value_range
+        if not low <= value <= high:
+            raise ConfigError(
+                f"{path}: {where}.{key} = {value} is impossible: a {registered.metric} lies in [{low}, {high}]."
+            )
+        bounds[canonical] = float(value)
+    return bounds
+
+
+def parse_check_key(key: str, path: Path | str, where: str) -> tuple[str, str]:
+    """Validate ``clean_accuracy`` or ``pgd_linf[eps=0.1]``; return (family, canonical check id)."""
+    match = _CHECK_KEY.match(key.strip())
+    if not match:
+        raise ConfigError(
+            f"{path}: {where}: {key!r} is neither a check family nor a check id like pgd_linf[eps=0.1]."
+        )
+    family_name = match["family"]
+    registry = families()
+    if family_name not in registry:
+        _unknown(path, where, family_name, registry)
+    family = registry[family_name]
+    if match["params"] is None:
+        return family_name, family_name
+    if family.positional:
+        values = match["params"].split("-") if len(family.param_names) > 1 else [match["params"]]
+        if len(values) != len(family.param_names):
+            raise ConfigError(
+                f"{path}: {where}: {key!r} needs {len(family.param_names)} values joined by '-' "
+                f"({', '.join(family.param_names)})."
+            )
+        params = {name: value.strip() for name, value in zip(family.param_names, values)}
+        for name, value in params.items():
+            if name in family.param_choices and value not in family.param_choices[name]:
+                _unknown(path, where, value, family.param_choices[name])
+        return family_name, check_id(family_name, params)
+    params = {}
+    for part in filter(None, (p.strip() for p in match["params"].split(","))):
+        name, _, raw = part.partition("=")
+        name = name.strip()
+        if name not in family.param_names:
+            _unknown(
+                path, where, name, family.param_names or ["(none: this family takes no parameters)"]
+            )
+        raw = raw.strip()
+        if name in family.param_choices:
+            if raw not in family.param_choices[name]:
+                _unknown(path, where, raw, family.param_choices[name])
+            params[name] = raw
+            continue
+        try:
+            params[name] = float(raw)
+        except ValueError:
+            raise ConfigError(f"{path}: {where}: {name}={raw!r} is not a number.") from None
+    return family_name, check_id(family_name, params)
+
+
+def _unknown(path, where: str, key: str, valid) -> None:
+    valid = sorted(valid)
+    nearest = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
+    hint = f"did you mean {nearest[0]!r}? " if nearest else ""
+    raise ConfigError(f"{path}: unknown key {where!r}; {hint}valid keys here: {', '.join(valid)}.")
+
+
+def __getattr__(name: str):
+    # DEFAULT_PROFILE was a dict here before each family declared its own default bounds.
+    if name == "DEFAULT_PROFILE":
+        return default_profile()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,116 @@
+"""Robust accuracy as a per-sample worst case over an ascending sweep of epsilons.
+
+A sample is robust at eps only if it is classified correctly and no attack in the cascade, no
+restart and no iterate found a misclassified point in its eps-ball. The sweep runs the epsilons in
+ascending order and attacks only the samples still robust at the previous eps (a point found inside
+a smaller ball also lies inside every larger one), and within one eps the attacks run from the
+cheapest to the strongest on the survivors only. Clean-misclassified samples are never attacked.
+Robust accuracy is therefore monotone non-increasing in eps and never above clean accuracy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from safetycheck.measures.attacks.base import AttackResult
+from safetycheck.core.errors import ConfigError
+
+AttackFactory = Callable[[float], Callable[[nn.Module, torch.Tensor, torch.Tensor], AttackResult]]
+
+
+@dataclass
+class SweepResult:
+    """``robust[eps]``: (N,) bool per sample; ``broken_by[eps]``: how many samples each attack broke
+    first at that eps; ``descriptions``: each attack's parameters at each eps, for reports."""
+
+    epsilons: list[float]
+    clean_correct: torch.Tensor
+    robust: dict[float, torch.Tensor] = field(default_factory=dict)
+    broken_by: dict[float, dict[str, int]] = field(default_factory=dict)
+    descriptions: dict[float, list[str]] = field(default_factory=dict)
+    forward_passes: int = 0
+
+    @property
+    def n(self) -> int:
+        return int(self.clean_correct.numel())
+
+    def accuracy(self, eps: float) -> float:
+        return int(self.robust[eps].sum()) / self.n if self.n else float("nan")
+
+
+def robust_accuracy_sweep(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    epsilons: Sequence[float],
+    attacks: Sequence[tuple[str, AttackFactory]],
+    clean_correct: torch.Tensor | None = None,
+    batch_size: int = 500,
+) -> SweepResult:
+    """Run the attack cascade over the epsilons.
+
+    Args:
+        model: logits model, input (N, 1, 28, 28) in [0, 1].
+        images, labels: (N, 1, 28, 28) float and (N,) int64, on any device.
+        epsilons: the radii; sorted ascending here, duplicates removed.
+        attacks: ``(name, factory)`` pairs, cheapest first; ``factory(eps)`` returns an attack.
+        clean_correct: (N,) bool if already known (saves a forward pass), else computed.
+        batch_size: images per attack call, bounding memory.
+    """
+    if not attacks:
+        raise ConfigError("the attack cascade is empty; configure at least one attack.")
+    if any(not isinstance(e, (int, float)) or e < 0 for e in epsilons):
+        raise ConfigError(f"epsilons must be non-negative numbers; got {list(epsilons)}.")
+    epsilons = sorted(set(float(e) for e in epsilons))
+    if clean_correct is None:
+        clean_correct = _clean_correct(model, images, labels, batch_size)
+    clean_correct = clean_correct.cpu()
+    result = SweepResult(epsilons=epsilons, clean_correct=clean_correct)
+    survivors = clean_correct.clone()
+    for eps in epsilons:
+        result.broken_by[eps] = {}
+        result.descriptions[eps] = []
+        for name, factory in attacks:
+            attack = factory(eps)
+            result.descriptions[eps].append(
+                attack.describe() if hasattr(attack, "describe") else name
+            )
+            index = survivors.nonzero().squeeze(1)
+            broken = 0
+            for start in range(0, len(index), batch_size):
+                chunk = index[start : start + batch_size]
+                outcome = attack(model, images[chunk], labels[chunk])
+                result.forward_passes += outcome.forward_passes
+                fooled = outcome.fooled.cpu()
+                survivors[chunk[fooled]] = False
+                broken += int(fooled.sum())
+            result.broken_by[eps][name] = broken
+        result.robust[eps] = survivors.clone()
+    return result
+
+
+@torch.no_grad()
+def _clean_correct(
+    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int
+) -> torch.Tensor:
+    from safetycheck.io.models import evaluation_mode, model_device
+
+    device = model_device(model)
+    with evaluation_mode(model):
+        return (
+            torch.cat(
+                [
+                    (
+                        model(images[i : i + batch_size].to(device)).argmax(1)
+                        == labels[i : i + batch_size].to(device)
+                    ).cpu()
+                    for i in range(0, len(labels), batch_size)
+                ]
+            )
+            if len(labels)
+            else torch.zeros(0, dtype=torch.bool)
+        )

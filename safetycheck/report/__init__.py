@@ -1,0 +1,1 @@
+"""Reports of a results document: the self-contained HTML matrix, its plots and its SVG charts."""

@@ -1,0 +1,401 @@
+"""The plot sections of the HTML report, built from result records (see :mod:`safetycheck.report.html`).
+
+Every artifact is optional: a section draws what the records carry and says what is missing,
+and a malformed artifact (wrong type, unequal lengths, non-numbers) is skipped, never fatal.
+Artifact keys read: ``per_corruption`` (``mnist_c_mean``), ``roc.fpr``/``roc.tpr``
+(``ood_auroc``), ``reliability.bin_lower/bin_upper/confidence/accuracy/count`` (``calibration``).
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+from html import escape
+
+from safetycheck.report import svg
+
+from safetycheck.checks import families as registered_families
+
+_ATTACK_PLOTS = (("L\u221e attacks", "linf_attacks"), ("L2 attacks", "l2_attacks"))
+
+
+def plot_families(plot: str) -> tuple[str, ...]:
+    """The families that join report plot ``plot`` (see ``CheckFamily.plot``), in plot order."""
+    members = [item for item in registered_families().values() if item.plot == plot]
+    return tuple(item.name for item in sorted(members, key=lambda item: item.plot_rank))
+
+
+def attack_families() -> tuple[str, ...]:
+    """Every attack family, L-infinity ones first: ``fgsm, pgd_linf, apgd, autoattack, pgd_l2``."""
+    return tuple(name for _, plot in _ATTACK_PLOTS for name in plot_families(plot))
+
+
+def __getattr__(name: str):
+    # The attack lists were constants here before the families declared their plots.
+    lists = {"LINF_ATTACKS": "linf_attacks", "L2_ATTACKS": "l2_attacks"}
+    if name in lists:
+        return plot_families(lists[name])
+    if name == "ATTACK_FAMILIES":
+        return attack_families()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def num(value) -> float | None:
+    """A finite real number as float, else None (JSON null, NaN, bools, strings)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def params(record: dict) -> dict:
+    p = record.get("params")
+    return p if isinstance(p, dict) else {}
+
+
+def artifacts(record: dict) -> dict:
+    a = record.get("artifacts")
+    return a if isinstance(a, dict) else {}
+
+
+def family(record: dict) -> str:
+    return str(record.get("family") or str(record.get("check") or "?").split("[")[0])
+
+
+def measured(records: list[dict], *families: str) -> list[dict]:
+    """The records of these families that were measured (not skipped) and name a model."""
+    return [r for r in records if family(r) in families and not r.get("skipped") and "model" in r]
+
+
+def legend(items: list[tuple[str, str, str, str]]) -> str:
+    """``items``: (text, colour, marker, dash)."""
+    return (
+        '<ul class="legend">'
+        + "".join(f"<li>{svg.swatch(c, m, d)}{escape(text)}</li>" for text, c, m, d in items)
+        + "</ul>"
+    )
+
+
+def _section(anchor: str, title: str, intro: str, body: str) -> str:
+    return (
+        f'<section class="card" id="{anchor}"><h2>{escape(title)}</h2>'
+        f'<p class="intro">{intro}</p>{body}</section>'
+    )
+
+
+def _eps_ticks(xs: list[float]) -> list[float] | None:
+    return sorted(set(xs)) if len(set(xs)) <= 8 else None
+
+
+def robustness_section(records: list[dict], styles: dict[str, tuple[str, str]]) -> str:
+    clean = {str(r["model"]): num(r.get("value")) for r in measured(records, "clean_accuracy")}
+    charts = []
+    for title, families in ((title, plot_families(plot)) for title, plot in _ATTACK_PLOTS):
+        lines: dict[tuple[str, str], list[tuple[float, float | None]]] = {}
+        for r in measured(records, *families):
+            eps = num(params(r).get("eps"))
+            if eps is not None:
+                lines.setdefault((str(r["model"]), family(r)), []).append(
+                    (eps, num(r.get("value")))
+                )
+        if not lines:
+            continue
+        fams = list(dict.fromkeys(f for _, f in lines))
+        one_model = len({m for m, _ in lines}) == 1
+        series, keys = [], []
+        for (model, fam), points in lines.items():
+            points = sorted(points, key=lambda p: p[0])
+            if clean.get(model) is not None and points[0][0] > 0:
+                points.insert(0, (0.0, clean[model]))
+            k = fams.index(fam)
+            c, m = (svg.colour(k), svg.marker_shape(k)) if one_model else styles[model]
+            dash = "" if one_model else svg.DASHES[k % len(svg.DASHES)]
+            text = fam if one_model else f"{model} \u00b7 {fam}"
+            series.append({"label": text, "points": points, "colour": c, "marker": m, "dash": dash})
+            keys.append((text, c, m, dash))
+        xs = [x for s in series for x, _ in s["points"]]
+        x_hi = max(xs) if max(xs) > 0 else 1.0
+        chart = svg.line_chart(
+            series,
+            x_domain=(0.0, x_hi),
+            y_domain=(0.0, 1.0),
+            x_label="eps",
+            y_label="robust accuracy",
+            label=f"robust accuracy vs eps, {title}",
+            x_ticks=_eps_ticks(xs),
+            width=520,
+            height=320,
+        )
+        charts.append(
+            f'<figure class="plot"><figcaption>{escape(title)}</figcaption>{chart}'
+            f"{legend(keys)}</figure>"
+        )
+    if not charts:
+        return ""
+    return _section(
+        "robustness",
+        "Robust accuracy vs eps",
+        "Share of the attacked images still classified correctly (worst case over the "
+        "attack's iterates and restarts) at each radius. Eps 0 is the clean accuracy on "
+        "the whole test set; attacks run on the seeded subset given in the metadata.",
+        '<div class="plots">' + "".join(charts) + "</div>",
+    )
+
+
+def _per_corruption(records: list[dict]) -> dict[str, dict[str, float | None]]:
+    """{model: {corruption: accuracy}} from ``mnist_c_mean`` artifacts, else ``mnist_c`` values."""
+    out: dict[str, dict[str, float | None]] = {}
+    for r in measured(records, "mnist_c_mean"):
+        per = artifacts(r).get("per_corruption")
+        if isinstance(per, dict) and per:
+            out.setdefault(str(r["model"]), {str(k): num(v) for k, v in per.items()})
+    fallback: dict[str, dict[str, float | None]] = {}
+    for r in measured(records, "mnist_c"):
+        name = params(r).get("corruption")
+        if name is not None:
+            fallback.setdefault(str(r["model"]), {})[str(name)] = num(r.get("value"))
+    for model, values in fallback.items():
+        out.setdefault(model, values)
+    return out
+
+
+def _image_mime(data: bytes) -> str:
+    if data[:3] == b"\xff\xd8\xff":
+        return "image/jpeg"
+    if data[:4] == b"GIF8":
+        return "image/gif"
+    return "image/png"
+
+
+def gallery_html(gallery: dict | None, per: dict[str, dict[str, float | None]]) -> str:
+    if not isinstance(gallery, dict):
+        return ""
+    names = sorted(gallery, key=lambda n: n != "identity")  # stable: identity first, then as given
+    figures = []
+    for name in names:
+        data = gallery[name]
+        if isinstance(data, (bytearray, memoryview)):
+            data = bytes(data)
+        if not isinstance(data, bytes) or not data:
+            continue
+        uri = f"data:{_image_mime(data)};base64,{base64.b64encode(data).decode('ascii')}"
+        scores = (
+            "".join(
+                f'<span class="acc">{escape(m)} {v:.3f}</span>'
+                for m, vals in per.items()
+                if (v := vals.get(str(name))) is not None
+            )
+            if len(per) <= 3
+            else ""
+        )
+        caption = "identity (clean)" if name == "identity" else str(name)
+        figures.append(
+            f'<figure class="thumb"><img src="{uri}" alt="{escape(caption)}" width="84" '
+            f'height="84"><figcaption>{escape(caption)}{scores}</figcaption></figure>'
+        )
+    if not figures:
+        return ""
+    return (
+        '<h3>Corruption gallery</h3><p class="intro">One test image under each corruption, as the '
+        'models saw it.</p><div class="gallery">' + "".join(figures) + "</div>"
+    )
+
+
+def corruption_section(
+    records: list[dict], styles: dict[str, tuple[str, str]], gallery: dict | None
+) -> str:
+    per = _per_corruption(records)
+    pictures = gallery_html(gallery, per)
+    if not per and not pictures:
+        return ""
+    body = ""
+    if per:
+        clean = {str(r["model"]): num(r.get("value")) for r in measured(records, "clean_accuracy")}
+        categories = list(dict.fromkeys(c for values in per.values() for c in values))
+        has_clean = any(clean.get(m) is not None for m in per)
+        series, keys = [], []
+        for model, values in per.items():
+            c, m = styles[model]
+            present = [v for v in values.values() if v is not None]
+            mean = f" \u2014 mean {sum(present) / len(present):.3f}" if present else ""
+            vals = dict(values, **({"clean (none)": clean.get(model)} if has_clean else {}))
+            series.append({"label": model, "values": vals, "colour": c, "marker": m})
+            keys.append((model + mean, c, m, ""))
+        rows = (["clean (none)"] if has_clean else []) + categories
+        body = (
+            '<figure class="plot wide">'
+            + svg.dot_rows_chart(
+                rows, series, x_label="accuracy", label="MNIST-C accuracy per corruption", width=640
+            )
+            + legend(keys)
+            + "</figure>"
+        )
+    elif any(measured(records, "mnist_c_mean", "mnist_c")):
+        body = '<p class="note">No per-corruption accuracies were recorded.</p>'
+    return _section(
+        "corruptions",
+        "MNIST-C: accuracy per corruption",
+        "Accuracy on the whole test set under each of the MNIST-C corruptions (Mu &amp; "
+        "Gilmer 2019); the top row is the uncorrupted accuracy for reference.",
+        body + pictures,
+    )
+
+
+def _roc(record: dict) -> list[tuple[float, float]] | None:
+    roc = artifacts(record).get("roc")
+    if (
+        not isinstance(roc, dict)
+        or not isinstance(roc.get("fpr"), list)
+        or not isinstance(roc.get("tpr"), list)
+    ):
+        return None
+    points = [
+        (x, y)
+        for x, y in zip(map(num, roc["fpr"]), map(num, roc["tpr"]))
+        if x is not None and y is not None
+    ]
+    return points or None
+
+
+def ood_section(records: list[dict], styles: dict[str, tuple[str, str]]) -> str:
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for r in measured(records, "ood_auroc"):
+        p = params(r)
+        groups.setdefault((str(p.get("set", "?")), str(p.get("score", "?"))), []).append(r)
+    if not groups:
+        return ""
+    charts, missing = [], []
+    for (ood_set, score), rs in groups.items():
+        series, keys = [], []
+        for r in rs:
+            points = _roc(r)
+            if points is None:
+                missing.append(f"{r['model']} {ood_set}/{score}")
+                continue
+            model = str(r["model"])
+            c, m = styles[model]
+            auroc = num(r.get("value"))
+            text = (
+                f"{model} \u2014 AUROC {auroc:.4f}"
+                if auroc is not None
+                else f"{model} \u2014 AUROC n/a"
+            )
+            series.append({"label": model, "points": points, "colour": c, "marker": m, "dash": ""})
+            keys.append((text, c, m, ""))
+        if series:
+            chart = svg.line_chart(
+                series,
+                x_domain=(0.0, 1.0),
+                y_domain=(0.0, 1.0),
+                x_label="false positive rate",
+                y_label="true positive rate",
+                label=f"ROC, {ood_set} vs MNIST, score {score}",
+                diagonal=True,
+                markers=False,
+                width=270,
+                height=240,
+            )
+            charts.append(
+                f'<figure class="plot small"><figcaption>{escape(ood_set)} \u00b7 '
+                f"{escape(score)}</figcaption>{chart}{legend(keys)}</figure>"
+            )
+    note = (
+        f'<p class="note">No ROC curve recorded for: {escape(", ".join(missing))}.</p>'
+        if missing
+        else ""
+    )
+    return _section(
+        "ood",
+        "Out-of-distribution detection: ROC curves",
+        "MNIST test images are the positives (in-distribution), the named set the "
+        "negatives; one chart per OOD set and score. The dashed diagonal is chance.",
+        '<div class="plots">' + "".join(charts) + "</div>" + note,
+    )
+
+
+def _bins(record: dict) -> list[dict] | None:
+    rel = artifacts(record).get("reliability")
+    if not isinstance(rel, dict):
+        return None
+
+    def column(key):
+        values = rel.get(key)
+        return values if isinstance(values, list) else []
+
+    lower, upper, count = column("bin_lower"), column("bin_upper"), column("count")
+    conf, acc = column("confidence"), column("accuracy")
+    bins = []
+    for i in range(min(len(lower), len(upper), len(count))):
+        lo, hi, n = num(lower[i]), num(upper[i]), num(count[i])
+        if lo is None or hi is None:
+            continue
+        bins.append(
+            {
+                "lower": lo,
+                "upper": hi,
+                "count": int(n) if n and n > 0 else 0,
+                "confidence": num(conf[i]) if i < len(conf) else None,
+                "accuracy": num(acc[i]) if i < len(acc) else None,
+            }
+        )
+    return bins or None
+
+
+def _concentration(bins: list[dict]) -> str:
+    total = sum(b["count"] for b in bins)
+    if not total:
+        return ""
+    top = max(bins, key=lambda b: b["count"])
+    text = (
+        f"{top['count'] / total:.1%} of the {total:,} samples have confidence in "
+        f"[{top['lower']:.3f}, {top['upper']:.3f}]"
+    )
+    if top["accuracy"] is not None and top["confidence"] is not None:
+        text += f": accuracy {top['accuracy']:.4f} vs mean confidence {top['confidence']:.4f} there"
+    return text + "."
+
+
+def calibration_section(records: list[dict], styles: dict[str, tuple[str, str]]) -> str:
+    calibration = measured(records, "calibration")
+    if not calibration:
+        return ""
+    charts, seen = [], set()
+    for r in sorted(calibration, key=lambda r: params(r).get("metric") != "ece"):
+        model = str(r["model"])
+        bins = _bins(r) if model not in seen else None
+        if bins is None:
+            continue
+        seen.add(model)
+        ece = next(
+            (
+                num(x.get("value"))
+                for x in calibration
+                if str(x["model"]) == model and params(x).get("metric") == "ece"
+            ),
+            None,
+        )
+        chart = svg.reliability_chart(
+            bins, label=f"reliability diagram, {model}", colour_=styles[model][0], width=270
+        )
+        head = escape(model) + (
+            f' <span class="sub">ECE {ece:.4f}</span>' if ece is not None else ""
+        )
+        charts.append(
+            f'<figure class="plot small"><figcaption>{head}</figcaption>{chart}'
+            f'<p class="note">{escape(_concentration(bins))}</p></figure>'
+        )
+    missing = sorted({str(r["model"]) for r in calibration} - seen)
+    note = (
+        f'<p class="note">No reliability bins recorded for: {escape(", ".join(missing))}.</p>'
+        if missing
+        else ""
+    )
+    return _section(
+        "calibration",
+        "Calibration: reliability diagrams",
+        "Accuracy per confidence bin (bars) against perfect calibration (dashed); the "
+        "outlined band is the gap to the bin's mean confidence (tinted above a bar: "
+        "over-confident; lightened inside it: under-confident). The strip beneath counts "
+        "the samples per bin on a log scale: an MNIST model is so confident that nearly "
+        "every sample lands in the top bin, so read that bin's numbers in the note.",
+        '<div class="plots">' + "".join(charts) + "</div>" + note,
+    )

@@ -1,0 +1,162 @@
+"""Check results as records, run metadata, and the JSON results file.
+
+The JSON shape is stable: later versions add keys, never remove or rename them::
+
+    {
+      "format": "safetycheck-results", "format_version": 1,
+      "metadata": {...versions, device, seed, data root, models...},
+      "results": [
+        {"model": "lenet", "check": "pgd_linf[eps=0.1]", "params": {"eps": 0.1},
+         "value": 0.766, "threshold": 0.5, "passed": true, "n": 1000, ...},
+        ...
+      ]
+    }
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import sys
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    model: str
+    check: str
+    family: str
+    params: dict
+    value: float
+    threshold: float
+    threshold_source: str
+    bound: str  # "min": value must be >= threshold; "max": <=
+    passed: bool
+    n: int
+    metric: str
+    details: str
+    randomized: bool = False  # the model's eval-mode outputs are random (allowed by the user)
+    ci: tuple[float, float] | None = None  # 95% interval of the value (see checks.Measurement)
+    artifacts: dict = field(default_factory=dict)  # plot data for the reports
+    skipped: str | None = None  # why the check could not be measured (value is then NaN)
+    baseline: dict | None = None  # the comparison with --safety-baseline, when one was given
+
+    def record(self) -> dict:
+        record = asdict(self)
+        record["value"] = _json_number(self.value)
+        record["ci"] = None if self.ci is None else [_json_number(float(v)) for v in self.ci]
+        return record
+
+    def message(self) -> str:
+        """One line for a failure: measured vs required, parameters, sample count, threshold source."""
+        relation = "<" if self.bound == "min" else ">"
+        verb = "at least" if self.bound == "min" else "at most"
+        return (
+            f"{self.model} {self.check}: measured {self.metric} {self.value:.4f} {relation} required "
+            f"{verb} {self.threshold:.4f} ({self.details}; n={self.n}; threshold from {self.threshold_source})"
+        )
+
+
+def compare(value: float, threshold: float, bound: str) -> bool:
+    """NaN never passes."""
+    if math.isnan(value):
+        return False
+    return value >= threshold if bound == "min" else value <= threshold
+
+
+def _json_number(value: float):
+    return (
+        None if value is None or (isinstance(value, float) and not math.isfinite(value)) else value
+    )
+
+
+def run_metadata(settings, models: list) -> dict:
+    """Versions, device, seed, sample counts and the models evaluated, for every report."""
+    from importlib.metadata import version
+
+    import numpy
+    import torch
+
+    from safetycheck import __version__
+    from safetycheck.io.data import data_checksums
+
+    return {
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "safetycheck": __version__,
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "torchvision": version("torchvision"),  # not imported: the run does not need it
+        "numpy": numpy.__version__,
+        "platform": platform.platform(),
+        "device": str(settings.device),
+        "attack_acceleration": settings.acceleration.describe(),
+        "seed": settings.seed,
+        "attack_samples": settings.attack_samples,
+        # None: whole test sets; N: every family saw a stratified, seeded subset of N MNIST test images.
+        "samples": settings.samples,
+        "epsilons": list(settings.epsilons),
+        "data_root": str(settings.data_root.path),
+        "data_root_source": settings.data_root.source,
+        "data_checksums": data_checksums(settings.data_root),
+        "models": [
+            {
+                "name": m.name,
+                "source": m.source,
+                "randomized": m.randomized,
+                **(
+                    {"warning": "randomised model: attack results may overstate robustness"}
+                    if m.randomized
+                    else {}
+                ),
+            }
+            for m in models
+        ],
+    }
+
+
+def results_document(records: list[dict], metadata: dict) -> dict:
+    """The JSON results document (the shape in this module's docstring)."""
+    return {
+        "format": "safetycheck-results",
+        "format_version": FORMAT_VERSION,
+        "metadata": metadata,
+        "results": records,
+    }
+
+
+def add_gallery(
+    document: dict, root, seed: int = 0, download: bool = False
+) -> dict[str, bytes] | None:
+    """When the document holds MNIST-C results, put the corruption gallery (one test image under
+    each corruption, PNG, base64) into it under ``"gallery"``, so that the JSON carries all the
+    HTML report shows; returns the PNG bytes by corruption name (None without MNIST-C results)."""
+    if not any(r["family"].startswith("mnist_c") for r in document["results"]):
+        return None
+    import base64
+
+    from safetycheck.measures.corruptions.gallery import test_set_gallery
+
+    pictures = test_set_gallery(root, seed=seed, download=download)
+    document["gallery"] = {
+        name: base64.b64encode(png).decode("ascii") for name, png in pictures.items()
+    }
+    return pictures
+
+
+def write_document(path: str | Path, document: dict) -> None:
+    """Write a results document atomically (a reader never sees half a file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(json.dumps(document, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    os.replace(temporary, path)
+
+
+def write_json(path: str | Path, records: list[dict], metadata: dict) -> None:
+    write_document(path, results_document(records, metadata))

@@ -1,0 +1,122 @@
+"""Run settings from options: the command line first, then the threshold file, then the defaults.
+
+Shared by the pytest plugin (``--safety-samples``...) and ``safetycheck study`` (``--samples``...);
+``prefix`` is how the caller spells its options, so that errors name the option the user typed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from safetycheck.measures.acceleration import PRECISIONS, Acceleration
+from safetycheck.checks import validate_families
+from safetycheck.gate.thresholds import SafetyConfig
+from safetycheck.io.data import resolve_data_root
+from safetycheck.core.errors import ConfigError
+from safetycheck.checks.evaluation import RunSettings
+from safetycheck.io.models import resolve_device
+from safetycheck.measures.ood import OODSettings
+
+
+@dataclass(frozen=True)
+class Options:
+    """What the user typed; None means not given."""
+
+    samples: int | None = None
+    attack_samples: int | None = None
+    seed: int | None = None
+    eps: str | None = None  # "0.05,0.1"
+    checks: str | None = None  # "pgd_linf,ood_auroc"
+    data: str | None = None
+    download: bool = False
+    device: str = "cpu"
+    allow_randomized: bool = False
+    mnist_c: str = "generated"
+    precision: str = "fp32"
+    channels_last: bool = False
+    compile: bool = False
+
+
+def build_settings(
+    options: Options, file_config: SafetyConfig, prefix: str = "--safety-"
+) -> RunSettings:
+    defaults = RunSettings.__dataclass_fields__
+    samples = _first(options.samples, file_config.settings.get("samples"))
+    if samples is not None and samples < 1:
+        raise ConfigError(f"{prefix}samples must be at least 1, not {samples}.")
+    attack_samples = _first(
+        options.attack_samples,
+        file_config.settings.get("attack_samples"),
+        defaults["attack_samples"].default,
+    )
+    if attack_samples < 1:
+        raise ConfigError(f"{prefix}attack-samples must be at least 1, not {attack_samples}.")
+    if samples is not None:
+        # Quick mode attacks half its subset unless told otherwise: an attacked image costs 40-odd
+        # passes where every other family's image costs one, so this keeps quick mode near a fifth
+        # of the full gate (docs/PERFORMANCE.md).
+        share = samples if options.attack_samples is not None else max(1, samples // 2)
+        attack_samples = min(attack_samples, share)
+    seed = _first(options.seed, file_config.settings.get("seed"), 0)
+    if seed < 0:
+        raise ConfigError(f"{prefix}seed must be non-negative, not {seed}.")
+    device = resolve_device(options.device)
+    return RunSettings(
+        device=device,
+        # CPU: batches of 250-500 run fastest (docs/PERFORMANCE.md); a GPU wants large batches
+        # (untimed here: no GPU was lent to the sessions so far).
+        batch_size=500 if device.type == "cpu" else 4096,
+        seed=seed,
+        attack_samples=attack_samples,
+        samples=samples,
+        epsilons=tuple(
+            _epsilons(options.eps, prefix)
+            or file_config.settings.get("epsilons")
+            or defaults["epsilons"].default
+        ),
+        data_root=resolve_data_root(options.data),
+        download=options.download,
+        allow_randomized=options.allow_randomized,
+        mnist_c_source=options.mnist_c,
+        acceleration=_acceleration(options, prefix),
+        ood=OODSettings(**file_config.ood),
+        checks=_families(options.checks, prefix) or tuple(file_config.settings.get("checks", ())),
+    )
+
+
+def _acceleration(options: Options, prefix: str) -> Acceleration:
+    if options.precision not in PRECISIONS:
+        raise ConfigError(
+            f"{prefix}precision {options.precision!r} is not one of {', '.join(PRECISIONS)}."
+        )
+    return Acceleration(options.precision, options.channels_last, options.compile)
+
+
+def _first(*values):
+    """The first value that is not None (0 is a value, and an invalid one the caller reports)."""
+    return next((value for value in values if value is not None), None)
+
+
+def _families(text: str | None, prefix: str) -> tuple[str, ...]:
+    if not text:
+        return ()
+    return validate_families(
+        [part.strip() for part in text.split(",") if part.strip()], f"{prefix}checks"
+    )
+
+
+def _epsilons(text: str | None, prefix: str) -> list[float] | None:
+    if not text:
+        return None
+    try:
+        values = [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise ConfigError(
+            f"{prefix}eps {text!r}: give comma-separated numbers, e.g. 0.1,0.3."
+        ) from None
+    bad = [v for v in values if not 0 < v <= 1]
+    if not values or bad:
+        raise ConfigError(
+            f"{prefix}eps {text!r}: Linf epsilons lie in (0, 1] (pixel units); got {bad or 'none'}."
+        )
+    return values
