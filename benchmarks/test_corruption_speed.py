@@ -3,7 +3,7 @@
     SAFETYCHECK_DATA=/path/to/data pytest benchmarks/test_corruption_speed.py -p no:randomly
 
 ``test_engine_all_15`` corrupts the whole MNIST test set with each of the 15 corruptions (150,000
-images). The per-image reference (tests/mnist_c_reference.py) is far too slow for that, so
+images). The per-image reference (tests/real_data/mnist_c_reference.py) is far too slow for that, so
 ``test_reference_per_image`` times it on a few images per corruption and records the
 extrapolation to 10,000 images per corruption in ``extra_info`` (said so in the report).
 """
@@ -21,7 +21,7 @@ import torch
 
 from safetycheck.measures.corruptions import CORRUPTIONS, corrupt
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "real_data"))
 from mnist_c_reference import reference_corrupt
 
 REFERENCE_IMAGES = 10  # per corruption; the reference's time is extrapolated to 10,000

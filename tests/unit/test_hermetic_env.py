@@ -7,12 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 # The tests that read the cache and the data-root rules, the ones a user's variables could sway.
 SENSITIVE = [
-    "tests/test_corruptions.py::test_generated_set_is_cached_and_reused",
-    "tests/test_corruptions.py::test_damaged_or_foreign_cache_is_regenerated",
-    "tests/test_data.py",
+    "tests/real_data/test_corruptions.py::test_generated_set_is_cached_and_reused",
+    "tests/real_data/test_corruptions.py::test_damaged_or_foreign_cache_is_regenerated",
+    "tests/unit/test_data.py",
 ]
 
 

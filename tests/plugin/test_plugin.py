@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 USAGE_ERROR = pytest.ExitCode.USAGE_ERROR
 
 TINY_MODEL = """

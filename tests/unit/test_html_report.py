@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from safetycheck.report.html import render_html, status, write_html
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 XSS = 'evil<script>alert("x")</script>&net'
 CORRUPTIONS = (
     "shot_noise",
