@@ -163,7 +163,9 @@ def test_end_to_end_sweep_against_torchattacks(
 ):
     model = request.getfixturevalue(model_name).to(device)
     images, labels = _images(mnist_test, 100 if quick else 500, device)
-    ours = lambda: robust_accuracy_sweep(model, images, labels, SWEEP, cascade(name))  # noqa: E731
+    def ours():
+        return robust_accuracy_sweep(model, images, labels, SWEEP, cascade(name))
+
     # Warm both sides up on a few images (one-time costs: thread pools, lazy imports), so that
     # whichever runs first in a session is not charged for them.
     robust_accuracy_sweep(model, images[:8], labels[:8], SWEEP, cascade(name))

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from safetycheck.checks.evaluation import ModelEvaluation
+from safetycheck.core.errors import SafetyCheckError
 from safetycheck.core.registry import PlannedCheck
 from safetycheck.gate.thresholds import SafetyConfig
-from safetycheck.core.errors import SafetyCheckError
-from safetycheck.checks.evaluation import ModelEvaluation
 
 
 class SafetyCheckFailed(AssertionError):

@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 
 from safetycheck.core.errors import SafetyCheckError
-
 from safetycheck_pytest.options import add_options
 from safetycheck_pytest.outputs import Outputs
 
@@ -99,7 +98,6 @@ def pytest_collection_modifyitems(
         from safetycheck.checks import plan_checks
         from safetycheck.checks.evaluation import ModelEvaluation
         from safetycheck.io.models import check_contract
-
         from safetycheck_pytest import reporting
         from safetycheck_pytest.items import SafetyCheckItem, SafetySuite
         from safetycheck_pytest.settings import load_threshold_config, run_settings

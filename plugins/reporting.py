@@ -7,7 +7,6 @@ from types import SimpleNamespace
 
 from safetycheck.run.results import results_document as build_document
 from safetycheck.run.results import run_metadata
-
 from safetycheck_pytest.settings import load_threshold_config, run_settings
 
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from safetycheck.gate.thresholds import SafetyConfig, load_config
 from safetycheck.checks.evaluation import RunSettings
+from safetycheck.gate.thresholds import SafetyConfig, load_config
 from safetycheck.run.settings import Options, build_settings
 
 

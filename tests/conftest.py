@@ -7,25 +7,14 @@ it) fails the run if any real-data test was skipped, so real-data tests always r
 import os
 
 import pytest
-import safetycheck_pytest.items
-import safetycheck_pytest.models_source
-import safetycheck_pytest.reporting
-import safetycheck_pytest.settings  # noqa: F401
 import torch
-import torch._dynamo
 
 # pytester's in-process runs drop the modules they imported when they end. torch imports
 # torch._dynamo lazily (torch.manual_seed does), and a second import of it re-registers a torch
 # operator library and fails; importing it here, before any run, keeps it loaded throughout.
-# The plugin imports the engine lazily (so plain pytest runs skip torch); import every module an
-# inner run would import here, so that pytester never drops a module (the check registry, say)
-# that a module kept from this process still refers to.
-import safetycheck.gate.baseline
-import safetycheck.report.html
-import safetycheck.run.runner
-import safetycheck.study.runner
-import safetycheck.study.report
-import safetycheck.gate.update  # noqa: F401
+# (This is torch's own state; safetycheck's registry has none: families are found, not registered.)
+import torch._dynamo
+
 from safetycheck.io.data import load_split, resolve_data_root
 
 # The suite's one input from the environment: where the real data is (read once, here). Every other

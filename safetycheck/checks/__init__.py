@@ -146,7 +146,11 @@ def check_id(family_name: str, params: Mapping[str, Any]) -> str:
 
 def default_profile() -> dict[str, float]:
     """The built-in thresholds: every family's ``default_bounds``, in registry order."""
-    return {key: float(value) for item in families().values() for key, value in item.default_bounds.items()}
+    return {
+        key: float(value)
+        for item in families().values()
+        for key, value in item.default_bounds.items()
+    }
 
 
 def default_families() -> list[str]:
@@ -165,7 +169,11 @@ def plan_checks(settings: RunSettings) -> list[PlannedCheck]:
     )
     if settings.acceleration.active and "attack_acceleration" not in names:
         names.insert(0, "attack_acceleration")
-    return [PlannedCheck(registry[name], params) for name in names for params in registry[name].variants(settings)]
+    return [
+        PlannedCheck(registry[name], params)
+        for name in names
+        for params in registry[name].variants(settings)
+    ]
 
 
 def validate_families(names: Iterable[str], where: str) -> tuple[str, ...]:

@@ -11,9 +11,9 @@ overstating every robust accuracy of the run.
 
 from __future__ import annotations
 
-from safetycheck.measures.attacks.pgd import PGD
-from safetycheck.core.registry import CheckFamily, Measurement
 from safetycheck.checks.evaluation import ModelEvaluation, RunSettings
+from safetycheck.core.registry import CheckFamily, Measurement
+from safetycheck.measures.attacks.pgd import PGD
 from safetycheck.measures.robustness import robust_accuracy_sweep
 
 COMPARED_SAMPLES = 200

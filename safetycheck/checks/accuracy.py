@@ -3,8 +3,8 @@ accuracy-valued family shares."""
 
 from __future__ import annotations
 
-from safetycheck.core.registry import CheckFamily, Measurement
 from safetycheck.checks.evaluation import ModelEvaluation
+from safetycheck.core.registry import CheckFamily, Measurement
 from safetycheck.core.stats import wilson_interval
 
 

@@ -2,11 +2,11 @@
 
 import math
 
-from safetycheck.measures.attacks.pgd import PGD
-from safetycheck.core.registry import CheckFamily, Measurement
 from safetycheck.checks.evaluation import ModelEvaluation
-from safetycheck.measures.robustness import SweepResult, robust_accuracy_sweep
+from safetycheck.core.registry import CheckFamily, Measurement
 from safetycheck.core.stats import wilson_interval
+from safetycheck.measures.attacks.pgd import PGD
+from safetycheck.measures.robustness import SweepResult, robust_accuracy_sweep
 
 
 def attack_sweep(

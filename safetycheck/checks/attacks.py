@@ -12,17 +12,17 @@ The AutoAttack-grade sets run the ``"standard"`` budget on a GPU and the ``"fast
 
 from __future__ import annotations
 
-from safetycheck.measures.attacks.cascades import NORM, cascade
-from safetycheck.core.registry import CheckFamily, Measurement
-from safetycheck.core.errors import ConfigError
-from safetycheck.checks.evaluation import ModelEvaluation, RunSettings
-from safetycheck.measures.robustness import SweepResult
 from safetycheck.checks.adversarial import (
     attack_column,
     attack_sweep,
     attacked_subset,
     sweep_measurement,
 )
+from safetycheck.checks.evaluation import ModelEvaluation, RunSettings
+from safetycheck.core.errors import ConfigError
+from safetycheck.core.registry import CheckFamily, Measurement
+from safetycheck.measures.attacks.cascades import NORM, cascade
+from safetycheck.measures.robustness import SweepResult
 
 # L2 radii in pixel units, fixed rather than taken from the run's Linf epsilons: the MNIST range
 # where undefended CNNs go from mostly robust (0.5) to mostly broken (2.0), and where L2-trained

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import math
 
-from safetycheck.measures.calibration import CalibrationReport, calibration_report
-from safetycheck.core.registry import CheckFamily, Measurement
 from safetycheck.checks.evaluation import ModelEvaluation
+from safetycheck.core.registry import CheckFamily, Measurement
+from safetycheck.measures.calibration import CalibrationReport, calibration_report
 
 GATED_METRICS = ("ece", "adaptive_ece", "rms", "brier", "nll")
 BOOTSTRAP_RESAMPLES = 1000

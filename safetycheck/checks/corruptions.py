@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import torch
 
-from safetycheck.core.registry import CheckFamily, Measurement
-from safetycheck.measures.corruptions import CORRUPTIONS, load_corrupted
-from safetycheck.checks.evaluation import ModelEvaluation
-from safetycheck.io.models import evaluation_mode
-from safetycheck.core.stats import wilson_interval
 from safetycheck.checks.accuracy import accuracy, accuracy_measurement
+from safetycheck.checks.evaluation import ModelEvaluation
+from safetycheck.core.registry import CheckFamily, Measurement
+from safetycheck.core.stats import wilson_interval
+from safetycheck.io.models import evaluation_mode
+from safetycheck.measures.corruptions import CORRUPTIONS, load_corrupted
 
 
 def _source(evaluation: ModelEvaluation) -> str:

@@ -17,9 +17,9 @@ from typing import TypeVar
 import torch
 from torch import nn
 
-from safetycheck.measures.acceleration import Acceleration, accelerate
 from safetycheck.io.data import DataRoot, LabelledImages, load_split, resolve_data_root
 from safetycheck.io.models import ModelUnderTest, evaluation_mode
+from safetycheck.measures.acceleration import Acceleration, accelerate
 from safetycheck.measures.ood import OODSettings
 from safetycheck.measures.robustness import SweepResult
 

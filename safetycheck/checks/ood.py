@@ -13,9 +13,16 @@ import dataclasses
 
 import torch
 
-from safetycheck.core.registry import CheckFamily, CheckSkipped, Measurement
 from safetycheck.checks.evaluation import ModelEvaluation, RunSettings
-from safetycheck.measures.ood import IN_DISTRIBUTION, SCORES, ModelOOD, OODSet, OODSettings, load_ood_set
+from safetycheck.core.registry import CheckFamily, CheckSkipped, Measurement
+from safetycheck.measures.ood import (
+    IN_DISTRIBUTION,
+    SCORES,
+    ModelOOD,
+    OODSet,
+    OODSettings,
+    load_ood_set,
+)
 
 
 def ood_settings(settings: RunSettings) -> OODSettings:

@@ -11,10 +11,10 @@ carry the diagnostic's own sentence and numbers.
 
 from __future__ import annotations
 
+from safetycheck.checks.evaluation import ModelEvaluation
+from safetycheck.core.registry import CheckFamily, Measurement
 from safetycheck.measures.attacks import diagnostics
 from safetycheck.measures.attacks.invariants import PROPERTIES, check_invariant
-from safetycheck.core.registry import CheckFamily, Measurement
-from safetycheck.checks.evaluation import ModelEvaluation
 
 TRUST_SAMPLES = 200
 DIAGNOSTICS = {

@@ -98,16 +98,22 @@ class CheckFamily:
     def __post_init__(self) -> None:
         where = f"check family {self.name!r}"
         if not isinstance(self.name, str) or not _NAME.match(self.name):
-            raise FamilyDefinitionError(f"{where}: a family name is an identifier (letters, digits, _).")
+            raise FamilyDefinitionError(
+                f"{where}: a family name is an identifier (letters, digits, _)."
+            )
         if self.bound not in ("min", "max"):
-            raise FamilyDefinitionError(f'{where}: bound must be "min" or "max", not {self.bound!r}.')
+            raise FamilyDefinitionError(
+                f'{where}: bound must be "min" or "max", not {self.bound!r}.'
+            )
         if not (callable(self.variants) and callable(self.measure)):
             raise FamilyDefinitionError(f"{where}: variants and measure must be callables.")
         low, high = self.value_range
         if not low < high:
             raise FamilyDefinitionError(f"{where}: value_range {self.value_range} is empty.")
         if self.plot is not None and self.plot not in PLOTS:
-            raise FamilyDefinitionError(f"{where}: plot {self.plot!r} is not one of {', '.join(PLOTS)}.")
+            raise FamilyDefinitionError(
+                f"{where}: plot {self.plot!r} is not one of {', '.join(PLOTS)}."
+            )
         for key, value in self.default_bounds.items():
             if key != self.name and not key.startswith(f"{self.name}["):
                 raise FamilyDefinitionError(

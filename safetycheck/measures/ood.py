@@ -25,10 +25,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from safetycheck.io.data import DataRoot, LabelledImages, load_split
 from safetycheck.core.errors import ConfigError, DataError
+from safetycheck.io.data import DataRoot, LabelledImages, load_split
 from safetycheck.io.models import Ensemble
-from safetycheck.measures.ood_metrics import DEFAULT_BOOTSTRAP, OODMetrics, ood_metrics, roc_curve_data
+from safetycheck.measures.ood_metrics import (
+    DEFAULT_BOOTSTRAP,
+    OODMetrics,
+    ood_metrics,
+    roc_curve_data,
+)
 from safetycheck.measures.ood_scores import (
     KNN,
     Mahalanobis,

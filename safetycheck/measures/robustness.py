@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from safetycheck.measures.attacks.base import AttackResult
 from safetycheck.core.errors import ConfigError
+from safetycheck.measures.attacks.base import AttackResult
 
 AttackFactory = Callable[[float], Callable[[nn.Module, torch.Tensor, torch.Tensor], AttackResult]]
 

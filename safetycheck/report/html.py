@@ -17,8 +17,7 @@ from html import escape
 from pathlib import Path
 
 from safetycheck.checks import families as registered_families
-from safetycheck.report import plots
-from safetycheck.report import svg
+from safetycheck.report import plots, svg
 from safetycheck.report.plots import family, num
 
 _CSS = """

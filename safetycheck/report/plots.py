@@ -12,9 +12,8 @@ import base64
 import math
 from html import escape
 
-from safetycheck.report import svg
-
 from safetycheck.checks import families as registered_families
+from safetycheck.report import svg
 
 _ATTACK_PLOTS = (("L\u221e attacks", "linf_attacks"), ("L2 attacks", "l2_attacks"))
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import dataclasses
 import math
 
+from safetycheck.checks.evaluation import ModelEvaluation
 from safetycheck.core.registry import CheckSkipped, PlannedCheck
 from safetycheck.gate.thresholds import SafetyConfig
-from safetycheck.checks.evaluation import ModelEvaluation
 from safetycheck.run.results import CheckResult, compare
 
 

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from safetycheck.measures.acceleration import PRECISIONS, Acceleration
 from safetycheck.checks import validate_families
+from safetycheck.checks.evaluation import RunSettings
+from safetycheck.core.errors import ConfigError
 from safetycheck.gate.thresholds import SafetyConfig
 from safetycheck.io.data import resolve_data_root
-from safetycheck.core.errors import ConfigError
-from safetycheck.checks.evaluation import RunSettings
 from safetycheck.io.models import resolve_device
+from safetycheck.measures.acceleration import PRECISIONS, Acceleration
 from safetycheck.measures.ood import OODSettings
 
 

@@ -25,8 +25,8 @@ import re
 from dataclasses import dataclass
 
 from safetycheck.checks import families as registered_families
-from safetycheck.report.plots import attack_families, family, num, params
 from safetycheck.core.stats import wilson_interval
+from safetycheck.report.plots import attack_families, family, num, params
 
 SATURATED = 0.01
 KNOWN_GROUPS = (

@@ -23,8 +23,8 @@ import torch
 
 from safetycheck import __version__
 from safetycheck.checks import plan_checks
-from safetycheck.gate.thresholds import SafetyConfig
 from safetycheck.checks.evaluation import ModelEvaluation, RunSettings
+from safetycheck.gate.thresholds import SafetyConfig
 from safetycheck.io.models import ModelUnderTest, check_contract
 from safetycheck.run.results import add_gallery, results_document, run_metadata, write_document
 from safetycheck.run.runner import run_check

@@ -4,8 +4,8 @@ same LeNet behind a hard input binarisation (example_models/masked.py) is flagge
 import pytest
 import torch
 
-from safetycheck.measures.attacks import diagnostics
 from safetycheck.core.errors import ConfigError
+from safetycheck.measures.attacks import diagnostics
 
 pytestmark = pytest.mark.real_data
 N = 64

@@ -12,6 +12,7 @@ import pytest
 import torch
 from mnist_c_reference import reference_corrupt  # tests/ is on sys.path (rootdir-relative import)
 
+from safetycheck.core.errors import ConfigError, DataError
 from safetycheck.measures.corruptions import (
     ALL_NAMES,
     CORRUPTIONS,
@@ -23,7 +24,6 @@ from safetycheck.measures.corruptions import (
     load_corrupted,
     load_official,
 )
-from safetycheck.core.errors import ConfigError, DataError
 
 FAITHFUL_SAMPLES = 200
 SLOW_REFERENCE = {
@@ -326,7 +326,7 @@ def test_gallery_has_one_png_per_corruption():
 
 
 def test_families_are_registered():
-    import safetycheck.checks.corruptions  # noqa: F401
+    import safetycheck.checks.corruptions
     from safetycheck.checks import check_id, families
     from safetycheck.checks.evaluation import RunSettings
 
@@ -338,10 +338,10 @@ def test_families_are_registered():
 
 @pytest.mark.real_data
 def test_families_measure_a_model(local_root, tiny_model, monkeypatch):
-    from safetycheck.checks import families
-    from safetycheck.io.data import resolve_data_root
-    from safetycheck.checks.evaluation import ModelEvaluation, RunSettings
     from safetycheck.checks import corruptions as family
+    from safetycheck.checks import families
+    from safetycheck.checks.evaluation import ModelEvaluation, RunSettings
+    from safetycheck.io.data import resolve_data_root
     from safetycheck.io.models import ModelUnderTest
 
     evaluation = ModelEvaluation(

@@ -5,9 +5,9 @@ import torch
 from torch import nn
 
 from safetycheck.checks import families
+from safetycheck.checks.evaluation import ModelEvaluation, RunSettings
 from safetycheck.core.registry import PlannedCheck
 from safetycheck.gate.thresholds import SafetyConfig
-from safetycheck.checks.evaluation import ModelEvaluation, RunSettings
 from safetycheck.io.models import ModelUnderTest
 from safetycheck.measures.ood import OODSettings
 from safetycheck.run.runner import run_check

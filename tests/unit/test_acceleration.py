@@ -6,12 +6,12 @@ import pytest
 import torch
 from torch import nn
 
-from safetycheck.measures.acceleration import Acceleration, accelerate
 from safetycheck.checks import plan_checks
-from safetycheck.gate.thresholds import SafetyConfig
-from safetycheck.core.errors import ConfigError
 from safetycheck.checks.evaluation import ModelEvaluation, RunSettings
+from safetycheck.core.errors import ConfigError
+from safetycheck.gate.thresholds import SafetyConfig
 from safetycheck.io.models import ModelUnderTest, load_model_file
+from safetycheck.measures.acceleration import Acceleration, accelerate
 from safetycheck.run.runner import run_check
 from safetycheck.run.settings import Options, build_settings
 

@@ -3,12 +3,12 @@
 import pytest
 import torch
 
+from safetycheck.core.errors import ConfigError
 from safetycheck.measures.attacks import APGD, FGSM, PGD, Square
 from safetycheck.measures.attacks.apgd import checkpoints
 from safetycheck.measures.attacks.base import loss_gradient
 from safetycheck.measures.attacks.cascades import BUDGETS, CASCADES, cascade
 from safetycheck.measures.attacks.square import margin, square_fraction
-from safetycheck.core.errors import ConfigError
 
 ATTACKS = {
     "fgsm": lambda: FGSM(0.1),

@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from safetycheck.core.errors import ConfigError
 from safetycheck.gate.baseline import (
     Baseline,
     Comparison,
@@ -16,7 +17,6 @@ from safetycheck.gate.baseline import (
     regression_summary,
     settings_mismatch,
 )
-from safetycheck.core.errors import ConfigError
 
 METADATA = {
     "created": "2025-03-01T12:00:00+00:00",

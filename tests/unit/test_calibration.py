@@ -12,6 +12,8 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
+from safetycheck.checks.evaluation import ModelEvaluation
+from safetycheck.core.errors import ConfigError, DataError, ModelContractError
 from safetycheck.measures import calibration as cal
 from safetycheck.measures.calibration import (
     METRICS,
@@ -25,8 +27,6 @@ from safetycheck.measures.calibration import (
     reliability_diagram,
     rms_calibration_error,
 )
-from safetycheck.core.errors import ConfigError, DataError, ModelContractError
-from safetycheck.checks.evaluation import ModelEvaluation
 
 torchmetrics_classification = pytest.importorskip("torchmetrics.classification")  # the dev extra
 
@@ -444,9 +444,9 @@ class FakeEvaluation:
 
 
 def test_family_registers_gated_metrics_and_computes_one_report_per_model(monkeypatch):
+    from safetycheck.checks import calibration as family_module
     from safetycheck.checks import check_id, families
     from safetycheck.gate.thresholds import parse_check_key
-    from safetycheck.checks import calibration as family_module
 
     family = families()["calibration"]
     assert family.bound == "max"

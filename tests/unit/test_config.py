@@ -3,9 +3,9 @@
 import pytest
 
 from safetycheck.checks import check_id, families, plan_checks
-from safetycheck.gate.thresholds import DEFAULT_PROFILE, SafetyConfig, load_config, parse_check_key
-from safetycheck.core.errors import ConfigError
 from safetycheck.checks.evaluation import RunSettings
+from safetycheck.core.errors import ConfigError
+from safetycheck.gate.thresholds import DEFAULT_PROFILE, SafetyConfig, load_config, parse_check_key
 
 
 def config_from(tmp_path, text: str) -> SafetyConfig:

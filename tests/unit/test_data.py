@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from safetycheck.core.errors import DataError
 from safetycheck.io.data import (
     DATA_ENV_VAR,
     DataRoot,
@@ -16,7 +17,6 @@ from safetycheck.io.data import (
     load_split,
     resolve_data_root,
 )
-from safetycheck.core.errors import DataError
 
 SIZES = {"train": 60_000, "test": 10_000}
 

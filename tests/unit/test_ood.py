@@ -14,11 +14,11 @@ from hypothesis import strategies as st
 from sklearn.metrics import average_precision_score, roc_auc_score
 from torch import nn
 
-import safetycheck.checks.ood  # noqa: F401  (registers ood_auroc)
+import safetycheck.checks.ood
 from safetycheck.checks import check_id, families
+from safetycheck.core.errors import ConfigError, DataError
 from safetycheck.core.registry import CheckSkipped
 from safetycheck.io.data import LabelledImages, load_split
-from safetycheck.core.errors import ConfigError, DataError
 from safetycheck.io.models import Ensemble
 from safetycheck.measures.ood import (
     ModelOOD,
@@ -459,8 +459,8 @@ def test_bad_settings_are_clear_errors():
 
 
 def test_the_family_is_registered_with_set_and_score_params():
-    from safetycheck.checks.evaluation import RunSettings
     from safetycheck.checks import ood as family_module
+    from safetycheck.checks.evaluation import RunSettings
 
     family = families()["ood_auroc"]
     assert family.bound == "min" and family.param_names == ("set", "score")
@@ -519,8 +519,8 @@ def test_lenet_detects_fashion_mnist_and_kmnist(lenet_ood, set_name):
 def test_the_family_measures_lenet_through_a_shared_evaluation(
     lenet, mnist_test, data_root, monkeypatch
 ):
-    from safetycheck.checks.evaluation import ModelEvaluation, RunSettings
     from safetycheck.checks import ood as family_module
+    from safetycheck.checks.evaluation import ModelEvaluation, RunSettings
     from safetycheck.io.models import ModelUnderTest
 
     small = OODSettings(

@@ -10,9 +10,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from safetycheck.gate.thresholds import load_config
 from safetycheck.core.errors import ConfigError
-from safetycheck.run.results import compare
+from safetycheck.gate.thresholds import load_config
 from safetycheck.gate.update import (
     ThresholdChange,
     format_changes,
@@ -20,6 +19,7 @@ from safetycheck.gate.update import (
     update_threshold_file,
     validate_margin,
 )
+from safetycheck.run.results import compare
 
 STANDALONE = """\
 # Release gate for the MNIST models.

@@ -20,8 +20,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from safetycheck.io.models import evaluation_mode
-from safetycheck.measures.robustness import robust_accuracy_sweep
 from safetycheck.measures.attacks.pgd import PGD
+from safetycheck.measures.robustness import robust_accuracy_sweep
 
 TOLERANCE = 1e-5  # float32 slack for ball and range checks
 

@@ -28,8 +28,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from safetycheck.io.data import DataRoot, LabelledImages, cache_dir, load_split, resolve_data_root
 from safetycheck.core.errors import DataError
+from safetycheck.io.data import DataRoot, LabelledImages, cache_dir, load_split, resolve_data_root
 from safetycheck.measures.corruptions._common import to_uint8
 
 SOURCES = ("generated", "official")
@@ -42,7 +42,7 @@ def _root(root: DataRoot | str | os.PathLike | None) -> DataRoot:
 
 def cache_path(name: str, seed: int = 0, root: DataRoot | str | os.PathLike | None = None) -> Path:
     """Where the generated set for (``name``, ``seed``) is cached (see :func:`safetycheck.io.data.cache_dir`)."""
-    from safetycheck.measures.corruptions import IMPLEMENTATION_VERSION, get_corruption
+    from safetycheck.measures.corruptions.catalogue import IMPLEMENTATION_VERSION, get_corruption
 
     get_corruption(name)
     return (
@@ -57,7 +57,7 @@ def generate_corrupted(
     download: bool = False,
 ) -> np.ndarray:
     """The corrupted MNIST test set as uint8 (10000, 28, 28): read from the cache, else made and cached."""
-    from safetycheck.measures.corruptions import corrupt
+    from safetycheck.measures.corruptions.catalogue import corrupt
 
     path = cache_path(name, seed, root)
     cached = _read_cache(path)
@@ -105,7 +105,7 @@ def load_official(name: str, root: DataRoot | str | os.PathLike | None = None) -
     Raises:
         DataError: a file is missing, unreadable, or not of the documented shape, dtype or range.
     """
-    from safetycheck.measures.corruptions import get_corruption
+    from safetycheck.measures.corruptions.catalogue import get_corruption
 
     get_corruption(name)
     folder = _root(root).path / "mnist_c" / name

@@ -21,7 +21,12 @@ import functools
 
 import torch
 
-from safetycheck.measures.corruptions._common import SIDE, filter_matrix, gaussian_blur, separable_filter
+from safetycheck.measures.corruptions._common import (
+    SIDE,
+    filter_matrix,
+    gaussian_blur,
+    separable_filter,
+)
 
 LOW_THRESHOLD, HIGH_THRESHOLD = 0.1, 0.2
 

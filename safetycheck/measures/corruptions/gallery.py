@@ -34,7 +34,7 @@ def gallery(
     """
     from PIL import Image
 
-    from safetycheck.measures.corruptions import ALL_NAMES, corrupt
+    from safetycheck.measures.corruptions.catalogue import ALL_NAMES, corrupt
 
     images = validate_images(images)
     if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(images):
