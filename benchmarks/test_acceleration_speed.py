@@ -1,8 +1,8 @@
 """What the attack accelerations buy, and whether they weaken the attack, in one run.
 
-For each :class:`~safetycheck.measures.acceleration.Acceleration` (plain fp32, bf16 autocast, fp16 on CUDA,
-channels_last, torch.compile) on the example LeNet: PGD image-steps per second (ratio to plain
-fp32 in the same run) and robust accuracy at Linf eps 0.1 (PGD-40, the same images and seed)
+For each :class:`~safetycheck.measures.acceleration.Acceleration` (plain fp32, bf16 autocast, fp16
+on CUDA, channels_last, torch.compile) on the example LeNet: PGD image-steps per second (ratio to
+plain fp32 in the same run) and robust accuracy at Linf eps 0.1 (PGD-40, the same images and seed)
 against plain fp32's, the comparison the ``attack_acceleration`` check makes in a user's run.
 ``torch.compile`` also reports its one-off compile time; it is left out of the quick mode (tens of
 seconds of compiling on a CPU). Commands::
@@ -102,14 +102,14 @@ def test_report(quick, capsys):
     for device, rows in RESULTS.items():
         reference = rows.get("fp32")
         lines = [
-            f"[{device}, {torch.get_num_threads()} threads{', quick' if quick else ''}] PGD image-steps/s, "
-            f"robust accuracy at eps 0.1 (PGD-40):"
+            f"[{device}, {torch.get_num_threads()} threads{', quick' if quick else ''}] PGD "
+            "image-steps/s, robust accuracy at eps 0.1 (PGD-40):"
         ]
         for name, row in rows.items():
             ratio = f"{row['rate'] / reference['rate']:.2f}x fp32" if reference else ""
             lines.append(
-                f"  {name:19s} {row['rate']:10.0f} ({ratio}); robust {row['robust']:.4f} on {row['n']}; "
-                f"set-up {row['setup']:.1f} s"
+                f"  {name:19s} {row['rate']:10.0f} ({ratio}); robust {row['robust']:.4f} on "
+                f"{row['n']}; set-up {row['setup']:.1f} s"
             )
         with capsys.disabled():
             print("\n" + "\n".join(lines))

@@ -1,5 +1,5 @@
-"""Attack throughput on the example LeNet (and, end to end, the zoo's MixUp LeNet and a linear model), ours
-against torchattacks, measured in the same run.
+"""Attack throughput on the example LeNet (and, end to end, the zoo's MixUp LeNet and a linear
+model), ours against torchattacks, measured in the same run.
 
 1. Image-steps per second (one image through one forward and backward pass) of FGSM, PGD and
    APGD (ours) and of torchattacks' PGD, at Linf eps 0.01 where almost no image leaves the batch
@@ -44,7 +44,8 @@ def _images(mnist_test, n, device):
 
 
 def _timed(benchmark, quick, function, rounds=3):
-    """Run ``function`` under pytest-benchmark (or once in quick mode); return (best seconds, value)."""
+    """Run ``function`` under pytest-benchmark (or once in quick mode); return (best seconds,
+    value)."""
     times, value = [], []
 
     def run():
@@ -191,10 +192,11 @@ def test_end_to_end_sweep_against_torchattacks(
     }
     with capsys.disabled():
         print(
-            f"\n[{device}] {model_name}: eps sweep {SWEEP} on {n} images, cascade {name}: ours {our_seconds:.1f}s "
-            f"({sweep.forward_passes} image passes), torchattacks PGD {reference_seconds:.1f}s "
-            f"({n * 41 * len(SWEEP)}), speedup {speedup:.1f}x wall, "
-            f"{n * 41 * len(SWEEP) / sweep.forward_passes:.1f}x passes; robust accuracy ours/torchattacks "
+            f"\n[{device}] {model_name}: eps sweep {SWEEP} on {n} images, cascade {name}: ours "
+            f"{our_seconds:.1f}s ({sweep.forward_passes} image passes), torchattacks PGD "
+            f"{reference_seconds:.1f}s ({n * 41 * len(SWEEP)}), speedup {speedup:.1f}x wall, "
+            f"{n * 41 * len(SWEEP) / sweep.forward_passes:.1f}x passes; robust accuracy "
+            "ours/torchattacks "
             + ", ".join(f"{eps}: {a:.3f}/{b:.3f}" for eps, (a, b) in rows.items())
         )
     for eps, (ours_accuracy, theirs) in rows.items():
@@ -214,7 +216,8 @@ def test_report(quick, capsys):
         pytest.skip("no throughput measured in this run (deselected)")
     for device, rates in RESULTS.items():
         lines = [
-            f"[{device}, {torch.get_num_threads()} threads{', quick' if quick else ''}] image-steps/s:"
+            f"[{device}, {torch.get_num_threads()} threads{', quick' if quick else ''}] "
+            "image-steps/s:"
         ]
         reference = rates.get("torchattacks_pgd")
         for name in THROUGHPUT:

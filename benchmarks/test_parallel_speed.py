@@ -118,7 +118,8 @@ def test_parallel_speed(benchmark, mode, quick, tmp_path):
         # The same checks measured the same images: counts equal, float sums within rounding.
         assert figures["values"] == pytest.approx(serial["values"], rel=1e-5)
     print(
-        f"\n{mode} ({available_cores()} cores): {figures['seconds']} s for {figures['checks']} checks"
+        f"\n{mode} ({available_cores()} cores): {figures['seconds']} s for "
+        f"{figures['checks']} checks"
         + (f", {figures['ratio_to_serial']}x serial" if "ratio_to_serial" in figures else "")
     )
 

@@ -8,8 +8,10 @@ collection, exactly what a CI job pays; MNIST-C sets come from the user cache (w
 ``SAFETYCHECK_CACHE`` points at an empty folder. Figures go to the terminal and to
 ``.benchmarks/suite_budget.json``; docs/PERFORMANCE.md records them. Commands::
 
-    SAFETYCHECK_DATA=... pytest benchmarks/test_suite_budget.py -p no:randomly -s          # full and quick
-    SAFETYCHECK_DATA=... pytest benchmarks/test_suite_budget.py --benchmark-disable -s     # quick mode only
+    # full and quick:
+    SAFETYCHECK_DATA=... pytest benchmarks/test_suite_budget.py -p no:randomly -s
+    # quick mode only:
+    SAFETYCHECK_DATA=... pytest benchmarks/test_suite_budget.py --benchmark-disable -s
 """
 
 import json

@@ -16,7 +16,8 @@ MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 
 
 class LeNet5(nn.Module):
-    """conv5x5(32) - pool - conv5x5(64) - pool - fc(120) - fc(84) - fc(10); about 186k parameters."""
+    """conv5x5(32) - pool - conv5x5(64) - pool - fc(120) - fc(84) - fc(10); about 186k
+    parameters."""
 
     def __init__(self, width: int = 1):
         super().__init__()

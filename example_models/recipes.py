@@ -13,7 +13,8 @@ change, so that differences between families come from that change:
   step 2.5 eps / steps, with eps ramped up over the first epoch so that training at eps 0.3 starts.
 
 The adversarial phases reuse the engine's projection and steepest-ascent step
-(:mod:`safetycheck.measures.attacks.base`), so training and evaluation agree on what the eps-ball is.
+(:mod:`safetycheck.measures.attacks.base`), so training and evaluation agree on what the eps-ball
+is.
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ class Phase:
 
 @dataclass(frozen=True)
 class Recipe:
-    family: str  # the study's grouping: baseline, larger, ensemble member, adversarial, augmentation, ordering
+    # the study's grouping: baseline, larger, ensemble member, adversarial, augmentation, ordering
+    family: str
     phases: tuple[Phase, ...]
     seed: int = 0
     width: int = 1
@@ -147,7 +149,8 @@ def batch_loss(
 
 
 def cutout(images: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tensor:
-    """Each image with one ``size`` x ``size`` square (centre uniform, clipped at the border) set to 0."""
+    """Each image with one ``size`` x ``size`` square (centre uniform, clipped at the border) set to
+    0."""
     n, _, height, width = images.shape
     cy = torch.randint(height, (n, 1, 1), generator=generator)
     cx = torch.randint(width, (n, 1, 1), generator=generator)
@@ -159,7 +162,8 @@ def cutout(images: torch.Tensor, size: int, generator: torch.Generator) -> torch
 def mixup(
     images: torch.Tensor, alpha: float, generator: torch.Generator
 ) -> tuple[torch.Tensor, torch.Tensor, float]:
-    """(mixed images, partner index, weight of the original): one Beta(alpha, alpha) weight per batch."""
+    """(mixed images, partner index, weight of the original): one Beta(alpha, alpha) weight per
+    batch."""
     # torch has no seeded Beta sampler; NumPy's, seeded from our generator, keeps runs repeatable.
     weight = float(
         np.random.default_rng(int(torch.randint(2**62, (1,), generator=generator))).beta(

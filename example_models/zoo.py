@@ -47,7 +47,8 @@ def trained(name: str) -> bool:
 
 
 def load(name: str) -> nn.Module:
-    """The trained zoo model ``name`` (an :class:`Ensemble` for ``ensemble3``/``ensemble5``), in eval mode."""
+    """The trained zoo model ``name`` (an :class:`Ensemble` for ``ensemble3``/``ensemble5``), in
+    eval mode."""
     if name in ENSEMBLES:
         model = Ensemble([load(member) for member in ENSEMBLES[name]])
         model.family = "ensemble"

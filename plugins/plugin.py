@@ -108,10 +108,10 @@ def pytest_collection_modifyitems(
             check_contract(model, settings.device, allow_randomized=settings.allow_randomized)
         _check_data(settings)
         run.torch_threads = _share_threads(config)
+        planned = plan_checks(settings)  # reads the families, third-party entry points included
     except SafetyCheckError as exc:
         raise pytest.UsageError(str(exc)) from None
     run.models = models
-    planned = plan_checks(settings)
     loadgroup = bool(config.getoption("loadgroup", False))  # what xdist itself reads on its workers
     for model in models:
         evaluation = ModelEvaluation(model, settings, progress=reporting.progress_writer(config))

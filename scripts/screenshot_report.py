@@ -38,7 +38,8 @@ def screenshot(
     chromium: str | None = None,
     timeout: float = 60.0,
 ) -> Path:
-    """Write ``png``, a ``width`` x ``height`` screenshot of the top of ``html``; returns its path."""
+    """Write ``png``, a ``width`` x ``height`` screenshot of the top of ``html``; returns its
+    path."""
     binary = find_chromium(chromium)
     if binary is None:
         raise RuntimeError("no Chromium found; pass --chromium PATH")

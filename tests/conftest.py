@@ -22,7 +22,10 @@ from safetycheck.io.data import load_split, resolve_data_root
 DATA_ENV_VAR = "SAFETYCHECK_DATA"
 REAL_DATA = os.environ.get(DATA_ENV_VAR)
 
-REAL_DATA_SKIP = "real data unavailable: set SAFETYCHECK_DATA to a folder with MNIST/FashionMNIST/KMNIST raw files"
+REAL_DATA_SKIP = (
+    "real data unavailable: set SAFETYCHECK_DATA to a folder with MNIST/FashionMNIST/KMNIST raw "
+    "files"
+)
 
 
 @pytest.fixture(autouse=True)

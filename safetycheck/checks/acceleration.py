@@ -1,7 +1,8 @@
 """``attack_acceleration``: the accelerated attacks are not weaker than plain fp32 ones.
 
 Generated only when the run asks for reduced precision, channels_last or torch.compile
-(:mod:`safetycheck.measures.acceleration`). PGD-Linf (40 steps of 0.01, the same seed) attacks the first
+(:mod:`safetycheck.measures.acceleration`). PGD-Linf (40 steps of 0.01, the same seed) attacks the
+first
 :data:`COMPARED_SAMPLES` images of the attacked subset at the middle radius of the run, once
 through the accelerated model and once through the plain fp32 model. The value is the robust
 accuracy the acceleration adds (accelerated minus fp32; negative when it finds more), gated from
@@ -53,9 +54,10 @@ def _measure(evaluation: ModelEvaluation, params: dict) -> Measurement:
     return Measurement(
         accelerated - plain,
         len(index),
-        f"PGD-Linf eps={eps:g}, 40 steps of 0.01, seed {settings.seed}: robust accuracy {accelerated:.4f} with "
-        f"{settings.acceleration.describe()} against {plain:.4f} in plain fp32, on the first {len(index)} "
-        f"attacked images (value: accelerated minus fp32; positive means the acceleration weakens the attacks)",
+        f"PGD-Linf eps={eps:g}, 40 steps of 0.01, seed {settings.seed}: robust accuracy "
+        f"{accelerated:.4f} with {settings.acceleration.describe()} against {plain:.4f} in plain "
+        f"fp32, on the first {len(index)} attacked images (value: accelerated minus fp32; positive "
+        "means the acceleration weakens the attacks)",
     )
 
 

@@ -9,7 +9,8 @@ from safetycheck.core.stats import wilson_interval
 
 
 def accuracy(correct) -> float:
-    """Share of True in a bool tensor, counted exactly (no float32 mean: 9927/10000 stays 0.9927)."""
+    """Share of True in a bool tensor, counted exactly (no float32 mean: 9927/10000 stays
+    0.9927)."""
     return int(correct.sum()) / max(int(correct.numel()), 1)
 
 

@@ -48,7 +48,8 @@ def _measurer(name: str):
         eps = float(params["eps"])
         if eps not in sweep.robust:
             raise ConfigError(
-                f"{name} is not measured at eps={eps:g}; its radii are {', '.join(map(str, sweep.epsilons))}."
+                f"{name} is not measured at eps={eps:g}; its radii are "
+                f"{', '.join(map(str, sweep.epsilons))}."
             )
         broken = ", ".join(
             f"{attack} broke {count}" for attack, count in sweep.broken_by[eps].items()

@@ -1,9 +1,9 @@
 """Calibration of the clean MNIST test-set predictions, one check per metric: ``calibration[ece]``.
 
-Every check reads one :class:`~safetycheck.measures.calibration.CalibrationReport` per model, computed once
-from the shared clean logits (bootstrap intervals and temperature scaling included) whichever check
-asks first. The gated value is the metric on all test images; its bootstrap interval and its value
-after temperature scaling go into the details, for reading only.
+Every check reads one :class:`~safetycheck.measures.calibration.CalibrationReport` per model,
+computed once from the shared clean logits (bootstrap intervals and temperature scaling included)
+whichever check asks first. The gated value is the metric on all test images; its bootstrap interval
+and its value after temperature scaling go into the details, for reading only.
 
 The maximum calibration error is in the report but not gated: on a model that is right 99% of the
 time it is decided by a handful of predictions in the sparse low-confidence bins (the example
@@ -17,10 +17,10 @@ import math
 
 from safetycheck.checks.evaluation import ModelEvaluation
 from safetycheck.core.registry import CheckFamily, Measurement
+from safetycheck.core.stats import BOOTSTRAP_RESAMPLES  # a module global: tests patch it here
 from safetycheck.measures.calibration import CalibrationReport, calibration_report
 
 GATED_METRICS = ("ece", "adaptive_ece", "rms", "brier", "nll")
-BOOTSTRAP_RESAMPLES = 1000
 
 
 def calibration_report_for(evaluation: ModelEvaluation) -> CalibrationReport:

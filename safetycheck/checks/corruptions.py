@@ -5,8 +5,8 @@
 accuracy minus the mean. Each corrupted test set is predicted once per model, whichever check
 asks first, and the clean accuracy comes from the shared clean logits.
 
-The corrupted sets come from :func:`safetycheck.measures.corruptions.load_corrupted`: generated with the
-run's seed and cached under the data root, or the official static files when the run settings
+The corrupted sets come from :func:`safetycheck.measures.corruptions.load_corrupted`: generated with
+the run's seed and cached under the data root, or the official static files when the run settings
 ask for ``mnist_c_source = "official"``.
 """
 
@@ -18,7 +18,7 @@ from safetycheck.checks.accuracy import accuracy, accuracy_measurement
 from safetycheck.checks.evaluation import ModelEvaluation
 from safetycheck.core.registry import CheckFamily, Measurement
 from safetycheck.core.stats import wilson_interval
-from safetycheck.io.models import evaluation_mode
+from safetycheck.io.predict import predict
 from safetycheck.measures.corruptions import CORRUPTIONS, load_corrupted
 
 
@@ -44,14 +44,13 @@ def corrupted_correct(evaluation: ModelEvaluation, name: str) -> torch.Tensor:
         data = type(corrupted)(
             ev.select(corrupted.images), ev.select(corrupted.labels), corrupted.name
         )
-        size = settings.batch_size * 4
-        with evaluation_mode(ev.model), torch.inference_mode():
-            predictions = torch.cat(
-                [
-                    ev.model(data.images[i : i + size].to(settings.device)).argmax(dim=1).cpu()
-                    for i in range(0, len(data), size)
-                ]
-            )
+        predictions = predict(
+            ev.model,
+            data.images,
+            batch_size=settings.batch_size * 4,
+            device=settings.device,
+            transform=lambda logits: logits.argmax(dim=1),
+        )
         return predictions == data.labels
 
     return evaluation.cached(f"mnist_c/{_source(evaluation)}/{name}", run)

@@ -18,7 +18,8 @@ import torch
 from torch import nn
 
 from safetycheck.io.data import DataRoot, LabelledImages, load_split, resolve_data_root
-from safetycheck.io.models import ModelUnderTest, evaluation_mode
+from safetycheck.io.models import ModelUnderTest
+from safetycheck.io.predict import predict
 from safetycheck.measures.acceleration import Acceleration, accelerate
 from safetycheck.measures.ood import OODSettings
 from safetycheck.measures.robustness import SweepResult
@@ -33,8 +34,8 @@ class RunSettings:
     device: torch.device = torch.device("cpu")
     seed: int = 0
     attack_samples: int = 1000  # MNIST test images attacked per sweep (a seeded random subset)
-    # None: every family reads the whole MNIST test set (and whole OOD sets); N: a stratified, seeded
-    # subset of N test images (and N images of each OOD set), for quick pull-request gating.
+    # None: every family reads the whole MNIST test set (and whole OOD sets); N: a stratified,
+    # seeded subset of N test images (and N images of each OOD set), for quick pull-request gating.
     samples: int | None = None
     epsilons: tuple[float, ...] = (0.05, 0.1, 0.2, 0.3)
     data_root: DataRoot = field(default_factory=resolve_data_root)
@@ -104,12 +105,15 @@ class ModelEvaluation:
         n = len(self.test_set)
         if self.test_indices is None:
             return f"all {n} MNIST test images"
-        return f"a stratified subset of {n} MNIST test images (seed {self.settings.seed}; --safety-samples)"
+        return (
+            f"a stratified subset of {n} MNIST test images (seed {self.settings.seed}; "
+            "--safety-samples)"
+        )
 
     @cached_property
     def clean_outputs(self) -> tuple[torch.Tensor, list] | None:
-        """:func:`~safetycheck.measures.ood_scores.model_outputs` on the evaluated test images: the logits
-        and each member's penultimate features from one pass, which serves clean accuracy,
+        """:func:`~safetycheck.measures.ood_scores.model_outputs` on the evaluated test images: the
+        logits and each member's penultimate features from one pass, which serves clean accuracy,
         calibration and every OOD score. None where reading the features fails (a model whose
         last Linear changes between batches, say): the logits then come from a plain pass, and the
         OOD checks report the problem themselves."""
@@ -126,14 +130,13 @@ class ModelEvaluation:
         """(N, 10) float32 logits on the evaluated MNIST test images, on the CPU."""
         if self.clean_outputs is not None:
             return self.clean_outputs[0]
-        images, size = self.test_set.images, self.settings.batch_size * 4
-        with evaluation_mode(self.model), torch.inference_mode():
-            return torch.cat(
-                [
-                    self.model(images[i : i + size].to(self.settings.device)).float().cpu()
-                    for i in range(0, len(images), size)
-                ]
-            )
+        return predict(
+            self.model,
+            self.test_set.images,
+            batch_size=self.settings.batch_size * 4,
+            device=self.settings.device,
+            transform=lambda logits: logits.float(),
+        )
 
     @cached_property
     def clean_correct(self) -> torch.Tensor:

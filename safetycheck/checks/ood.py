@@ -33,7 +33,8 @@ def model_ood(evaluation: ModelEvaluation) -> ModelOOD:
     """The model's shared OOD work, created on first use."""
 
     def create(ev: ModelEvaluation) -> ModelOOD:
-        # The evaluation's test set and its clean logits are the in-distribution side of every check.
+        # The evaluation's test set and its clean logits are the in-distribution side of every
+        # check.
         settings = ood_settings(ev.settings)
         image_sets = {
             IN_DISTRIBUTION: OODSet(IN_DISTRIBUTION, ev.test_set.images, ev.describe_test_set())
@@ -112,9 +113,10 @@ def _measure_ood_auroc(evaluation: ModelEvaluation, params: dict) -> Measurement
         if result.roc
         else {},
         details=(
-            f"{result.description}; higher score = in-distribution, MNIST test positive; AUROC {m.confidence:.0%} "
-            f"CI [{low:.4f}, {high:.4f}] (bootstrap {m.bootstrap}, seed {m.seed}); AUPR-in {m.aupr_in:.4f}, "
-            f"AUPR-out {m.aupr_out:.4f}, FPR at 95% TPR {m.fpr_at_95_tpr:.4f}; {m.n_in} in vs {m.n_out} OOD images"
+            f"{result.description}; higher score = in-distribution, MNIST test positive; AUROC "
+            f"{m.confidence:.0%} CI [{low:.4f}, {high:.4f}] (bootstrap {m.bootstrap}, seed "
+            f"{m.seed}); AUPR-in {m.aupr_in:.4f}, AUPR-out {m.aupr_out:.4f}, FPR at 95% TPR "
+            f"{m.fpr_at_95_tpr:.4f}; {m.n_in} in vs {m.n_out} OOD images"
         ),
     )
 

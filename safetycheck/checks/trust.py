@@ -2,8 +2,8 @@
 invariants as checks.
 
 ``attack_trust[gradients]``, ``[iterative]``, ``[budget]``, ``[large_eps]`` and ``[black_box]``
-run :mod:`safetycheck.measures.attacks.diagnostics` (AutoAttack's runtime checks and the checklists of
-Athalye et al. 2018 and Carlini et al. 2019) on the first :data:`TRUST_SAMPLES` images of the
+run :mod:`safetycheck.measures.attacks.diagnostics` (AutoAttack's runtime checks and the checklists
+of Athalye et al. 2018 and Carlini et al. 2019) on the first :data:`TRUST_SAMPLES` images of the
 attacked subset. The value is 1 when no symptom was found and 0 when one was; the default bound is
 1, so a model that masks its gradients fails here instead of being reported robust. The details
 carry the diagnostic's own sentence and numbers.

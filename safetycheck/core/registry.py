@@ -51,7 +51,8 @@ class Measurement:
     # A 95% interval of the value (binomial for accuracies, bootstrap for AUROC and calibration),
     # which baselines use as the metric's sampling noise; None where there is none.
     ci: tuple[float, float] | None = None
-    # JSON-serialisable data the reports plot (ROC curve, reliability bins, per-corruption accuracy).
+    # JSON-serialisable data the reports plot (ROC curve, reliability bins, per-corruption
+    # accuracy).
     artifacts: dict = field(default_factory=dict)
 
 

@@ -30,10 +30,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from safetycheck.core.errors import ConfigError
+from safetycheck.core.stats import Z_95_ROUNDED
 
 FORMAT = "safetycheck-results"
 FORMAT_VERSIONS = (1,)
-Z_95 = 1.96  # the two-sided 95% normal quantile; a `ci` is a 95% interval
 _TOLERANCE = 1e-12  # differences this small are floating-point noise, never a regression
 SETTINGS = {  # metadata key -> what a person calls it
     "seed": "seed",
@@ -190,7 +190,7 @@ def load_baseline(path: str | Path) -> Baseline:
     return Baseline(path, metadata, records)
 
 
-def compare(record: dict, base: dict, z: float = 1.96) -> Comparison:
+def compare(record: dict, base: dict, z: float = Z_95_ROUNDED) -> Comparison:
     """Compare a current record with its baseline record.
 
     Parameters
@@ -244,7 +244,9 @@ def compare(record: dict, base: dict, z: float = 1.96) -> Comparison:
     return Comparison(value, base_value, difference + 0.0, noise, regressed, method, **label)
 
 
-def compare_all(records: list[dict], baseline: Baseline, z: float = 1.96) -> list[Comparison]:
+def compare_all(
+    records: list[dict], baseline: Baseline, z: float = Z_95_ROUNDED
+) -> list[Comparison]:
     """:func:`compare` every measured record that the baseline also measured, in record order.
     Skipped records and checks absent from the baseline are left out."""
     comparisons = []
@@ -308,7 +310,7 @@ def _half_width(record: dict, value: float, z: float) -> tuple[float, str]:
     if isinstance(ci, (list, tuple)) and len(ci) == 2:
         low, high = _number(ci[0]), _number(ci[1])
         if low is not None and high is not None and low <= high:
-            return (high - low) / 2 * z / Z_95, "interval"
+            return (high - low) / 2 * z / Z_95_ROUNDED, "interval"  # a `ci` is a 95% interval
     n = record.get("n")
     if (
         not isinstance(n, bool)

@@ -3,8 +3,8 @@
 A threshold file is TOML: either a standalone file (``--safety-thresholds PATH``) or the
 ``[tool.safetycheck]`` table of the project's ``pyproject.toml``::
 
-    attack_samples = 1000             # MNIST test images attacked per sweep (a seeded random subset)
-    samples = 2000                    # optional: every family on a stratified subset (quick gating)
+    attack_samples = 1000             # test images attacked per sweep (a seeded random subset)
+    samples = 2000                    # optional: all families on a stratified subset (quick gating)
     seed = 0
     checks = ["clean_accuracy", "pgd_linf", "apgd"]   # families to run (default: the default suite)
     epsilons = [0.05, 0.1, 0.2, 0.3]  # Linf radii, pixel units
@@ -36,6 +36,7 @@ from pathlib import Path
 
 from safetycheck.checks import check_id, default_profile, families, validate_families
 from safetycheck.core.errors import ConfigError
+from safetycheck.core.registry import format_param
 
 SETTING_KEYS = {
     "samples": int,
@@ -53,7 +54,9 @@ _CHECK_KEY = re.compile(r"^(?P<family>[A-Za-z_][A-Za-z0-9_]*)(?:\[(?P<params>[^\
 @dataclass(frozen=True)
 class Threshold:
     value: float
-    source: str  # where it came from, for reports: "built-in default", "pyproject.toml: thresholds.clean_accuracy"
+    # where it came from, for reports: "built-in default",
+    # "pyproject.toml: thresholds.clean_accuracy"
+    source: str
 
 
 @dataclass
@@ -91,7 +94,8 @@ class SafetyConfig:
 def load_config(
     path: str | Path | None = None, pyproject: str | Path | None = None
 ) -> SafetyConfig:
-    """Read ``path`` (a standalone file) or else the ``[tool.safetycheck]`` table of ``pyproject``."""
+    """Read ``path`` (a standalone file) or else the ``[tool.safetycheck]`` table of
+    ``pyproject``."""
     if path is not None:
         path = Path(path)
         if not path.is_file():
@@ -121,15 +125,17 @@ def standalone_table(document: dict, path: Path) -> tuple[dict, str]:
     if not isinstance(tool, dict) or "safetycheck" not in tool:
         others = sorted(tool) if isinstance(tool, dict) else []
         raise ConfigError(
-            f"{path}: has a [tool] table ({', '.join(f'tool.{name}' for name in others) or 'empty'}) "
-            "but no [tool.safetycheck]; put the thresholds under [tool.safetycheck] or at the "
-            "top level of the file."
+            f"{path}: has a [tool] table "
+            f"({', '.join(f'tool.{name}' for name in others) or 'empty'}) but no "
+            "[tool.safetycheck]; put the thresholds under [tool.safetycheck] or at the top "
+            "level of the file."
         )
     mixed = sorted(set(document) - {"tool"} - PYPROJECT_TABLES)
     if mixed:
         raise ConfigError(
-            f"{path}: holds both [tool.safetycheck] and top-level safetycheck keys ({', '.join(mixed)}); "
-            "keep one: move them under [tool.safetycheck], or drop the [tool.safetycheck] header."
+            f"{path}: holds both [tool.safetycheck] and top-level safetycheck keys "
+            f"({', '.join(mixed)}); keep one: move them under [tool.safetycheck], or drop the "
+            "[tool.safetycheck] header."
         )
     table = tool["safetycheck"]
     if not isinstance(table, dict):
@@ -172,7 +178,8 @@ def _parse(table: dict, path: Path, prefix: str) -> SafetyConfig:
 
 
 def _ood(table, path: Path, where: str) -> dict:
-    """Keyword arguments for :class:`safetycheck.measures.ood.OODSettings`; user set paths are relative to the file."""
+    """Keyword arguments for :class:`safetycheck.measures.ood.OODSettings`; user set paths are
+    relative to the file."""
     from safetycheck.measures.ood import OODSettings
 
     if not isinstance(table, dict):
@@ -187,7 +194,8 @@ def _ood(table, path: Path, where: str) -> dict:
             key != "user_sets" and not all(isinstance(v, str) for v in value)
         ):
             raise ConfigError(
-                f"{path}: {where}.{key} must be a {'table of name = path' if key == 'user_sets' else 'list of names'}."
+                f"{path}: {where}.{key} must be a "
+                f"{'table of name = path' if key == 'user_sets' else 'list of names'}."
             )
         if key == "user_sets":
             options[key] = tuple(
@@ -242,7 +250,8 @@ def _thresholds(table, path: Path, where: str) -> dict[str, float]:
         low, high = registered.value_range
         if not low <= value <= high:
             raise ConfigError(
-                f"{path}: {where}.{key} = {value} is impossible: a {registered.metric} lies in [{low}, {high}]."
+                f"{path}: {where}.{key} = {value} is impossible: a {registered.metric} lies in "
+                f"[{low}, {high}]."
             )
         bounds[canonical] = float(value)
     return bounds
@@ -253,7 +262,8 @@ def parse_check_key(key: str, path: Path | str, where: str) -> tuple[str, str]:
     match = _CHECK_KEY.match(key.strip())
     if not match:
         raise ConfigError(
-            f"{path}: {where}: {key!r} is neither a check family nor a check id like pgd_linf[eps=0.1]."
+            f"{path}: {where}: {key!r} is neither a check family nor a check id like "
+            "pgd_linf[eps=0.1]."
         )
     family_name = match["family"]
     registry = families()
@@ -284,9 +294,16 @@ def parse_check_key(key: str, path: Path | str, where: str) -> tuple[str, str]:
             )
         raw = raw.strip()
         if name in family.param_choices:
-            if raw not in family.param_choices[name]:
-                _unknown(path, where, raw, family.param_choices[name])
-            params[name] = raw
+            # Choices may be numbers (a third party's thresholds): match them as ids print them.
+            choices = {format_param(choice): choice for choice in family.param_choices[name]}
+            spelled = raw
+            try:
+                spelled = format_param(float(raw))
+            except ValueError:
+                pass
+            if raw not in choices and spelled not in choices:
+                _unknown(path, where, raw, list(choices))
+            params[name] = choices.get(raw, choices.get(spelled))
             continue
         try:
             params[name] = float(raw)

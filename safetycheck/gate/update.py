@@ -19,7 +19,7 @@ The file is edited with tomlkit, so comments, formatting, key order and every ot
 survive; an existing key is updated in place (its trailing comment kept), a key written
 differently but naming the same check (``"pgd_linf[eps=0.10]"``) is updated rather than doubled.
 The new text replaces the file atomically (a temporary file in the same folder, then
-:func:`os.replace`), so an interrupted run never leaves half a file.
+:func:`safetycheck.core.files.write_atomic`), so an interrupted run never leaves half a file.
 
 A standalone file that does not exist yet is created (its folder must exist: a mistyped folder
 would otherwise produce a file nobody reads). A ``pyproject.toml`` that does not exist is refused:
@@ -30,9 +30,7 @@ creating one would make the folder look like a Python project to pip and pytest;
 from __future__ import annotations
 
 import math
-import os
 import re
-import tempfile
 import tomllib
 from dataclasses import dataclass
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
@@ -43,13 +41,15 @@ from tomlkit.exceptions import ParseError, TOMLKitError
 from tomlkit.items import InlineTable, SingleKey
 
 from safetycheck.core.errors import ConfigError
+from safetycheck.core.files import write_atomic
 
 MARGIN_OPTION = "--safety-threshold-margin"
 DECIMALS = 4
 _QUANTUM = Decimal(1).scaleb(-DECIMALS)  # 0.0001
 _NEW_FILE_HEADER = (
     "# safetycheck thresholds, written by --safety-update-thresholds.\n"
-    "# Each bound is a measured value less (for an upper bound: plus) the margin; review the diff.\n"
+    "# Each bound is a measured value less (for an upper bound: plus) the margin; "
+    "review the diff.\n"
 )
 
 
@@ -87,7 +87,8 @@ class ThresholdChange:
     added: bool = False
 
     def describe(self) -> str:
-        """One line, e.g. ``lenet pgd_linf[eps=0.1]: 0.7200 -> 0.7560 (measured 0.7660, margin 0.01)``."""
+        """One line, e.g. ``lenet pgd_linf[eps=0.1]: 0.7200 -> 0.7560 (measured 0.7660, margin
+        0.01)``."""
         old = "(none)" if self.old is None else f"{self.old:.4f}"
         note = "; new key" if self.added else ""
         return (
@@ -231,7 +232,7 @@ def update_threshold_file(
         if "\r\n" in text and not re.search(r"(?<!\r)\n", text):  # a CRLF file stays CRLF
             result = re.sub(r"(?<!\r)\n", "\r\n", result)
         _verify(result, path, base, changes)
-        _write_atomically(path, result)
+        write_atomic(path, result)
     return changes
 
 
@@ -303,7 +304,8 @@ def _read_existing(path: Path, pyproject: bool) -> str:
 def _parse_error_message(path: Path, exc: ParseError) -> str:
     reason = str(exc).rsplit(" at line ", 1)[0]
     return (
-        f"{path}:{exc.line}:{exc.col + 1}: not valid TOML ({reason}); fix line {exc.line} and re-run "
+        f"{path}:{exc.line}:{exc.col + 1}: not valid TOML ({reason}); fix line {exc.line} and "
+        "re-run "
         '(check ids must be quoted, e.g. "pgd_linf[eps=0.1]" = 0.72); the file was not changed.'
     )
 
@@ -389,23 +391,3 @@ def _verify(text: str, path: Path, base: tuple, changes: list[ThresholdChange]) 
                 f"updating {path}: {change.model} {change.check} did not read back as "
                 f"{change.new}; the file was not changed."
             )
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    if path.exists():
-        mode = path.stat().st_mode & 0o7777
-    else:  # a new file gets the permissions open() would give it
-        umask = os.umask(0)
-        os.umask(umask)
-        mode = 0o666 & ~umask
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8", newline="") as stream:
-            stream.write(text)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.chmod(temporary, mode)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise

@@ -127,7 +127,8 @@ def expected_files(dataset: str) -> list[str]:
 
 
 def check_files(dataset: str, root: DataRoot | str | os.PathLike) -> None:
-    """Raise :class:`DataError` unless all raw files of ``dataset`` exist under ``root`` and are whole.
+    """Raise :class:`DataError` unless all raw files of ``dataset`` exist under ``root`` and are
+    whole.
 
     Each file's IDX header is read and its size compared with what the header promises, so a
     truncated or corrupt file is reported by name instead of failing later inside numpy.
@@ -178,20 +179,22 @@ def _check_idx_file(path: Path, expected_items: int) -> None:
         header = handle.read(4)
         if len(header) < 4:
             raise DataError(
-                f"{path} is truncated ({size} bytes): not an IDX file. Delete it and download it again."
+                f"{path} is truncated ({size} bytes): not an IDX file. Delete it and "
+                "download it again."
             )
         magic = struct.unpack(">i", header)[0]
         if magic not in (IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC):
             raise DataError(
                 f"{path} is not an uncompressed IDX file (magic number {magic:#x}; expected "
-                f"{IDX_IMAGES_MAGIC:#x} or {IDX_LABELS_MAGIC:#x}). If it is still gzipped, gunzip it; "
-                f"otherwise delete it and download it again."
+                f"{IDX_IMAGES_MAGIC:#x} or {IDX_LABELS_MAGIC:#x}). If it is still gzipped, gunzip "
+                "it; otherwise delete it and download it again."
             )
         ndim = 3 if magic == IDX_IMAGES_MAGIC else 1
         dims_bytes = handle.read(4 * ndim)
     if len(dims_bytes) < 4 * ndim:
         raise DataError(
-            f"{path} is truncated inside its header ({size} bytes). Delete it and download it again."
+            f"{path} is truncated inside its header ({size} bytes). Delete it and "
+            "download it again."
         )
     dims = struct.unpack(f">{ndim}i", dims_bytes)
     payload = 1
@@ -204,8 +207,8 @@ def _check_idx_file(path: Path, expected_items: int) -> None:
         )
     if dims[0] != expected_items:
         raise DataError(
-            f"{path} holds {dims[0]} items where {expected_items} are expected: it is not the official file. "
-            f"Replace it with the official one."
+            f"{path} holds {dims[0]} items where {expected_items} are expected: it is not the "
+            "official file. Replace it with the official one."
         )
     if size != expected_size:
         state = "truncated" if size < expected_size else "longer than its header says"

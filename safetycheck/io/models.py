@@ -95,7 +95,8 @@ def models_from_object(obj: Any, default_name: str, source: str) -> list[ModelUn
         for key, value in obj.items():
             if not isinstance(key, str):
                 raise ModelLoadError(
-                    f"{source} gave a dict with the non-string key {key!r}; name models with strings."
+                    f"{source} gave a dict with the non-string key {key!r}; name "
+                    "models with strings."
                 )
             models.append(_single_model(value, name=key, source=f"{source}[{key!r}]"))
         return models
@@ -108,7 +109,8 @@ def _single_model(obj: Any, name: str, source: str) -> ModelUnderTest:
         for index, member in enumerate(obj):
             if not isinstance(member, nn.Module):
                 raise ModelLoadError(
-                    f"{source}: ensemble member {index} is a {type(member).__name__}, not a torch.nn.Module."
+                    f"{source}: ensemble member {index} is a {type(member).__name__}, not a "
+                    "torch.nn.Module."
                 )
         obj = Ensemble(list(obj))
     if not isinstance(obj, nn.Module):
@@ -118,18 +120,22 @@ def _single_model(obj: Any, name: str, source: str) -> ModelUnderTest:
             else ""
         )
         raise ModelLoadError(
-            f"{source} gave a {type(obj).__name__}, not a torch.nn.Module{hint}; give a module, a list of "
-            f"modules (an ensemble) or a dict name -> module."
+            f"{source} gave a {type(obj).__name__}, not a torch.nn.Module{hint}; give a module, a "
+            "list of modules (an ensemble) or a dict name -> module."
         )
     if not _NAME_PATTERN.fullmatch(name):
         raise ModelLoadError(
-            f"model name {name!r} from {source} cannot be used in test ids; use letters, digits, '_', '-' and '.'."
+            f"model name {name!r} from {source} cannot be used in test ids; use letters, digits, "
+            "'_', '-' and '.'."
         )
     return ModelUnderTest(name=name, module=obj, source=source)
 
 
 def _object_from_python_file(path: Path) -> Any:
-    module_name = f"safetycheck_model_{re.sub(r'[^0-9A-Za-z_]', '_', path.stem)}_{abs(hash(str(path.resolve())))}"
+    module_name = (
+        f"safetycheck_model_{re.sub(r'[^0-9A-Za-z_]', '_', path.stem)}_"
+        f"{abs(hash(str(path.resolve())))}"
+    )
     spec = importlib.util.spec_from_file_location(module_name, path)
     module = importlib.util.module_from_spec(spec)
     # The file's own folder goes on sys.path, so that it can import its neighbours the way it would
@@ -167,7 +173,8 @@ def _object_from_python_file(path: Path) -> Any:
             sys.path.remove(folder)
     raise ModelLoadError(
         f"{path} defines none of safety_model(), build_model() or a module-level `model`; "
-        f"add a function safety_model() that returns the model (a torch.nn.Module taking {CONTRACT})."
+        "add a function safety_model() that returns the model (a torch.nn.Module "
+        f"taking {CONTRACT})."
     )
 
 
@@ -189,14 +196,21 @@ def _describe_non_torchscript(path: Path) -> str:
         except OSError as exc:
             return f"it cannot be read ({exc})."
         if head == b"\x80\x02" or head[:1] == b"\x80":
-            return "it is a legacy pickle file; save the model with torch.jit.save, or provide a .py factory."
-        return "it is neither a .py file nor a file written by torch.jit.save; provide a .py file with safety_model()."
+            return (
+                "it is a legacy pickle file; save the model with torch.jit.save, or provide a .py "
+                "factory."
+            )
+        return (
+            "it is neither a .py file nor a file written by torch.jit.save; provide a .py file "
+            "with safety_model()."
+        )
     try:
         content = torch.load(path, map_location="cpu", weights_only=True)
     except Exception:
         return (
-            "it looks like a whole module pickled with torch.save, which cannot be loaded safely; save it with "
-            "torch.jit.save, or provide a .py file whose safety_model() builds the model and loads the weights."
+            "it looks like a whole module pickled with torch.save, which cannot be loaded safely; "
+            "save it with torch.jit.save, or provide a .py file whose safety_model() builds the "
+            "model and loads the weights."
         )
     if (
         isinstance(content, dict)
@@ -204,10 +218,14 @@ def _describe_non_torchscript(path: Path) -> str:
         and all(isinstance(v, torch.Tensor) for v in content.values())
     ):
         return (
-            f"it is a bare state_dict ({len(content)} tensors, no architecture); provide a .py file whose "
-            f"safety_model() builds the model and loads these weights with load_state_dict."
+            f"it is a bare state_dict ({len(content)} tensors, no architecture); provide a .py "
+            "file whose safety_model() builds the model and loads these weights with "
+            "load_state_dict."
         )
-    return f"it holds a {type(content).__name__}; provide a .py file with safety_model() or a TorchScript file."
+    return (
+        f"it holds a {type(content).__name__}; provide a .py file with safety_model() or a "
+        "TorchScript file."
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -225,11 +243,13 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise ConfigError(
-                f"--safety-device {name} asked for CUDA, but torch {torch.__version__} sees no GPU here; use cpu."
+                f"--safety-device {name} asked for CUDA, but torch {torch.__version__} sees no GPU "
+                "here; use cpu."
             )
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise ConfigError(
-                f"--safety-device {name}: only {torch.cuda.device_count()} CUDA device(s) are visible."
+                f"--safety-device {name}: only {torch.cuda.device_count()} CUDA "
+                "device(s) are visible."
             )
     elif device.type != "cpu":
         raise ConfigError(f"--safety-device {name!r} is not supported; use cpu, cuda or cuda:N.")
@@ -294,9 +314,10 @@ def check_contract(
         if not allow_randomized:
             difference = (first - second).abs().max().item()
             raise ModelContractError(
-                f"model {mut.name!r} is randomised: two identical calls in eval mode differ by up to {difference:.3g}. "
-                f"Plain attacks on a randomised model give misleading numbers; make it deterministic in eval mode "
-                f"(dropout, noise layers), or pass --safety-allow-randomized to evaluate it anyway (reports will say so)."
+                f"model {mut.name!r} is randomised: two identical calls in eval mode differ by up "
+                f"to {difference:.3g}. Plain attacks on a randomised model give misleading "
+                "numbers; make it deterministic in eval mode (dropout, noise layers), or pass "
+                "--safety-allow-randomized to evaluate it anyway (reports will say so)."
             )
         mut.randomized = True
 
@@ -325,11 +346,13 @@ def _call(model: nn.Module, batch: torch.Tensor, label: str) -> Any:
 def _check_output_value(output: Any, label: str, n: int) -> None:
     if isinstance(output, (tuple, list)):
         raise ModelContractError(
-            f"{label} returns a {type(output).__name__} of {len(output)} items; return the logits tensor (N, 10) alone."
+            f"{label} returns a {type(output).__name__} of {len(output)} items; return the logits "
+            "tensor (N, 10) alone."
         )
     if isinstance(output, dict):
         raise ModelContractError(
-            f"{label} returns a dict with keys {sorted(map(str, output))}; return the logits tensor (N, 10) alone."
+            f"{label} returns a dict with keys {sorted(map(str, output))}; return the logits "
+            "tensor (N, 10) alone."
         )
     if not isinstance(output, torch.Tensor):
         raise ModelContractError(
@@ -341,20 +364,22 @@ def _check_output_value(output: Any, label: str, n: int) -> None:
         )
     if tuple(output.shape) != (n, NUM_CLASSES):
         raise ModelContractError(
-            f"{label} returns shape {tuple(output.shape)} for a batch of {n}; expected ({n}, {NUM_CLASSES}) logits."
+            f"{label} returns shape {tuple(output.shape)} for a batch of {n}; expected "
+            f"({n}, {NUM_CLASSES}) logits."
         )
     finite = torch.isfinite(output)
     if not finite.all():
         bad_rows = int((~finite).any(dim=1).sum())
         raise ModelContractError(
-            f"{label} returns non-finite values (NaN or inf) in {bad_rows} of {n} rows of a probe batch of valid "
-            f"images; fix the model before testing its safety."
+            f"{label} returns non-finite values (NaN or inf) in {bad_rows} of {n} rows of a probe "
+            "batch of valid images; fix the model before testing its safety."
         )
     values = output.float()
     if (values >= 0).all() and torch.allclose(
         values.sum(dim=1), torch.ones(n, device=values.device), atol=1e-4
     ):
         raise ModelContractError(
-            f"{label} returns probabilities (non-negative rows summing to 1); return the logits from before the "
-            f"softmax. Attacks on softmax outputs have vanishing gradients and report false robustness."
+            f"{label} returns probabilities (non-negative rows summing to 1); return the logits "
+            "from before the softmax. Attacks on softmax outputs have vanishing gradients and "
+            "report false robustness."
         )

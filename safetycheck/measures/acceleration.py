@@ -1,4 +1,5 @@
-"""Optional speed-ups for the attack loops: reduced-precision autocast, channels_last, torch.compile.
+"""Optional speed-ups for the attack loops: reduced-precision autocast, channels_last,
+torch.compile.
 
 They pay on a GPU (tensor cores want bf16/fp16 and NHWC; compile fuses the small LeNet kernels)
 and mostly not on a CPU (docs/PERFORMANCE.md has both), so all are off by default. They apply to

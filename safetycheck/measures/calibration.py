@@ -32,6 +32,7 @@ from typing import Literal
 import torch
 
 from safetycheck.core.errors import ConfigError, DataError, ModelContractError
+from safetycheck.core.stats import BOOTSTRAP_RESAMPLES, CONFIDENCE
 
 DEFAULT_BINS = 15
 Binning = Literal["equal_width", "equal_mass"]
@@ -104,8 +105,8 @@ def validate_logits(logits, labels) -> tuple[torch.Tensor, torch.Tensor]:
         ((logits.double().sum(dim=1) - 1).abs() <= _PROBABILITY_SUM_TOLERANCE).all()
     ):
         raise ModelContractError(
-            "the scores look like probabilities, not logits (every row is non-negative and sums to 1); "
-            "return the logits (drop the final softmax) or pass log(probabilities)."
+            "the scores look like probabilities, not logits (every row is non-negative and sums to "
+            "1); return the logits (drop the final softmax) or pass log(probabilities)."
         )
     if (
         labels.ndim != 1
@@ -114,7 +115,8 @@ def validate_logits(logits, labels) -> tuple[torch.Tensor, torch.Tensor]:
         or labels.dtype == torch.bool
     ):
         raise DataError(
-            f"labels must be a 1-D integer array, not {labels.dtype} of shape {tuple(labels.shape)}."
+            f"labels must be a 1-D integer array, not {labels.dtype} of shape "
+            f"{tuple(labels.shape)}."
         )
     if len(labels) != count:
         raise ModelContractError(
@@ -124,8 +126,8 @@ def validate_logits(logits, labels) -> tuple[torch.Tensor, torch.Tensor]:
     low, high = int(labels.min()), int(labels.max())
     if low < 0 or high >= classes:
         raise DataError(
-            f"labels range over {low}..{high} but the logits have {classes} classes (0..{classes - 1}); "
-            "the labels do not belong to this model's classes."
+            f"labels range over {low}..{high} but the logits have {classes} classes "
+            f"(0..{classes - 1}); the labels do not belong to this model's classes."
         )
     return logits, labels.to(device=logits.device, dtype=torch.int64)
 
@@ -313,8 +315,8 @@ def bootstrap_interval(
     metric: str = "ece",
     *,
     n_bins: int = DEFAULT_BINS,
-    resamples: int = 1000,
-    confidence: float = 0.95,
+    resamples: int = BOOTSTRAP_RESAMPLES,
+    confidence: float = CONFIDENCE,
     seed: int = 0,
 ) -> Interval:
     """Percentile bootstrap interval of ``metric`` (a key of :data:`METRICS`) over the N samples.
@@ -336,7 +338,8 @@ def bootstrap_interval(
 def _validate_bootstrap(resamples: int, confidence: float, seed: int) -> None:
     if isinstance(resamples, bool) or not isinstance(resamples, int) or resamples < 10:
         raise ConfigError(
-            f"resamples must be an integer of at least 10 (200 to 1000 is usual), not {resamples!r}."
+            "resamples must be an integer of at least 10 (200 to 1000 is usual), not "
+            f"{resamples!r}."
         )
     if not isinstance(confidence, (int, float)) or not 0 < confidence < 1:
         raise ConfigError(
@@ -554,11 +557,11 @@ class CalibrationReport:
         m = self.metrics[metric]
         i = m.interval
         return (
-            f"{m.name} {m.value:.4g}, {i.confidence:.0%} bootstrap interval [{i.low:.4g}, {i.high:.4g}] "
-            f"({i.resamples} resamples, seed {i.seed}); after temperature scaling (T={self.temperature:.3g} "
-            f"fitted on a seeded half of {self.n} samples) {m.holdout_after:.4g} on the other half, "
-            f"{m.holdout_before:.4g} there before scaling"
-            + (f"; {self.n_bins} bins" if "bins" in m.name else "")
+            f"{m.name} {m.value:.4g}, {i.confidence:.0%} bootstrap interval "
+            f"[{i.low:.4g}, {i.high:.4g}] ({i.resamples} resamples, seed {i.seed}); after "
+            f"temperature scaling (T={self.temperature:.3g} fitted on a seeded half of {self.n} "
+            f"samples) {m.holdout_after:.4g} on the other half, {m.holdout_before:.4g} there "
+            "before scaling" + (f"; {self.n_bins} bins" if "bins" in m.name else "")
         )
 
 
@@ -567,8 +570,8 @@ def calibration_report(
     labels,
     *,
     n_bins: int = DEFAULT_BINS,
-    resamples: int = 1000,
-    confidence: float = 0.95,
+    resamples: int = BOOTSTRAP_RESAMPLES,
+    confidence: float = CONFIDENCE,
     seed: int = 0,
 ) -> CalibrationReport:
     """Every metric of :data:`METRICS` with its bootstrap interval (all on the same resamples),

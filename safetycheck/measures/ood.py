@@ -1,8 +1,9 @@
 """Out-of-distribution detection: how well a model's scores separate MNIST test (in-distribution,
 the positive class) from Fashion-MNIST, KMNIST, user-given image sets and noise.
 
-Every score follows one convention: higher = more in-distribution (see :mod:`safetycheck.measures.ood_scores`
-for each score's paper). Metrics (:mod:`safetycheck.measures.ood_metrics`) are computed on the raw scores.
+Every score follows one convention: higher = more in-distribution (see
+:mod:`safetycheck.measures.ood_scores` for each score's paper). Metrics
+(:mod:`safetycheck.measures.ood_metrics`) are computed on the raw scores.
 
 :class:`ModelOOD` holds one model's OOD work for a run: each image set passes through the model
 once (logits and penultimate features together), the feature-based detectors are fitted once on
@@ -26,10 +27,10 @@ import torch
 from torch import nn
 
 from safetycheck.core.errors import ConfigError, DataError
+from safetycheck.core.stats import BOOTSTRAP_RESAMPLES, CONFIDENCE
 from safetycheck.io.data import DataRoot, LabelledImages, load_split
 from safetycheck.io.models import Ensemble
 from safetycheck.measures.ood_metrics import (
-    DEFAULT_BOOTSTRAP,
     OODMetrics,
     ood_metrics,
     roc_curve_data,
@@ -52,7 +53,8 @@ IN_DISTRIBUTION = "mnist"
 @dataclass(frozen=True)
 class ScoreInfo:
     name: str
-    # "logits": from logits alone; "features": fitted on MNIST train features; "gradient": needs input gradients
+    # "logits": from logits alone; "features": fitted on MNIST train features; "gradient": needs
+    # input gradients
     kind: str
     title: str
     reference: str
@@ -110,14 +112,15 @@ class OODSettings:
     sets: tuple[str, ...] = DEFAULT_SETS
     scores: tuple[str, ...] = DEFAULT_SCORES
     user_sets: tuple[tuple[str, str], ...] = ()
-    # MNIST training images (a seeded subset) the detectors are fitted on; None: all 60000. The class
-    # means and the 84x84 covariance of LeNet's features move AUROC by about 0.001 between 20000 and 60000.
+    # MNIST training images (a seeded subset) the detectors are fitted on; None: all 60000. The
+    # class means and the 84x84 covariance of LeNet's features move AUROC by about 0.001 between
+    # 20000 and 60000.
     fit_samples: int | None = 20_000
     knn_k: int = 50
     knn_bank: int = 10_000  # training features kept for the KNN search (a seeded subset)
     noise_samples: int = 2_000
-    bootstrap: int = DEFAULT_BOOTSTRAP
-    confidence: float = 0.95
+    bootstrap: int = BOOTSTRAP_RESAMPLES
+    confidence: float = CONFIDENCE
     odin_temperature: float = 1000.0
     odin_epsilon: float = 0.0014
 
@@ -128,14 +131,16 @@ class OODSettings:
         for name in user_names:
             if name in BUILTIN_SETS or name == IN_DISTRIBUTION or not _SET_NAME.fullmatch(name):
                 raise ConfigError(
-                    f"OOD set name {name!r} is taken or unusable in test ids; use lower-case letters, digits and "
-                    f"'_', starting with a letter, and none of {', '.join([IN_DISTRIBUTION, *BUILTIN_SETS])}."
+                    f"OOD set name {name!r} is taken or unusable in test ids; use lower-case "
+                    "letters, digits and '_', starting with a letter, and none of "
+                    f"{', '.join([IN_DISTRIBUTION, *BUILTIN_SETS])}."
                 )
         for name in self.sets:
             if name not in BUILTIN_SETS and name not in user_names:
                 raise ConfigError(
-                    f"unknown OOD set {name!r}; choose one of {', '.join([*BUILTIN_SETS, *user_names])}, "
-                    f"or add a user set with that name (a folder of images or an .npy file)."
+                    f"unknown OOD set {name!r}; choose one of "
+                    f"{', '.join([*BUILTIN_SETS, *user_names])}, or add a user set with that name "
+                    "(a folder of images or an .npy file)."
                 )
         for name, value, low in (
             ("knn_k", self.knn_k, 1),
@@ -152,7 +157,8 @@ class OODSettings:
             self.knn_bank, 60_000 if self.fit_samples is None else self.fit_samples
         ):
             raise ConfigError(
-                f"OOD setting knn_k={self.knn_k} exceeds the KNN bank; lower knn_k or raise knn_bank."
+                f"OOD setting knn_k={self.knn_k} exceeds the KNN bank; lower knn_k or "
+                "raise knn_bank."
             )
 
     @property
@@ -230,7 +236,8 @@ def as_ood_images(array, source: str) -> torch.Tensor:
             else ""
         )
         raise DataError(
-            f"{source} holds pixel values in [{low:g}, {high:g}]; float images must lie in [0, 1]{hint}."
+            f"{source} holds pixel values in [{low:g}, {high:g}]; float images must lie "
+            f"in [0, 1]{hint}."
         )
     return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
 
@@ -262,7 +269,8 @@ def _read_image_folder(folder: Path) -> np.ndarray:
     )
     if not files:
         raise DataError(
-            f"OOD image folder {folder} holds no PNG or JPEG files; an OOD set needs at least one image."
+            f"OOD image folder {folder} holds no PNG or JPEG files; an OOD set needs at "
+            "least one image."
         )
     images = []
     for file in files:
@@ -277,13 +285,15 @@ def _read_image_folder(folder: Path) -> np.ndarray:
             ) from exc
         if size != (28, 28):
             raise DataError(
-                f"{file} is {size[0]}x{size[1]} pixels; OOD images must be 28x28 (resize them first)."
+                f"{file} is {size[0]}x{size[1]} pixels; OOD images must be 28x28 "
+                "(resize them first)."
             )
         if mode == "RGB" and (pixels == pixels[..., :1]).all():
             pixels = pixels[..., 0]  # greyscale saved as RGB: three equal channels
         elif mode not in ("L", "1"):
             raise DataError(
-                f"{file} is a {mode} image; OOD images must be 8-bit greyscale (mode L): convert it."
+                f"{file} is a {mode} image; OOD images must be 8-bit greyscale "
+                "(mode L): convert it."
             )
         images.append(pixels.astype(np.uint8))
     return np.stack(images)
@@ -365,9 +375,9 @@ class ModelOOD:
         root, download: where the datasets are (see :func:`safetycheck.io.data.load_split`).
         seed: seeds the noise sets, the fitting subsets and the bootstrap.
         batch_size: images per forward pass.
-        in_outputs: :func:`~safetycheck.measures.ood_scores.model_outputs` on the in-distribution set, if
-            already computed (logits and features from one pass); the feature scores then need
-            no pass of their own over it.
+        in_outputs: :func:`~safetycheck.measures.ood_scores.model_outputs` on the in-distribution
+            set, if already computed (logits and features from one pass); the feature scores then
+            need no pass of their own over it.
         in_logits: the model's logits on the whole MNIST test set, if already computed; the
             logit scores of a plain model then need no forward pass of their own.
         train: the in-distribution training set the detectors are fitted on (default: MNIST train).
@@ -475,7 +485,8 @@ class ModelOOD:
                 if logits.shape[0] != self.images(set_name).images.shape[0]:
                     raise ConfigError(
                         f"in_logits has {logits.shape[0]} rows but the in-distribution set holds "
-                        f"{self.images(set_name).images.shape[0]} images; pass the logits of that set."
+                        f"{self.images(set_name).images.shape[0]} images; pass the "
+                        "logits of that set."
                     )
             else:
                 logits = self.outputs(set_name)[0]
@@ -507,7 +518,10 @@ class ModelOOD:
         key = (set_name, score)
         if key not in self._results:
             info, inside_set = SCORES[score], self.images(IN_DISTRIBUTION).description
-            description = f"{info.title} ({info.reference}); {inside_set} vs {self.images(set_name).description}"
+            description = (
+                f"{info.title} ({info.reference}); {inside_set} vs "
+                f"{self.images(set_name).description}"
+            )
             inside, outside = self.scores(IN_DISTRIBUTION, score), self.scores(set_name, score)
             if inside.skipped or outside.skipped:
                 self._results[key] = OODResult(

@@ -26,9 +26,9 @@ import numpy as np
 import torch
 
 from safetycheck.core.errors import ConfigError, DataError
+from safetycheck.core.stats import BOOTSTRAP_RESAMPLES as DEFAULT_BOOTSTRAP
+from safetycheck.core.stats import CONFIDENCE as DEFAULT_CONFIDENCE
 
-DEFAULT_BOOTSTRAP = 1000
-DEFAULT_CONFIDENCE = 0.95
 _BOOTSTRAP_CHUNK = 50  # resamples drawn at once; bounds memory to about 50 x N floats
 
 
@@ -95,8 +95,9 @@ def as_score_array(scores, name: str) -> np.ndarray:
     finite = np.isfinite(array)
     if not finite.all():
         raise DataError(
-            f"{name} scores hold {int((~finite).sum())} non-finite values (NaN or inf) out of {array.size}; "
-            f"the model produced non-finite logits or features on these inputs: fix the model."
+            f"{name} scores hold {int((~finite).sum())} non-finite values (NaN or inf) out of "
+            f"{array.size}; the model produced non-finite logits or features on these inputs: "
+            "fix the model."
         )
     return array
 

@@ -3,8 +3,9 @@
 
 Sign convention, for every score here: **higher means more in-distribution**. A detector accepts
 an input when its score is above a threshold, and MNIST test is the positive class of every metric
-(:mod:`safetycheck.measures.ood_metrics`). Scores are returned raw, as float64 tensors of shape (N,); they
-are never squashed, since only their order matters and squashing destroys it by saturating.
+(:mod:`safetycheck.measures.ood_metrics`). Scores are returned raw, as float64 tensors of shape
+(N,); they are never squashed, since only their order matters and squashing destroys it by
+saturating.
 
 Penultimate features come from the model's ``features(x)`` method when it has one (a method, not
 a submodule: torchvision's ``vgg.features`` is a convolutional trunk), otherwise from a forward
@@ -65,11 +66,11 @@ def odin(
     after a small input step that raises it.
 
     ``x' = clip(x + epsilon * sign(grad_x log max softmax(f(x) / T)), 0, 1)``; the score is
-    ``max softmax(f(x') / T)``, computed in float64 because at T=1000 it differs from 1/C only in the
-    fourth decimal. The defaults are the paper's CIFAR values (T=1000, epsilon=0.0014, here in pixel
-    units of [0, 1] images); the paper tunes both on held-out OOD data, which a gate cannot do, so
-    this score is off by default. Needs input gradients: runs in eval mode with autograd on, on
-    the model's device. For an :class:`~safetycheck.io.models.Ensemble`, the mean of its members'
+    ``max softmax(f(x') / T)``, computed in float64 because at T=1000 it differs from 1/C only in
+    the fourth decimal. The defaults are the paper's CIFAR values (T=1000, epsilon=0.0014, here in
+    pixel units of [0, 1] images); the paper tunes both on held-out OOD data, which a gate cannot
+    do, so this score is off by default. Needs input gradients: runs in eval mode with autograd on,
+    on the model's device. For an :class:`~safetycheck.io.models.Ensemble`, the mean of its members'
     scores. ``images`` (N, 1, 28, 28) in [0, 1] -> (N,) float64, on the CPU.
     """
     _positive(temperature, "temperature")
@@ -89,6 +90,7 @@ def _odin_member(
     model: nn.Module, images: torch.Tensor, temperature: float, epsilon: float, batch_size: int
 ) -> torch.Tensor:
     device, scores = model_device(model), []
+    # Not io.predict: ODIN needs the gradient of each batch's output with respect to its input.
     with evaluation_mode(model), torch.enable_grad():
         for start in range(0, images.shape[0], batch_size):
             x = images[start : start + batch_size].to(device).detach().requires_grad_(True)
@@ -141,15 +143,17 @@ class MemberOutputs:
 
 def _features_method(model: nn.Module):
     method = getattr(model, "features", None)
-    # A bound method only: an ``nn.Module`` called ``features`` is a trunk, not the penultimate layer.
+    # A bound method only: an ``nn.Module`` called ``features`` is a trunk, not the penultimate
+    # layer.
     return method if inspect.ismethod(method) else None
 
 
 def member_outputs(model: nn.Module, images: torch.Tensor, batch_size: int = 500) -> MemberOutputs:
     """Logits and penultimate features of one (non-ensemble) model on ``images``.
 
-    Runs in eval mode (:func:`~safetycheck.io.models.evaluation_mode`) under ``torch.inference_mode``,
-    in batches of ``batch_size`` on the model's device. ``images`` (N, 1, 28, 28) in [0, 1].
+    Runs in eval mode (:func:`~safetycheck.io.models.evaluation_mode`) under
+    ``torch.inference_mode``, in batches of ``batch_size`` on the model's device. ``images`` (N, 1,
+    28, 28) in [0, 1].
     """
     device = model_device(model)
     method = _features_method(model)
@@ -171,6 +175,7 @@ def member_outputs(model: nn.Module, images: torch.Tensor, batch_size: int = 500
     logits, features, head_ok, layer = [], [], True, None
     use_method = method is not None  # until the first batch shows features() is the head's input
     try:
+        # Not io.predict: each batch also reads its head input (a hook) and its features(x).
         with evaluation_mode(model), torch.inference_mode():
             for start in range(0, images.shape[0], batch_size):
                 x = images[start : start + batch_size].to(device)
@@ -178,8 +183,8 @@ def member_outputs(model: nn.Module, images: torch.Tensor, batch_size: int = 500
                 out = model(x)
                 if not isinstance(out, torch.Tensor) or out.dim() != 2:
                     raise ModelContractError(
-                        f"the model returned {type(out).__name__} {tuple(getattr(out, 'shape', ()))}; "
-                        f"expected logits of shape (N, C)."
+                        f"the model returned {type(out).__name__} "
+                        f"{tuple(getattr(out, 'shape', ()))}; expected logits of shape (N, C)."
                     )
                 logits.append(out.float().cpu())
                 hooked, head_input, head_output = (
@@ -216,9 +221,9 @@ def member_outputs(model: nn.Module, images: torch.Tensor, batch_size: int = 500
     logits = torch.cat(logits) if logits else torch.empty(0, 0)
     if not features:
         reason = (
-            "the model has neither a features(x) method nor an nn.Linear layer whose input could serve as "
-            "penultimate features (TorchScript models hide their layers); add a features(x) method "
-            "returning (N, D) penultimate activations"
+            "the model has neither a features(x) method nor an nn.Linear layer whose input could "
+            "serve as penultimate features (TorchScript models hide their layers); add a "
+            "features(x) method returning (N, D) penultimate activations"
         )
         return MemberOutputs(logits, None, "", None, features_missing=reason, head_missing=reason)
     features = torch.cat(features)
@@ -232,7 +237,8 @@ def member_outputs(model: nn.Module, images: torch.Tensor, batch_size: int = 500
         head = (layer.weight.detach().double().cpu(), _bias(layer).cpu())
         return MemberOutputs(logits, features, source, head)
     why = (
-        f"the model's logits are not the output of its last nn.Linear ({layer_name}) applied to {source}"
+        f"the model's logits are not the output of its last nn.Linear ({layer_name}) "
+        f"applied to {source}"
         if layer is not None
         else "the model has no nn.Linear classification head"
     )
@@ -248,8 +254,8 @@ def _bias(layer: nn.Linear) -> torch.Tensor:
 def _checked_features(feats, n: int) -> torch.Tensor:
     if not isinstance(feats, torch.Tensor) or feats.dim() < 2 or feats.shape[0] != n:
         raise ModelContractError(
-            f"features(x) returned {type(feats).__name__} {tuple(getattr(feats, 'shape', ()))} for a batch of "
-            f"{n}; return a tensor (N, D) of penultimate activations."
+            f"features(x) returned {type(feats).__name__} {tuple(getattr(feats, 'shape', ()))} for "
+            f"a batch of {n}; return a tensor (N, D) of penultimate activations."
         )
     return feats
 
@@ -396,7 +402,8 @@ class KNN:
     def fit(cls, features: torch.Tensor, k: int = 50) -> KNN:
         if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= features.shape[0]:
             raise ConfigError(
-                f"KNN k={k!r} must be an integer in [1, {features.shape[0]}] (the size of the bank)."
+                f"KNN k={k!r} must be an integer in [1, {features.shape[0]}] "
+                "(the size of the bank)."
             )
         return cls(F.normalize(features.float(), dim=1), k)
 

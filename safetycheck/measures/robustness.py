@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from safetycheck.core.errors import ConfigError
+from safetycheck.io.predict import predict
 from safetycheck.measures.attacks.base import AttackResult
 
 AttackFactory = Callable[[float], Callable[[nn.Module, torch.Tensor, torch.Tensor], AttackResult]]
@@ -93,24 +94,17 @@ def robust_accuracy_sweep(
     return result
 
 
-@torch.no_grad()
 def _clean_correct(
     model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int
 ) -> torch.Tensor:
-    from safetycheck.io.models import evaluation_mode, model_device
-
-    device = model_device(model)
-    with evaluation_mode(model):
-        return (
-            torch.cat(
-                [
-                    (
-                        model(images[i : i + batch_size].to(device)).argmax(1)
-                        == labels[i : i + batch_size].to(device)
-                    ).cpu()
-                    for i in range(0, len(labels), batch_size)
-                ]
-            )
-            if len(labels)
-            else torch.zeros(0, dtype=torch.bool)
-        )
+    if not len(labels):
+        return torch.zeros(0, dtype=torch.bool)
+    # no_grad rather than inference mode: the attacks that follow differentiate through the model.
+    predictions = predict(
+        model,
+        images,
+        batch_size=batch_size,
+        transform=lambda logits: logits.argmax(1),
+        inference=False,
+    )
+    return predictions == labels.cpu()

@@ -22,18 +22,22 @@ from safetycheck.report.plots import family, num
 
 _CSS = """
 *{box-sizing:border-box}
-body{margin:0;background:#f3f5f8;color:#1f2933;font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,
+body{margin:0;background:#f3f5f8;color:#1f2933;\
+font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,
 "Helvetica Neue",Arial,sans-serif}
 main{max-width:1320px;margin:0 auto;padding:24px 28px 40px}
-h1{font-size:26px;margin:0 0 2px}h2{font-size:18px;margin:0 0 6px}h3{font-size:15px;margin:18px 0 4px}
-.subtitle,.intro,.note,.sub{color:#616e7c}.intro{margin:0 0 12px;max-width:900px}.note{font-size:12.5px}
+h1{font-size:26px;margin:0 0 2px}h2{font-size:18px;margin:0 0 6px}h3{font-size:15px;\
+margin:18px 0 4px}
+.subtitle,.intro,.note,.sub{color:#616e7c}.intro{margin:0 0 12px;max-width:900px}\
+.note{font-size:12.5px}
 .sub{font-size:11.5px;font-weight:400}
 code,.mono{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;font-size:12px}
 .card{background:#fff;border:1px solid #dde2e8;border-radius:8px;padding:18px 22px;margin:18px 0;
 box-shadow:0 1px 2px rgba(15,23,42,.04)}
 .banner{border-radius:8px;padding:14px 20px;margin:16px 0 10px;color:#fff;font-size:15px}
 .banner .big{font-size:20px;font-weight:700;margin-right:14px}
-.banner.failed{background:#b8430a}.banner.passed{background:#00795a}.banner.empty{background:#616e7c}
+.banner.failed{background:#b8430a}.banner.passed{background:#00795a}\
+.banner.empty{background:#616e7c}
 .banner ul{margin:8px 0 0;padding-left:20px;font-size:13px}.banner a{color:#fff}
 .notice{border-left:5px solid;border-radius:6px;padding:10px 16px;margin:8px 0;background:#fff}
 .notice.notice-subset{border-color:#E69F00;background:#fff6e0;font-size:15px}
@@ -42,38 +46,48 @@ box-shadow:0 1px 2px rgba(15,23,42,.04)}
 nav.toc{font-size:13px;margin:6px 0}nav.toc a{margin-right:16px;color:#0b5d99;text-decoration:none}
 .matrix-wrap{overflow-x:auto}
 table.matrix{border-collapse:separate;border-spacing:0;font-size:12.5px;min-width:55%}
-.matrix th,.matrix td{padding:4px 10px;border-bottom:1px solid #edf0f3;text-align:left;vertical-align:top}
+.matrix th,.matrix td{padding:4px 10px;border-bottom:1px solid #edf0f3;text-align:left;\
+vertical-align:top}
 .matrix thead th{position:sticky;top:0;background:#fff;border-bottom:2px solid #c3c9d0;z-index:1}
 .matrix th.model{min-width:190px}.matrix th.check-col{min-width:220px}
-.matrix tr.family th{background:#f5f7fa;font-size:13px;padding-top:9px;border-bottom:1px solid #dde2e8}
+.matrix tr.family th{background:#f5f7fa;font-size:13px;padding-top:9px;\
+border-bottom:1px solid #dde2e8}
 .matrix th.check{font-weight:500;white-space:nowrap}
 .cell{border-left:4px solid transparent;white-space:nowrap;font-variant-numeric:tabular-nums}
-.cell .sym{font-weight:700;margin-right:4px}.cell .n,.cell .base,.cell .why{color:#616e7c;font-size:11px;
+.cell .sym{font-weight:700;margin-right:4px}.cell .n,.cell .base,.cell .why{color:#616e7c;\
+font-size:11px;
 margin-left:6px}
 .cell.pass{background:#e7f5ef;border-left-color:#009E73}.cell.pass .sym{color:#00795a}
-.cell.fail{background:#fdeadf;border-left-color:#D55E00;font-weight:600}.cell.fail .sym{color:#b8430a}
+.cell.fail{background:#fdeadf;border-left-color:#D55E00;font-weight:600}\
+.cell.fail .sym{color:#b8430a}
 .cell.skip{background:#eef0f3;border-left-color:#9aa1a9;color:#52606d}
 .cell.absent{color:#9aa1a9;background:repeating-linear-gradient(135deg,#fff 0 6px,#f5f7fa 6px 12px)}
-.cell .regr{color:#b8430a;font-weight:700;margin-left:6px;font-size:11px}.cell.regressed{outline:2px dashed #D55E00;
+.cell .regr{color:#b8430a;font-weight:700;margin-left:6px;font-size:11px}\
+.cell.regressed{outline:2px dashed #D55E00;
 outline-offset:-3px}
 .cell .rnd{color:#a3487c;font-size:11px;margin-left:6px}
 .key-row{font-size:12px;color:#616e7c;margin:8px 0 0}.key-row span{margin-right:14px}
 .plots{display:flex;flex-wrap:wrap;gap:18px 22px;align-items:flex-start}
-figure{margin:0}figure.plot{max-width:540px}figure.plot.wide{max-width:680px}figure.plot figcaption{font-weight:600;font-size:13px;margin-bottom:4px}
+figure{margin:0}figure.plot{max-width:540px}figure.plot.wide{max-width:680px}\
+figure.plot figcaption{font-weight:600;font-size:13px;margin-bottom:4px}
 figure.plot.small{width:270px}figure.plot.small figcaption{white-space:nowrap;overflow:hidden;
 text-overflow:ellipsis}figure.plot.small .note{margin:2px 0 0}
 svg.chart{max-width:100%;height:auto;display:block}svg.chart text{fill:#52606d}
 svg.chart .axis-label{fill:#1f2933;font-size:11.5px}svg.key{vertical-align:middle;margin-right:5px}
-ul.legend{list-style:none;padding:0;margin:6px 0 0;font-size:12px;display:flex;flex-wrap:wrap;gap:2px 16px}
+ul.legend{list-style:none;padding:0;margin:6px 0 0;font-size:12px;display:flex;flex-wrap:wrap;\
+gap:2px 16px}
 .gallery{display:flex;flex-wrap:wrap;gap:12px}
 .thumb{width:96px;text-align:center;font-size:11.5px}
-.thumb img{image-rendering:pixelated;border:1px solid #c3c9d0;border-radius:3px;display:block;margin:0 auto 3px}
+.thumb img{image-rendering:pixelated;border:1px solid #c3c9d0;border-radius:3px;display:block;\
+margin:0 auto 3px}
 .thumb .acc{display:block;color:#616e7c;font-size:10.5px}
 table.meta{border-collapse:collapse;font-size:13px}
-.meta th,.meta td{padding:4px 14px 4px 0;text-align:left;vertical-align:top;border-bottom:1px solid #edf0f3}
+.meta th,.meta td{padding:4px 14px 4px 0;text-align:left;vertical-align:top;\
+border-bottom:1px solid #edf0f3}
 .meta th{color:#616e7c;font-weight:500;white-space:nowrap}
 footer{color:#9aa1a9;font-size:12px;text-align:center;margin-top:24px}
-@media print{body{background:#fff}.card{box-shadow:none;break-inside:avoid}.matrix thead th{position:static}}
+@media print{body{background:#fff}.card{box-shadow:none;break-inside:avoid}\
+.matrix thead th{position:static}}
 """
 
 _YES = "yes \u26a0"
@@ -171,8 +185,9 @@ def _cell(model: str, check: str, record: dict | None, decimals: int = 3) -> str
         reason = str(record.get("skipped"))
         short = reason if len(reason) <= 34 else reason[:33] + "\u2026"
         return (
-            f'<td class="cell skip" {attrs} title="{title}"><span class="sym">{_SYMBOL["skip"]}</span>'
-            f'SKIP<span class="why">{escape(short)}</span></td>'
+            f'<td class="cell skip" {attrs} title="{title}">'
+            f'<span class="sym">{_SYMBOL["skip"]}</span>SKIP'
+            f'<span class="why">{escape(short)}</span></td>'
         )
     value, threshold = num(record.get("value")), num(record.get("threshold"))
     a, b = _pair(value, threshold, decimals)
@@ -245,7 +260,8 @@ def _matrix(records: list[dict], models: list[str]) -> str:
                 + "</tr>"
             )
     key = (
-        '<p class="key-row"><span>\u2713 pass</span><span>\u2717 fail</span><span>\u2013 skipped</span>'
+        '<p class="key-row"><span>\u2713 pass</span><span>\u2717 fail</span>'
+        "<span>\u2013 skipped</span>"
         "<span>\u00b7 not run</span><span>\u25bc regressed against the baseline</span>"
         "<span>hover a cell for details, threshold source and interval</span></p>"
     )
@@ -270,13 +286,14 @@ def _verdict(records: list[dict], metadata: dict, models: list[str]) -> str:
         for r in [r for r in records if status(r) == "fail"][:12]:
             a, b = _pair(num(r.get("value")), num(r.get("threshold")), _decimals([r]))
             items.append(
-                f"<li><strong>{escape(str(r.get('model')))}</strong> {escape(str(r.get('check')))}: "
-                f"{escape(a)} {_relation(r, False)} {escape(b)}</li>"
+                f"<li><strong>{escape(str(r.get('model')))}</strong> "
+                f"{escape(str(r.get('check')))}: {escape(a)} {_relation(r, False)} {escape(b)}</li>"
             )
         if failed > 12:
             items.append(f"<li>and {failed - 12} more in the matrix below</li>")
         out = (
-            f'<div class="banner failed" role="alert"><span class="big">\u2717 FAILED</span>{counts}'
+            '<div class="banner failed" role="alert">'
+            f'<span class="big">\u2717 FAILED</span>{counts}'
             f"<ul>{''.join(items)}</ul></div>"
         )
     elif passed:
@@ -288,10 +305,10 @@ def _verdict(records: list[dict], metadata: dict, models: list[str]) -> str:
         seed = metadata.get("seed")
         out += (
             '<div class="notice notice-subset"><strong>\u26a0 Subset run.</strong> Every check was '
-            f"evaluated on a stratified, seeded subset of <strong>{escape(str(samples))}</strong> MNIST "
-            f"test images{f' (seed {escape(str(seed))})' if seed is not None else ''}, not on the whole "
-            "test set. The values are estimates with wider uncertainty than a full run's; do not read "
-            "them as the model's full-test-set figures.</div>"
+            f"evaluated on a stratified, seeded subset of <strong>{escape(str(samples))}</strong> "
+            f"MNIST test images{f' (seed {escape(str(seed))})' if seed is not None else ''}, not "
+            "on the whole test set. The values are estimates with wider uncertainty than a full "
+            "run's; do not read them as the model's full-test-set figures.</div>"
         )
     randomized = [
         str(m.get("name"))
@@ -304,9 +321,10 @@ def _verdict(records: list[dict], metadata: dict, models: list[str]) -> str:
     if randomized:
         out += (
             '<div class="notice notice-randomized"><strong>\u26a0 Randomised model'
-            f"{'s' if len(randomized) > 1 else ''}: {escape(', '.join(randomized))}.</strong> Outputs differ "
-            "between identical calls in eval mode; attack results may overstate robustness (randomness "
-            "can mask gradients). Evaluated only because randomised models were explicitly allowed.</div>"
+            f"{'s' if len(randomized) > 1 else ''}: {escape(', '.join(randomized))}.</strong> "
+            "Outputs differ between identical calls in eval mode; attack results may overstate "
+            "robustness (randomness can mask gradients). Evaluated only because randomised models "
+            "were explicitly allowed.</div>"
         )
     base = metadata.get("baseline")
     if isinstance(base, dict):
@@ -370,7 +388,8 @@ def _metadata(metadata: dict, records: list[dict]) -> str:
     sizes = sorted({int(n) for r in records if (n := num(r.get("n"))) is not None})
     if sizes:
         rows.append(
-            f"<tr><th>sample counts (n)</th><td>{escape(', '.join(f'{n:,}' for n in sizes))}</td></tr>"
+            "<tr><th>sample counts (n)</th>"
+            f"<td>{escape(', '.join(f'{n:,}' for n in sizes))}</td></tr>"
         )
     known = {k for k, _ in _META_LABELS} | {"models", "data_checksums", "baseline"}
     for key in metadata:
@@ -389,8 +408,9 @@ def _metadata(metadata: dict, records: list[dict]) -> str:
             '<h3>Models</h3><table class="meta"><tr><th>name</th><th>source</th><th>randomised</th>'
             "<th>note</th></tr>"
             + "".join(
-                f"<tr><td>{escape(str(m.get('name', '?')))}</td><td><code>{escape(str(m.get('source', '')))}"
-                f"</code></td><td>{_YES if m.get('randomized') else 'no'}</td>"
+                f"<tr><td>{escape(str(m.get('name', '?')))}</td>"
+                f"<td><code>{escape(str(m.get('source', '')))}</code></td>"
+                f"<td>{_YES if m.get('randomized') else 'no'}</td>"
                 f"<td>{escape(str(m.get('warning', '')))}</td></tr>"
                 for m in models
             )
@@ -477,8 +497,9 @@ def render_html(document: dict, gallery: dict[str, bytes] | None = None) -> str:
             _matrix(records, models),
             *[s for s in sections if s],
             _metadata(metadata, records),
-            f"<footer>safetycheck results format {escape(str(document.get('format_version', '?')))} \u00b7 "
-            "self-contained report: no scripts, no network</footer></main></body></html>\n",
+            "<footer>safetycheck results format "
+            f"{escape(str(document.get('format_version', '?')))} \u00b7 self-contained report: no "
+            "scripts, no network</footer></main></body></html>\n",
         ]
     )
 

@@ -1,4 +1,5 @@
-"""The plot sections of the HTML report, built from result records (see :mod:`safetycheck.report.html`).
+"""The plot sections of the HTML report, built from result records (see
+:mod:`safetycheck.report.html`).
 
 Every artifact is optional: a section draws what the records carry and says what is missing,
 and a malformed artifact (wrong type, unequal lengths, non-numbers) is skipped, never fatal.

@@ -46,7 +46,10 @@ def marker(
         el = '<polygon points="' + " ".join(f"{_f(a)},{_f(b)}" for a, b in pts) + '"'
     elif shape == "diamond":
         q = r * 1.3
-        el = f'<polygon points="{_f(x)},{_f(y - q)} {_f(x + q)},{_f(y)} {_f(x)},{_f(y + q)} {_f(x - q)},{_f(y)}"'
+        el = (
+            f'<polygon points="{_f(x)},{_f(y - q)} {_f(x + q)},{_f(y)} '
+            f'{_f(x)},{_f(y + q)} {_f(x - q)},{_f(y)}"'
+        )
     elif shape == "cross":
         el = (
             f'<path d="M{_f(x - r)},{_f(y - r)}L{_f(x + r)},{_f(y + r)}M{_f(x - r)},{_f(y + r)}'
@@ -95,7 +98,8 @@ def tick_label(value: float) -> str:
 
 
 class Frame:
-    """Maps data coordinates to pixels inside a plot area with margins (left, right, top, bottom)."""
+    """Maps data coordinates to pixels inside a plot area with margins (left, right, top,
+    bottom)."""
 
     def __init__(self, width: int, height: int, x_domain, y_domain, margin=(46, 14, 12, 40)):
         self.width, self.height = width, height
@@ -122,7 +126,8 @@ class Frame:
             py = self.y(t)
             out.append(
                 f'<line x1="{_f(xa)}" y1="{_f(py)}" x2="{_f(xb)}" y2="{_f(py)}" stroke="{GRID}"/>'
-                f'<text x="{_f(xa - 5)}" y="{_f(py + 3.5)}" text-anchor="end">{tick_label(t)}</text>'
+                f'<text x="{_f(xa - 5)}" y="{_f(py + 3.5)}" '
+                f'text-anchor="end">{tick_label(t)}</text>'
             )
         for t in x_ticks:
             px = self.x(t)
@@ -292,12 +297,14 @@ def reliability_chart(bins: list[dict], *, label: str, colour_: str, width: int 
         x0, x1 = fr.x(_clamp(b["lower"], 0, 1)), fr.x(_clamp(b["upper"], 0, 1))
         acc, conf = _clamp(b["accuracy"], 0, 1), b["confidence"]
         tip = (
-            f"confidence [{b['lower']:.3f}, {b['upper']:.3f}): {b['count']} samples, accuracy {acc:.4f}"
+            f"confidence [{b['lower']:.3f}, {b['upper']:.3f}): {b['count']} samples, "
+            f"accuracy {acc:.4f}"
             + (f", mean confidence {conf:.4f}" if conf is not None else "")
         )
         out.append(
             f'<g><title>{escape(tip)}</title><rect x="{_f(x0 + 0.5)}" y="{_f(fr.y(acc))}" '
-            f'width="{_f(max(x1 - x0 - 1, 0.5))}" height="{_f(fr.y(0) - fr.y(acc))}" fill="{colour_}"/>'
+            f'width="{_f(max(x1 - x0 - 1, 0.5))}" height="{_f(fr.y(0) - fr.y(acc))}" '
+            f'fill="{colour_}"/>'
         )
         if conf is not None:
             # Over-confident: the gap is empty space above the bar, tinted; under-confident: it is
@@ -306,7 +313,8 @@ def reliability_chart(bins: list[dict], *, label: str, colour_: str, width: int 
             fill = '#D55E00" fill-opacity="0.3' if conf > acc else '#fff" fill-opacity="0.55'
             out.append(
                 f'<rect x="{_f(x0 + 0.5)}" y="{_f(top)}" width="{_f(max(x1 - x0 - 1, 0.5))}" '
-                f'height="{_f(max(bottom - top, 0.6))}" fill="{fill}" stroke="#D55E00" stroke-width="0.9"/>'
+                f'height="{_f(max(bottom - top, 0.6))}" fill="{fill}" stroke="#D55E00" '
+                'stroke-width="0.9"/>'
             )
         out.append("</g>")
     out.append(
@@ -335,7 +343,8 @@ def reliability_chart(bins: list[dict], *, label: str, colour_: str, width: int 
     )
     for t in nice_ticks(0, 1):
         out.append(
-            f'<text x="{_f(fr.x(t))}" y="{s_bottom + 14}" text-anchor="middle">{tick_label(t)}</text>'
+            f'<text x="{_f(fr.x(t))}" y="{s_bottom + 14}" '
+            f'text-anchor="middle">{tick_label(t)}</text>'
         )
     out.append(
         f'<text x="{_f((fr.x(0) + fr.x(1)) / 2)}" y="{height - 6}" text-anchor="middle" '

@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import platform
 import sys
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+
+from safetycheck.core.files import write_atomic
 
 FORMAT_VERSION = 1
 
@@ -54,12 +55,14 @@ class CheckResult:
         return record
 
     def message(self) -> str:
-        """One line for a failure: measured vs required, parameters, sample count, threshold source."""
+        """One line for a failure: measured vs required, parameters, sample count, threshold
+        source."""
         relation = "<" if self.bound == "min" else ">"
         verb = "at least" if self.bound == "min" else "at most"
         return (
-            f"{self.model} {self.check}: measured {self.metric} {self.value:.4f} {relation} required "
-            f"{verb} {self.threshold:.4f} ({self.details}; n={self.n}; threshold from {self.threshold_source})"
+            f"{self.model} {self.check}: measured {self.metric} {self.value:.4f} {relation} "
+            f"required {verb} {self.threshold:.4f} ({self.details}; n={self.n}; threshold from "
+            f"{self.threshold_source})"
         )
 
 
@@ -98,7 +101,8 @@ def run_metadata(settings, models: list) -> dict:
         "attack_acceleration": settings.acceleration.describe(),
         "seed": settings.seed,
         "attack_samples": settings.attack_samples,
-        # None: whole test sets; N: every family saw a stratified, seeded subset of N MNIST test images.
+        # None: whole test sets; N: every family saw a stratified, seeded subset of N MNIST test
+        # images.
         "samples": settings.samples,
         "epsilons": list(settings.epsilons),
         "data_root": str(settings.data_root.path),
@@ -153,9 +157,7 @@ def write_document(path: str | Path, document: dict) -> None:
     """Write a results document atomically (a reader never sees half a file)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(json.dumps(document, indent=2, allow_nan=False) + "\n", encoding="utf-8")
-    os.replace(temporary, path)
+    write_atomic(path, json.dumps(document, indent=2, allow_nan=False) + "\n")
 
 
 def write_json(path: str | Path, records: list[dict], metadata: dict) -> None:

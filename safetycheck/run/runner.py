@@ -1,5 +1,5 @@
-"""Measuring one planned check into a :class:`~safetycheck.run.results.CheckResult`: the one path from
-a model's evaluation to a record, shared by the pytest items and ``safetycheck study``."""
+"""Measuring one planned check into a :class:`~safetycheck.run.results.CheckResult`: the one path
+from a model's evaluation to a record, shared by the pytest items and ``safetycheck study``."""
 
 from __future__ import annotations
 
@@ -16,9 +16,9 @@ def run_check(
     evaluation: ModelEvaluation, planned: PlannedCheck, file_config: SafetyConfig, baseline=None
 ) -> CheckResult:
     """Measure ``planned`` on the evaluation's model and judge it against its threshold (the most
-    specific one in ``file_config``) and, when a :class:`~safetycheck.gate.baseline.Baseline` is given,
-    against the baseline's value. A check that cannot be measured gives a record with ``skipped``
-    set (and a NaN value); every other error propagates."""
+    specific one in ``file_config``) and, when a :class:`~safetycheck.gate.baseline.Baseline` is
+    given, against the baseline's value. A check that cannot be measured gives a record with
+    ``skipped`` set (and a NaN value); every other error propagates."""
     family, model = planned.family, evaluation.mut.name
     threshold = file_config.threshold(model, family.name, planned.id)
     common = dict(
@@ -53,7 +53,8 @@ def run_check(
 
 
 def baseline_comparison(record: dict, baseline) -> dict:
-    """The record's comparison with ``baseline`` as JSON-ready data (``regressed``, ``message``...)."""
+    """The record's comparison with ``baseline`` as JSON-ready data (``regressed``,
+    ``message``...)."""
     from safetycheck.gate.baseline import compare as compare_to_baseline
 
     base = baseline.lookup(record["model"], record["check"])

@@ -306,7 +306,8 @@ def _judge(comparisons: list[Comparison]) -> tuple[str, str]:
     parts = [f"{count['as claimed']} of {len(informative)} comparisons as claimed"]
     if count["no difference"]:
         parts.append(
-            f"{count['no difference']} no difference (overlapping 95% intervals: within the sampling noise)"
+            f"{count['no difference']} no difference (overlapping 95% intervals: within the "
+            "sampling noise)"
         )
     if count["opposite"]:
         parts.append(f"{count['opposite']} the opposite")
@@ -351,18 +352,25 @@ _NOISE = (
     "holds if every comparison is as claimed, does not hold if none is, partly otherwise."
 )
 TEXTS = {
-    "a": "Adversarial training gives the best adversarial accuracy, under every attack and eps, including "
+    "a": "Adversarial training gives the best adversarial accuracy, under every attack and "
+         "eps, including "
     "attacks it was not trained with (APGD, AutoAttack).",
-    "b": "CutOut and MixUp models are less adversarially robust than the baseline, CutOut even less than "
+    "b": "CutOut and MixUp models are less adversarially robust than the baseline, CutOut "
+         "even less than "
     "MixUp (cutout < mixup < lenet).",
-    "c": "Ensembles beat the baseline on adversarial accuracy, MNIST-C mean, OOD AUROC (Fashion-MNIST and "
-    "KMNIST, MSP) and calibration (lower ECE), more so with more members (ensemble5 over ensemble3).",
-    "d": "The larger model (lenet_wide) is more adversarially robust than lenet, but worse on MNIST-C mean "
+    "c": "Ensembles beat the baseline on adversarial accuracy, MNIST-C mean, OOD AUROC "
+         "(Fashion-MNIST and "
+    "KMNIST, MSP) and calibration (lower ECE), more so with more members (ensemble5 "
+    "over ensemble3).",
+    "d": "The larger model (lenet_wide) is more adversarially robust than lenet, but worse "
+         "on MNIST-C mean "
     "and on Fashion-MNIST AUROC (MSP).",
     "e": "Adversarial training lowers mean MNIST-C accuracy, more so with a larger training eps "
     "(FGSM and PGD training at 0.3 below 0.1 below the baseline).",
-    "f": "MixUp lowers OOD AUROC and CutOut raises it (against lenet, MSP on Fashion-MNIST and KMNIST).",
-    "g": "MixUp-then-adversarial training (mixup_then_pgd_at) is the worst calibrated model (highest ECE), "
+    "f": "MixUp lowers OOD AUROC and CutOut raises it (against lenet, MSP on "
+         "Fashion-MNIST and KMNIST).",
+    "g": "MixUp-then-adversarial training (mixup_then_pgd_at) is the worst calibrated model "
+         "(highest ECE), "
     "the ensembles the best (lowest ECE).",
 }
 _OOD = ("auroc:fmnist-msp", "auroc:kmnist-msp")

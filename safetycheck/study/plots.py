@@ -1,8 +1,9 @@
-"""The study's trade-off plots: scatter plots (one point per model, coloured and shaped by its group,
-labelled with its name, 95% intervals as whiskers) and robust accuracy vs eps per attack family.
+"""The study's trade-off plots: scatter plots (one point per model, coloured and shaped by its
+group, labelled with its name, 95% intervals as whiskers) and robust accuracy vs eps per attack
+family.
 
-Built on :mod:`safetycheck.report.svg` (frame, ticks, markers, line chart, legend keys). Each plot is
-an inline ``<svg>`` element for the HTML page; :func:`standalone` turns one into an SVG file that
+Built on :mod:`safetycheck.report.svg` (frame, ticks, markers, line chart, legend keys). Each plot
+is an inline ``<svg>`` element for the HTML page; :func:`standalone` turns one into an SVG file that
 renders as an image on its own (``xmlns``, a font, a white background).
 """
 
@@ -16,7 +17,8 @@ from safetycheck.study.claims import KNOWN_GROUPS, Measure, StudyData, attack_ke
 
 XMLNS = "http://www.w3.org/2000/svg"
 FONT = "system-ui, -apple-system, Segoe UI, Roboto, Helvetica, Arial, sans-serif"
-# Fixed colours for the zoo's groups (Okabe-Ito indices), so that a group looks the same in every study.
+# Fixed colours for the zoo's groups (Okabe-Ito indices), so that a group looks the same in every
+# study.
 _GROUP_COLOUR = {
     "baseline": 0,
     "ensemble member": 5,
@@ -189,8 +191,8 @@ def scatter(
     for (model, px, py), (lx, ly, anchor, leader) in zip(pixels, _place_labels(pixels, bounds)):
         if leader:
             out.append(
-                f'<line x1="{svg._f(px)}" y1="{svg._f(py)}" x2="{svg._f(lx)}" y2="{svg._f(ly - 4)}" '
-                f'stroke="{svg.MUTED}" stroke-width="0.7"/>'
+                f'<line x1="{svg._f(px)}" y1="{svg._f(py)}" x2="{svg._f(lx)}" '
+                f'y2="{svg._f(ly - 4)}" stroke="{svg.MUTED}" stroke-width="0.7"/>'
             )
         out.append(
             f'<text x="{svg._f(lx)}" y="{svg._f(ly)}" text-anchor="{anchor}" fill="{svg.INK}">'

@@ -2,8 +2,12 @@
 and calibration across models, and the article's claims judged against the measured numbers.
 
     from safetycheck.study.report import write_study
-    paths = write_study(Path("study"), json.load(open("results.json")), groups={"lenet": "baseline"},
-                        manifest=json.load(open("example_models/weights/manifest.json")))
+    paths = write_study(
+        Path("study"),
+        json.load(open("results.json")),
+        groups={"lenet": "baseline"},
+        manifest=json.load(open("example_models/weights/manifest.json")),
+    )
 
 writes ``study.md`` (settings, trade-off matrix, claims, links to the plots, the training table when
 ``manifest`` is given), ``plots/*.svg`` (standalone SVG files) and ``tradeoffs.html`` (one
@@ -50,7 +54,8 @@ _SETTINGS = (
 _FLAGS = ("trust_ok", "invariants_ok")
 _CSS = """
 table.study{border-collapse:collapse;font-size:12.5px;font-variant-numeric:tabular-nums}
-table.study th,table.study td{padding:4px 9px;border-bottom:1px solid #edf0f3;text-align:right;white-space:nowrap}
+table.study th,table.study td{padding:4px 9px;border-bottom:1px solid #edf0f3;text-align:right;\
+white-space:nowrap}
 table.study .l{text-align:left}table.claims td{white-space:normal;min-width:60px;max-width:520px}
 table.study thead th{border-bottom:2px solid #c3c9d0}
 .verdict{font-weight:700;border-radius:4px;padding:1px 7px;white-space:nowrap}
@@ -62,7 +67,8 @@ ul.details{font-size:12.5px;margin:4px 0 12px}figure.plot.study-plot{max-width:7
 
 def matrix_columns(data: StudyData) -> list[str]:
     """The matrix's key metrics that some model has: clean, PGD-Linf at each eps, FGSM at 0.1,
-    APGD and AutoAttack at each eps, MNIST-C mean, AUROC fmnist-msp and kmnist-msp, ECE, Brier, trust."""
+    APGD and AutoAttack at each eps, MNIST-C mean, AUROC fmnist-msp and kmnist-msp, ECE, Brier,
+    trust."""
     wanted = [
         "clean",
         *data.attack_keys("pgd_linf"),
@@ -166,7 +172,8 @@ def render_markdown(
     manifest: dict | None = None,
 ) -> str:
     out = [
-        f"# Safety study: trade-offs across {len(data.models)} model{'s' * (len(data.models) != 1)}",
+        f"# Safety study: trade-offs across {len(data.models)} "
+        f"model{'s' * (len(data.models) != 1)}",
         "",
     ]
     out += [
@@ -191,9 +198,9 @@ def render_markdown(
         out += [
             _md_table(["model", "group", *map(md, columns)], rows),
             "",
-            "Bold: the best value in its column (highest; lowest for ECE and Brier); \u2013: not measured. "
-            "`<attack>@<eps>`: robust accuracy; `auroc:<set>-<score>`: OOD detection AUROC against MNIST; "
-            "trust_ok: every gradient-masking diagnostic passed.",
+            "Bold: the best value in its column (highest; lowest for ECE and Brier); \u2013: not "
+            "measured. `<attack>@<eps>`: robust accuracy; `auroc:<set>-<score>`: OOD detection "
+            "AUROC against MNIST; trust_ok: every gradient-masking diagnostic passed.",
             "",
         ]
     else:
@@ -290,7 +297,8 @@ def render_page(
         for c in claims
     )
     figures = "".join(
-        f'<figure class="plot study-plot"><figcaption>{escape(caption)}</figcaption>{element}</figure>'
+        '<figure class="plot study-plot">'
+        f"<figcaption>{escape(caption)}</figcaption>{element}</figure>"
         for _, caption, element in plots
     )
     figures += "".join(f'<p class="note">Not drawn: {escape(why)}</p>' for why in missing_plots)
@@ -309,18 +317,22 @@ def render_page(
             '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">',
             '<meta name="viewport" content="width=device-width, initial-scale=1">',
             f"<title>Safety study: trade-offs</title><style>{css}</style></head><body><main>",
-            f'<header><h1>Safety study: trade-offs</h1><p class="subtitle">{len(data.models)} models: '
-            f"{escape(', '.join(data.models))}</p></header>",
-            f'<section class="card" id="settings"><h2>Run settings</h2><table class="meta">{settings}</table></section>',
-            f'<section class="card" id="matrix"><h2>Trade-off matrix</h2>{matrix}<p class="note">Bold: the best value '
-            "in its column (highest; lowest for ECE and Brier); \u2013: not measured.</p></section>",
+            f'<header><h1>Safety study: trade-offs</h1><p class="subtitle">{len(data.models)} '
+            f"models: {escape(', '.join(data.models))}</p></header>",
+            '<section class="card" id="settings"><h2>Run settings</h2>'
+            f'<table class="meta">{settings}</table></section>',
+            f'<section class="card" id="matrix"><h2>Trade-off matrix</h2>{matrix}'
+            '<p class="note">Bold: the best value in its column (highest; lowest for ECE and '
+            'Brier); \u2013: not measured.</p></section>',
             '<section class="card" id="claims"><h2>Claims</h2>'
             + _html_table(["", "claim", "verdict", "result"], claim_rows, left=4, cls="claims")
             + details
             + "</section>",
-            f'<section class="card" id="plots"><h2>Plots</h2><div class="plots">{figures}</div></section>',
+            '<section class="card" id="plots"><h2>Plots</h2>'
+            f'<div class="plots">{figures}</div></section>',
             training_html,
-            "<footer>safetycheck study \u00b7 self-contained page: no scripts, no network</footer></main></body></html>\n",
+            "<footer>safetycheck study \u00b7 self-contained page: no scripts, no network</footer>"
+            "</main></body></html>\n",
         ]
     )
 

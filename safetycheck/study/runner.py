@@ -1,7 +1,8 @@
 """``safetycheck study``: the whole suite over a family of models, and the tradeoff study report.
 
-Each model is evaluated through the same path as the pytest plugin (:func:`safetycheck.run.runner.run_check`
-on a :class:`~safetycheck.checks.evaluation.ModelEvaluation`), so the study's numbers are the gate's
+Each model is evaluated through the same path as the pytest plugin
+(:func:`safetycheck.run.runner.run_check` on a
+:class:`~safetycheck.checks.evaluation.ModelEvaluation`), so the study's numbers are the gate's
 numbers. Its records are saved per model (``<out>/models/<name>.json``) as soon as the model is
 done, with a fingerprint of the settings and of the model's weights; a rerun after an interruption
 reuses every saved model whose fingerprint still matches and evaluates only the rest. At the end it
@@ -24,6 +25,7 @@ import torch
 from safetycheck import __version__
 from safetycheck.checks import plan_checks
 from safetycheck.checks.evaluation import ModelEvaluation, RunSettings
+from safetycheck.core.files import write_atomic
 from safetycheck.gate.thresholds import SafetyConfig
 from safetycheck.io.models import ModelUnderTest, check_contract
 from safetycheck.run.results import add_gallery, results_document, run_metadata, write_document
@@ -131,8 +133,8 @@ def _model_records(
     seconds = time.perf_counter() - started
     failed = sum(not r["passed"] for r in records if not r.get("skipped"))
     say(f"{len(records)} checks in {seconds:.0f} s ({failed} below threshold)")
-    temporary = saved.with_name(f".{saved.name}.tmp")
-    temporary.write_text(
+    write_atomic(
+        saved,
         json.dumps(
             {
                 "settings_fingerprint": fingerprint,
@@ -141,9 +143,8 @@ def _model_records(
                 "records": records,
             },
             allow_nan=False,
-        )
+        ),
     )
-    temporary.replace(saved)
     return records
 
 

@@ -99,7 +99,8 @@ def test_baseline_regression_fails_with_both_values(pytester, tiny):
     [
         ("{not json", "not valid JSON"),
         (
-            '{"format": "safetycheck-results", "format_version": 99, "metadata": {}, "results": []}',
+            '{"format": "safetycheck-results", "format_version": 99, "metadata": {}, '
+            '"results": []}',
             "format_version",
         ),
         ('{"format": "something-else"}', "safetycheck-results"),
@@ -129,7 +130,8 @@ def test_gate_inputs_fail_before_any_work(pytester, tiny):
         "--safety-thresholds=g.toml",
         "--safety-threshold-margin=-1",
     )
-    # Without a file to write, the update has nowhere to go (pytester's folder has no pyproject.toml).
+    # Without a file to write, the update has nowhere to go (pytester's folder has no
+    # pyproject.toml).
     assert "needs a file to write" in usage_error(pytester, tiny, "--safety-update-thresholds")
     assert not (pytester.path / "g.toml").exists()
 
@@ -193,7 +195,8 @@ def test_junit_carries_measured_values_under_the_default_family(pytester, tiny):
     }
     assert suite_properties["safety[tiny]::pgd_linf[eps=0.1]"].startswith("PASS: robust accuracy ")
     assert "need >= 0.0000; n=20; eps=0.1" in suite_properties["safety[tiny]::pgd_linf[eps=0.1]"]
-    # pytest's JUnit writer names the case "clean_accuracy" (9.2) or by the whole node id (up to 9.1).
+    # pytest's JUnit writer names the case "clean_accuracy" (9.2) or by the whole node id (up to
+    # 9.1).
     case = next(
         c
         for c in root.iter("testcase")

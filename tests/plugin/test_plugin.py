@@ -120,8 +120,13 @@ def test_safety_model_fixture_dict_gives_named_models_and_restores_them(pytester
             return MODELS
 
         def pytest_unconfigure(config):
-            state = {name: [[m.training for m in model.modules()], [p.requires_grad for p in model.parameters()]]
-                     for name, model in MODELS.items()}
+            state = {
+                name: [
+                    [m.training for m in model.modules()],
+                    [p.requires_grad for p in model.parameters()],
+                ]
+                for name, model in MODELS.items()
+            }
             open("state.json", "w").write(json.dumps(state))
     """)
     pytester.makefile(".toml", gate="[thresholds]\nclean_accuracy = 0.0\npgd_linf = 0.0\n")
@@ -347,7 +352,8 @@ def test_main_job_on_the_trained_example_model(pytester, data_root):
 
 
 def test_gradient_masking_model_is_flagged_not_reported_robust(pytester, data_root):
-    """A LeNet behind a hard input threshold looks robust to gradient attacks; the trust checks fail."""
+    """A LeNet behind a hard input threshold looks robust to gradient attacks; the trust checks
+    fail."""
     result = pytester.runpytest(
         f"--safety-model={REPO / 'example_models' / 'masked.py'}",
         "--safety-checks=pgd_linf,attack_trust",

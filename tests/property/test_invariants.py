@@ -1,4 +1,5 @@
-"""The generated attack_invariants checks: they pass on honest models and catch what they claim to."""
+"""The generated attack_invariants checks: they pass on honest models and catch what they claim
+to."""
 
 import pytest
 import torch

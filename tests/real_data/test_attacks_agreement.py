@@ -64,7 +64,8 @@ def test_pgd_is_at_least_as_strong_as_torchattacks_pgd(lenet, batch):
         f"eps={eps} does not discriminate on this model: {reference:.3f}"
     )
     assert ours <= reference + _noise(reference, N), (
-        f"our PGD leaves {ours:.3f} robust, torchattacks' {reference:.3f} (n={N}, eps={eps}, {steps} steps of {step_size})"
+        f"our PGD leaves {ours:.3f} robust, torchattacks' {reference:.3f} "
+        f"(n={N}, eps={eps}, {steps} steps of {step_size})"
     )
 
 
@@ -89,5 +90,6 @@ def test_apgd_is_at_least_as_strong_as_torchattacks_apgd(lenet, batch, loss):
     print(f"APGD-{loss} eps={eps}: ours {ours:.3f}, torchattacks {reference:.3f}, n={N}")
     assert 0.05 < reference < 0.95
     assert ours <= reference + _noise(reference, N), (
-        f"our APGD-{loss} leaves {ours:.3f} robust, torchattacks' {reference:.3f} (n={N}, eps={eps}, {steps} steps)"
+        f"our APGD-{loss} leaves {ours:.3f} robust, torchattacks' {reference:.3f} "
+        f"(n={N}, eps={eps}, {steps} steps)"
     )

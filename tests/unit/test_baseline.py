@@ -130,7 +130,8 @@ def test_noise_from_the_intervals_and_the_example_message():
     assert comparison.regressed and comparison.method == "from the 95% intervals"
     assert (
         comparison.describe()
-        == "regression vs baseline: 0.7100 < 0.7660 by 0.0560 (noise 0.0260, from the 95% intervals)"
+        == "regression vs baseline: 0.7100 < 0.7660 by 0.0560 (noise 0.0260, from the "
+           "95% intervals)"
     )
     assert compare(current, base, z=2 * 1.96).noise == pytest.approx(
         0.052
@@ -236,7 +237,8 @@ def test_no_current_value_always_regresses(value):
     assert comparison.regressed and comparison.value is None
     assert (
         comparison.describe()
-        == "regression vs baseline: no value measured (NaN or missing) where the baseline measured 0.7660"
+        == "regression vs baseline: no value measured (NaN or missing) where the baseline "
+           "measured 0.7660"
     )
 
 
@@ -295,11 +297,16 @@ def test_settings_mismatch_names_each_difference():
         METADATA,
     )
     assert warnings == [
-        "the baseline was measured with seed 0, this run with 1; differences may come from the settings rather than the model.",
-        "the baseline was measured with attacked samples 1000, this run with 500; differences may come from the settings rather than the model.",
-        "the baseline was measured with samples the default, this run with 2000; differences may come from the settings rather than the model.",
-        "the baseline was measured with epsilons 0.05, 0.1, 0.2, 0.3, this run with 0.1; differences may come from the settings rather than the model.",
-        "the baseline was measured with safetycheck version 0.1.0, this run with 0.2.0; differences may come from the settings rather than the model.",
+        "the baseline was measured with seed 0, this run with 1; differences may come from the "
+        "settings rather than the model.",
+        "the baseline was measured with attacked samples 1000, this run with 500; differences may "
+        "come from the settings rather than the model.",
+        "the baseline was measured with samples the default, this run with 2000; differences may "
+        "come from the settings rather than the model.",
+        "the baseline was measured with epsilons 0.05, 0.1, 0.2, 0.3, this run with 0.1; "
+        "differences may come from the settings rather than the model.",
+        "the baseline was measured with safetycheck version 0.1.0, this run with 0.2.0; "
+        "differences may come from the settings rather than the model.",
     ]
     older = {key: value for key, value in METADATA.items() if key != "samples"}
     assert (

@@ -92,7 +92,8 @@ def torchmetrics_error(logits, labels, n_bins: int, norm: str) -> float:
 )
 def test_agrees_with_torchmetrics_on_random_logits(seed, count, classes, n_bins, norm):
     logits, labels = random_problem(seed, count, classes)
-    # The two implementations bin identically only away from bin edges (float32 there, float64 here).
+    # The two implementations bin identically only away from bin edges (float32 there, float64
+    # here).
     assert distance_to_bin_edges(logits, n_bins) > 1e-6 and top_two_gap(logits) > 1e-4
     ours = NORMS[norm](logits, labels, n_bins=n_bins)
     assert ours == pytest.approx(torchmetrics_error(logits, labels, n_bins, norm), abs=1e-6)
@@ -103,7 +104,8 @@ def test_agrees_with_torchmetrics_on_random_logits(seed, count, classes, n_bins,
     data=st.data(), classes=st.integers(2, 10), count=st.integers(1, 60), n_bins=st.integers(1, 20)
 )
 def test_agrees_with_torchmetrics_on_drawn_inputs(data, classes, count, n_bins):
-    # Distinct values in [-13, -1]: never mistaken for probabilities, top confidences below 1 - 1e-5.
+    # Distinct values in [-13, -1]: never mistaken for probabilities, top confidences below
+    # 1 - 1e-5.
     drawn = data.draw(
         arrays(np.float32, (count, classes), elements=st.floats(-6, 6, width=32), unique=True)
     )
@@ -122,13 +124,15 @@ def test_agrees_with_torchmetrics_on_drawn_inputs(data, classes, count, n_bins):
 
 
 def test_confidence_exactly_one_falls_in_the_last_bin_not_an_extra_one():
-    # Sample 0: confidence exactly 1.0 (exp(-1000) underflows), wrong; sample 1: confidence 0.95, right.
+    # Sample 0: confidence exactly 1.0 (exp(-1000) underflows), wrong; sample 1: confidence 0.95,
+    # right.
     logits = torch.tensor([[0.0, 1000.0], [math.log(19.0), 0.0]], dtype=torch.float64)
     labels = torch.tensor([0, 0])
     diagram = reliability_diagram(logits, labels, n_bins=15)
     assert len(diagram.count) == 15 and diagram.count[-1] == 2 and sum(diagram.count) == 2
     assert diagram.mean_confidence[-1] == pytest.approx(0.975) and diagram.accuracy[-1] == 0.5
-    # One shared bin gives |0.5 - 0.975|; a separate bin for confidence 1.0 would give (1 + 0.05) / 2.
+    # One shared bin gives |0.5 - 0.975|; a separate bin for confidence 1.0 would give
+    # (1 + 0.05) / 2.
     assert expected_calibration_error(logits, labels) == pytest.approx(0.475, abs=1e-12)
     assert maximum_calibration_error(logits, labels) == pytest.approx(0.475, abs=1e-12)
 
@@ -196,7 +200,8 @@ def test_all_correct_and_all_wrong(binning):
 
 
 def calibrated_predictions(count: int, seed: int, classes: int = 10):
-    """A perfectly calibrated predictor: the top class, at confidence c, is right with probability c."""
+    """A perfectly calibrated predictor: the top class, at confidence c, is right with probability
+    c."""
     generator = torch.Generator().manual_seed(seed)
     confidence = 1 / classes + (1 - 1 / classes) * torch.rand(
         count, generator=generator, dtype=torch.float64

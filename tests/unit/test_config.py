@@ -151,7 +151,8 @@ def test_pyproject_table_is_read_and_prefixed(tmp_path):
 
 
 def test_standalone_file_may_hold_a_tool_safetycheck_table(tmp_path):
-    """A table copied from a pyproject.toml (or the pyproject itself) reads as the same keys at the top level."""
+    """A table copied from a pyproject.toml (or the pyproject itself) reads as the same keys at the
+    top level."""
     top = config_from(
         tmp_path,
         "seed = 3\n[thresholds]\nclean_accuracy = 0.9\n[models.a.thresholds]\nfgsm = 0.5\n",

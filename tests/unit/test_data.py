@@ -206,8 +206,9 @@ def test_loading_does_not_import_torchvision(data_root):
     import sys
 
     code = (
-        "import sys; from safetycheck.io.data import load_split; load_split('mnist', 'test', root=sys.argv[1]); "
-        "assert 'torchvision' not in sys.modules, 'torchvision was imported'"
+        "import sys; from safetycheck.io.data import load_split; "
+        "load_split('mnist', 'test', root=sys.argv[1]); assert 'torchvision' not in sys.modules, "
+        "'torchvision was imported'"
     )
     result = subprocess.run(
         [sys.executable, "-c", code, str(data_root.path)], capture_output=True, text=True

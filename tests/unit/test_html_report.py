@@ -294,7 +294,10 @@ def test_cells_state_value_threshold_and_symbol(page):
 
 def test_verdict_counts_and_failure_banner(document, page):
     states = [status(r) for r in document["results"]]
-    counts = f"{states.count('pass')} passed, {states.count('fail')} failed, {states.count('skip')} skipped"
+    counts = (
+        f"{states.count('pass')} passed, {states.count('fail')} failed, "
+        f"{states.count('skip')} skipped"
+    )
     assert counts in page
     assert 'class="banner failed"' in page
     passing = copy.deepcopy(document)

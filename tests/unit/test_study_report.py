@@ -209,7 +209,8 @@ def test_claim_verdicts_follow_their_rules():
     assert b.verdict == "partly", b.evidence
     assert "no difference" in b.summary and "left out (the attack breaks both models)" in b.summary
     assert (
-        "pgd_linf@0.05: cutout 0.900 [0.895, 0.905] \u2248 mixup 0.905 [0.900, 0.910]: no difference"
+        "pgd_linf@0.05: cutout 0.900 [0.895, 0.905] \u2248 mixup 0.905 "
+        "[0.900, 0.910]: no difference"
         in b.evidence
     )
     assert claims["c"].verdict == "holds", claims["c"].evidence
@@ -314,7 +315,8 @@ def test_write_study_writes_markdown_svgs_and_an_offline_page(tmp_path):
     markdown = paths["study.md"].read_text(encoding="utf-8")
     assert "<b>" not in markdown and "evil&lt;b&gt;net&lt;/b&gt;\\|x" in markdown
     assert (
-        "![Robust accuracy (pgd_linf@0.1) vs MNIST-C mean](plots/robust_vs_mnist_c_pgd_linf_0.1.svg)"
+        "![Robust accuracy (pgd_linf@0.1) vs MNIST-C "
+        "mean](plots/robust_vs_mnist_c_pgd_linf_0.1.svg)"
         in markdown
     )
     assert (

@@ -6,8 +6,9 @@ model, called as ``attack(model, images, labels) -> AttackResult``.
 - :class:`APGD`: Auto-PGD with the CE or DLR loss, untargeted or targeted (Linf, L2);
 - :class:`Square`: the gradient-free Square attack (Linf).
 
-Named cascades of them for robust-accuracy sweeps live in :mod:`safetycheck.measures.attacks.cascades`,
-and the trustworthiness diagnostics in :mod:`safetycheck.measures.attacks.diagnostics`.
+Named cascades of them for robust-accuracy sweeps live in
+:mod:`safetycheck.measures.attacks.cascades`, and the trustworthiness diagnostics in
+:mod:`safetycheck.measures.attacks.diagnostics`.
 """
 
 from safetycheck.measures.attacks.apgd import APGD

@@ -155,7 +155,8 @@ class APGD:
                 return AttackResult(adversarial, fooled, passes)
             if self.targeted:
                 runs = self._target_runs(clean_logits, labels)
-                # Survivors return the highest-loss point of any run, each run judged by its own loss.
+                # Survivors return the highest-loss point of any run, each run judged by its own
+                # loss.
                 best_loss = torch.full((len(labels),), -math.inf, device=device)
             else:
                 runs = [(None, stream) for stream in range(self.restarts)]
@@ -175,7 +176,8 @@ class APGD:
         likely wrong class at the clean point."""
         if clean_logits.shape[1] < 4:
             raise ConfigError(
-                f"APGD-T needs a model with at least 4 classes; this one has {clean_logits.shape[1]}."
+                "APGD-T needs a model with at least 4 classes; this one has "
+                f"{clean_logits.shape[1]}."
             )
         wrong = clean_logits.float().scatter(1, labels[:, None], -math.inf)
         ranked = wrong.argsort(dim=1, descending=True)

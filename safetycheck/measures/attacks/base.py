@@ -122,7 +122,8 @@ def input_gradient(
 def loss_gradient(
     model: nn.Module, x: torch.Tensor, labels: torch.Tensor, loss_fn
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Logits (N, C), per-sample loss (N,) and the gradient of the summed loss with respect to ``x``.
+    """Logits (N, C), per-sample loss (N,) and the gradient of the summed loss with respect to
+    ``x``.
 
     ``loss_fn(logits, labels)`` returns one loss per sample. A model whose output does not depend
     differentiably on its input (a hard threshold, ``argmax``, a detached preprocessing step) gets a
@@ -161,12 +162,13 @@ def check_label_range(labels: torch.Tensor, logits: torch.Tensor) -> None:
     """Raise :class:`ConfigError` if a label is not a valid class index for these logits."""
     if logits.dim() != 2:
         raise ConfigError(
-            f"the model returned shape {tuple(logits.shape)}; attacks need logits of shape (N, classes)."
+            f"the model returned shape {tuple(logits.shape)}; attacks need logits of "
+            "shape (N, classes)."
         )
     if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= logits.shape[1]):
         raise ConfigError(
-            f"labels must lie in [0, {logits.shape[1] - 1}] (the model has {logits.shape[1]} classes); "
-            f"got values from {int(labels.min())} to {int(labels.max())}."
+            f"labels must lie in [0, {logits.shape[1] - 1}] (the model has {logits.shape[1]} "
+            f"classes); got values from {int(labels.min())} to {int(labels.max())}."
         )
 
 

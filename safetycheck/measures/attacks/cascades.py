@@ -1,4 +1,5 @@
-"""Named attack sets for :func:`safetycheck.measures.robustness.robust_accuracy_sweep`, cheapest first.
+"""Named attack sets for :func:`safetycheck.measures.robustness.robust_accuracy_sweep`, cheapest
+first.
 
 Each cascade is a list of ``(name, factory)`` pairs, ``factory(eps)`` giving an attack. A sample
 is robust at eps only if every attack of its cascade failed on it, and each attack only runs on

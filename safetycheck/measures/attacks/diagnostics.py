@@ -171,7 +171,8 @@ def more_budget_not_weaker(
         len(restarts) == 2 and 1 <= restarts[0] < restarts[1]
     ):
         raise ConfigError(
-            f"steps={steps!r} and restarts={restarts!r} must each be (fewer, more) with 1 <= fewer < more."
+            f"steps={steps!r} and restarts={restarts!r} must each be (fewer, more) with 1 "
+            "<= fewer < more."
         )
     few_steps = _accuracy(_pgd(eps, steps[0], seed=seed), model, images, labels)
     many_steps = _accuracy(_pgd(eps, steps[1], seed=seed), model, images, labels)
@@ -203,9 +204,10 @@ def more_budget_not_weaker(
         "more_budget_not_weaker",
         passed,
         measured,
-        f"at Linf eps {eps:g} on {len(labels)} samples: PGD accuracy {few_steps:.3f} with {steps[0]} "
-        f"steps vs {many_steps:.3f} with {steps[1]}, {few_restarts:.3f} with {restarts[0]} restart(s) "
-        f"vs {many_restarts:.3f} with {restarts[1]} (tolerance {allowed:.3f}): {verdict}.",
+        f"at Linf eps {eps:g} on {len(labels)} samples: PGD accuracy {few_steps:.3f} with "
+        f"{steps[0]} steps vs {many_steps:.3f} with {steps[1]}, {few_restarts:.3f} with "
+        f"{restarts[0]} restart(s) vs {many_restarts:.3f} with {restarts[1]} "
+        f"(tolerance {allowed:.3f}): {verdict}.",
     )
 
 
@@ -220,7 +222,8 @@ def black_box_vs_white_box(
     seed: int = 0,
 ) -> Diagnostic:
     """The gradient-free Square attack must not leave fewer samples robust than PGD (with the
-    gradients) beyond the tolerance: a black-box attack sees less of the model than a white-box one."""
+    gradients) beyond the tolerance: a black-box attack sees less of the model than a white-box
+    one."""
     _validate(images, labels, "eps", eps, 0.0, 1.0)
     white = _accuracy(_pgd(eps, steps, seed=seed), model, images, labels)
     black = _accuracy(Square(eps, n_queries=n_queries, seed=seed), model, images, labels)
@@ -237,7 +240,8 @@ def black_box_vs_white_box(
         "as expected"
         if passed
         else (
-            "the black-box attack beats the white-box one, so the gradients mislead the attacks (masking)"
+            "the black-box attack beats the white-box one, so the gradients mislead the "
+            "attacks (masking)"
         )
     )
     return Diagnostic(
@@ -274,14 +278,15 @@ def large_eps_accuracy(
     verdict = (
         "as expected"
         if passed
-        else "the gradient attack is blind here, so its accuracies at smaller eps are not trustworthy"
+        else "the gradient attack is blind here, so its accuracies at smaller eps are "
+             "not trustworthy"
     )
     return Diagnostic(
         "large_eps_accuracy",
         passed,
         measured,
-        f"at Linf eps {eps:g} on {len(labels)} samples: PGD-{steps} accuracy {accuracy:.3f} (at most "
-        f"{max_accuracy:g} expected): {verdict}.",
+        f"at Linf eps {eps:g} on {len(labels)} samples: PGD-{steps} accuracy {accuracy:.3f} "
+        f"(at most {max_accuracy:g} expected): {verdict}.",
     )
 
 

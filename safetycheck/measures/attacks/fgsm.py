@@ -66,6 +66,7 @@ class FGSM:
 
 
 def _checked_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    # FGSM's only gradient pass is also its clean pass: check the labels before torch indexes with them.
+    # FGSM's only gradient pass is also its clean pass: check the labels before torch indexes with
+    # them.
     check_label_range(labels, logits)
     return F.cross_entropy(logits.float(), labels, reduction="none")

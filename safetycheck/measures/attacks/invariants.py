@@ -92,7 +92,8 @@ def _seeded(model, images, labels, norm, eps, steps, seed, size):
     assert torch.equal(first.fooled, second.fooled) and torch.equal(
         first.adversarial, second.adversarial
     ), (
-        f"two runs with seed {seed} gave different results: the model or the attack is not deterministic"
+        f"two runs with seed {seed} gave different results: the model or the attack is "
+        "not deterministic"
     )
 
 

@@ -100,7 +100,10 @@ class Square:
             )
 
     def describe(self) -> str:
-        return f"Square-Linf eps={self.eps:g}, {self.n_queries} queries, p_init {self.p_init:g}, seed {self.seed}"
+        return (
+            f"Square-Linf eps={self.eps:g}, {self.n_queries} queries, p_init {self.p_init:g}, "
+            f"seed {self.seed}"
+        )
 
     @torch.no_grad()
     def __call__(

@@ -47,7 +47,8 @@ def validate_images(images) -> torch.Tensor:
         )
     if images.dim() != 4 or tuple(images.shape[1:]) != IMAGE_SHAPE:
         raise ConfigError(
-            f"images must have shape (N, 1, 28, 28) (MNIST-style grayscale); got {tuple(images.shape)}."
+            "images must have shape (N, 1, 28, 28) (MNIST-style grayscale); got "
+            f"{tuple(images.shape)}."
         )
     if images.numel() == 0:
         return images.detach().to("cpu", torch.float32).clone()
@@ -86,7 +87,8 @@ def unknown_name(kind: str, name, valid) -> ConfigError:
 
 
 def gaussian_kernel(sigma: float, truncate: float = 4.0, dtype=torch.float64) -> torch.Tensor:
-    """SciPy's 1-D Gaussian: exp(-x^2 / (2 sigma^2)) for |x| <= int(truncate*sigma + 0.5), summing to 1."""
+    """SciPy's 1-D Gaussian: exp(-x^2 / (2 sigma^2)) for |x| <= int(truncate*sigma + 0.5), summing
+    to 1."""
     radius = int(truncate * float(sigma) + 0.5)
     x = torch.arange(-radius, radius + 1, dtype=torch.float64)
     weights = torch.exp(-0.5 * (x / sigma) ** 2)
@@ -94,7 +96,8 @@ def gaussian_kernel(sigma: float, truncate: float = 4.0, dtype=torch.float64) ->
 
 
 def filter_matrix(weights: torch.Tensor, length: int = SIDE, mode: str = "nearest") -> torch.Tensor:
-    """A centred 1-D correlation with ``weights`` over ``length`` samples, as a (length, length) matrix.
+    """A centred 1-D correlation with ``weights`` over ``length`` samples, as a (length, length)
+    matrix.
 
     ``out = matrix @ signal`` equals ``scipy.ndimage.correlate1d(signal, weights, mode=mode)``:
     the border rule is folded into the matrix (``"nearest"`` repeats the edge sample,

@@ -27,7 +27,8 @@ from safetycheck.measures.corruptions._common import SIDE, gaussian_blur
 def glass_blur(
     images: torch.Tensor, generator: torch.Generator, sigma: float, max_delta: int, iterations: int
 ) -> torch.Tensor:
-    """MNIST-C glass blur: vertical Gaussian, 8-bit truncation, sequential local swaps, vertical Gaussian.
+    """MNIST-C glass blur: vertical Gaussian, 8-bit truncation, sequential local swaps, vertical
+    Gaussian.
 
     The swap pass visits rows ``h`` and columns ``w`` from ``27 - max_delta`` down to
     ``max_delta + 1``; at each visit, with probability 1/2, it swaps pixel (h, w) with
@@ -95,7 +96,8 @@ def motion_blur(
     sigma: float,
     max_angle: float = 45.0,
 ) -> torch.Tensor:
-    """ImageMagick motion blur with an angle drawn uniformly from [-max_angle, max_angle) degrees."""
+    """ImageMagick motion blur with an angle drawn uniformly from [-max_angle, max_angle)
+    degrees."""
     n = images.shape[0]
     angles = (torch.rand(n, generator=generator, dtype=torch.float64) * 2.0 - 1.0) * max_angle
     kernel = motion_blur_kernel(radius, sigma)

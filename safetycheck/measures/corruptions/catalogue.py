@@ -164,7 +164,8 @@ ALL_NAMES: tuple[str, ...] = ("identity",) + CORRUPTIONS
 
 
 def get_corruption(name: str) -> Corruption:
-    """The :class:`Corruption` called ``name`` (one of :data:`ALL_NAMES`); :class:`ConfigError` otherwise."""
+    """The :class:`Corruption` called ``name`` (one of :data:`ALL_NAMES`); :class:`ConfigError`
+    otherwise."""
     if name == "identity":
         return IDENTITY
     if not isinstance(name, str) or name not in SPECS:
@@ -205,5 +206,6 @@ def corrupt(
 def corrupt_all(
     images: torch.Tensor, seed: int = 0, names: tuple[str, ...] = CORRUPTIONS
 ) -> dict[str, torch.Tensor]:
-    """``{name: corrupt(images, name, seed)}`` for each name (the 15 MNIST-C corruptions by default)."""
+    """``{name: corrupt(images, name, seed)}`` for each name (the 15 MNIST-C corruptions by
+    default)."""
     return {name: corrupt(images, name, seed) for name in names}

@@ -1,15 +1,17 @@
 """MNIST-C as datasets: generated once and cached on disk, or read from the official static files.
 
-Generated sets live in the cache folder (:func:`safetycheck.io.data.cache_dir`: ``$SAFETYCHECK_CACHE``,
-else ``<data root>/safetycheck-cache`` when the data root is writable, else the user cache)::
+Generated sets live in the cache folder (:func:`safetycheck.io.data.cache_dir`:
+``$SAFETYCHECK_CACHE``, else ``<data root>/safetycheck-cache`` when the data root is writable, else
+the user cache)::
 
     <cache>/mnist_c/v<IMPLEMENTATION_VERSION>/<corruption>-seed<seed>.npy
 
 one uint8 array (10000, 28, 28) per corruption and seed, made from the MNIST test set. The
 implementation version is part of the path, so a file written by another version of the code is
 never read; a file that is unreadable or has the wrong shape or dtype is regenerated. Writers
-write a temporary file in the same folder and ``os.replace`` it into place, so processes that
-generate the same file at once never see a half-written one (they write identical contents).
+write a temporary file in the same folder and ``os.replace`` it into place
+(:func:`safetycheck.core.files.atomic_writer`), so processes that generate the same file at once
+never see a half-written one (they write identical contents).
 
 The official static set (Mu & Gilmer, zenodo.org/record/3237938), unpacked under the root::
 
@@ -21,7 +23,6 @@ from __future__ import annotations
 
 import functools
 import os
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -29,6 +30,7 @@ import numpy as np
 import torch
 
 from safetycheck.core.errors import DataError
+from safetycheck.core.files import atomic_writer
 from safetycheck.io.data import DataRoot, LabelledImages, cache_dir, load_split, resolve_data_root
 from safetycheck.measures.corruptions._common import to_uint8
 
@@ -41,7 +43,8 @@ def _root(root: DataRoot | str | os.PathLike | None) -> DataRoot:
 
 
 def cache_path(name: str, seed: int = 0, root: DataRoot | str | os.PathLike | None = None) -> Path:
-    """Where the generated set for (``name``, ``seed``) is cached (see :func:`safetycheck.io.data.cache_dir`)."""
+    """Where the generated set for (``name``, ``seed``) is cached (see
+    :func:`safetycheck.io.data.cache_dir`)."""
     from safetycheck.measures.corruptions.catalogue import IMPLEMENTATION_VERSION, get_corruption
 
     get_corruption(name)
@@ -56,7 +59,8 @@ def generate_corrupted(
     root: DataRoot | str | os.PathLike | None = None,
     download: bool = False,
 ) -> np.ndarray:
-    """The corrupted MNIST test set as uint8 (10000, 28, 28): read from the cache, else made and cached."""
+    """The corrupted MNIST test set as uint8 (10000, 28, 28): read from the cache, else made and
+    cached."""
     from safetycheck.measures.corruptions.catalogue import corrupt
 
     path = cache_path(name, seed, root)
@@ -84,14 +88,8 @@ def _read_cache(path: Path) -> np.ndarray | None:
 def _write_atomically(path: Path, array: np.ndarray) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(prefix=path.stem + ".", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(handle, "wb") as stream:
-                np.save(stream, array, allow_pickle=False)
-            os.replace(temporary, path)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
+        with atomic_writer(path) as stream:
+            np.save(stream, array, allow_pickle=False)
     except OSError as exc:
         warnings.warn(
             f"could not cache MNIST-C images at {path} ({exc}); they will be regenerated next run.",
@@ -113,9 +111,11 @@ def load_official(name: str, root: DataRoot | str | os.PathLike | None = None) -
     for file in (images_file, labels_file):
         if not file.is_file():
             raise DataError(
-                f"official MNIST-C file {file} not found: expected the static set (zenodo.org/record/3237938) "
-                f"unpacked as <data root>/mnist_c/<corruption>/test_images.npy and test_labels.npy; "
-                f"use source='generated' (--safety-mnist-c=generated) to generate the corruptions instead."
+                f"official MNIST-C file {file} not found: expected the static set "
+                "(zenodo.org/record/3237938) unpacked as <data "
+                "root>/mnist_c/<corruption>/test_images.npy and test_labels.npy; use "
+                "source='generated' (--safety-mnist-c=generated) to generate the "
+                "corruptions instead."
             )
     images = _load_npy(images_file, "uint8 images of shape (10000, 28, 28, 1)")
     labels = _load_npy(labels_file, "10000 integer labels in 0..9")
@@ -134,7 +134,8 @@ def load_official(name: str, root: DataRoot | str | os.PathLike | None = None) -
         )
     if labels.min() < 0 or labels.max() > 9:
         raise DataError(
-            f"{labels_file} holds labels outside 0..9 ({labels.min()}..{labels.max()}): it is corrupt."
+            f"{labels_file} holds labels outside 0..9 ({labels.min()}..{labels.max()}): "
+            "it is corrupt."
         )
     tensor = torch.from_numpy(images.reshape(TEST_SIZE, 1, 28, 28).astype(np.float32) / 255.0)
     return LabelledImages(
@@ -160,7 +161,8 @@ def load_corrupted(
     seed: int = 0,
     download: bool = False,
 ) -> LabelledImages:
-    """One corruption of the MNIST test set: images float32 (10000, 1, 28, 28) in [0, 1], labels int64.
+    """One corruption of the MNIST test set: images float32 (10000, 1, 28, 28) in [0, 1], labels
+    int64.
 
     Args:
         name: one of :data:`safetycheck.measures.corruptions.ALL_NAMES`.

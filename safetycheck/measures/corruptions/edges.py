@@ -1,4 +1,5 @@
-"""Canny edges as ``skimage.feature.canny(image)`` computes them with its defaults (scikit-image 0.14).
+"""Canny edges as ``skimage.feature.canny(image)`` computes them with its defaults (scikit-image
+0.14).
 
 The steps, for a float image in [0, 1] (sigma 1, thresholds 0.1 and 0.2 of the float range):
 
@@ -47,7 +48,8 @@ def _sobel_matrices() -> tuple[torch.Tensor, torch.Tensor]:
 
 @functools.cache
 def _neighbourhood() -> torch.Tensor:
-    """Ones on the three central diagonals: ``A @ X @ A`` sums each 3x3 neighbourhood (zero outside)."""
+    """Ones on the three central diagonals: ``A @ X @ A`` sums each 3x3 neighbourhood (zero
+    outside)."""
     return filter_matrix(torch.ones(3, dtype=torch.float32), SIDE, "constant")
 
 
@@ -62,7 +64,8 @@ def _shifted(values: torch.Tensor, d_row: int, d_col: int) -> torch.Tensor:
 def canny(
     images: torch.Tensor, generator: torch.Generator | None = None, sigma: float = 1.0
 ) -> torch.Tensor:
-    """Binary Canny edge maps (N, 1, 28, 28) float32 in {0, 1}; deterministic (``generator`` unused)."""
+    """Binary Canny edge maps (N, 1, 28, 28) float32 in {0, 1}; deterministic (``generator``
+    unused)."""
     smoothed = gaussian_blur(images.to(torch.float64), sigma, mode="constant") / _bleed_over(sigma)
     difference, smoothing = _sobel_matrices()
     isobel = separable_filter(smoothed, difference, smoothing)

@@ -19,7 +19,8 @@ def gallery(
     zoom: int = 4,
     names: tuple[str, ...] | None = None,
 ) -> dict[str, bytes]:
-    """``{name: PNG bytes}``: image ``index`` of ``images`` under each corruption, ``identity`` first.
+    """``{name: PNG bytes}``: image ``index`` of ``images`` under each corruption, ``identity``
+    first.
 
     Args:
         images: float (N, 1, 28, 28) in [0, 1]; the whole batch is corrupted (so each picture is

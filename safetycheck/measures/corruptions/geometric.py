@@ -31,7 +31,8 @@ def _random_signs(n: int, generator: torch.Generator) -> torch.Tensor:
 def affine_map(
     matrix: list[list[float]], translation: tuple[float, float] | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Where each output pixel reads the input under the inverse map ``matrix`` acting on (col, row).
+    """Where each output pixel reads the input under the inverse map ``matrix`` acting on (col,
+    row).
 
     ``translation`` (col, row) defaults to the one that keeps the centre (13.5, 13.5) fixed.
     Returns (rows, cols), each (28, 28) float64.
@@ -46,7 +47,8 @@ def affine_map(
 def warp_variants(
     images: torch.Tensor, choice: torch.Tensor, maps: list[tuple[torch.Tensor, torch.Tensor]]
 ) -> torch.Tensor:
-    """Warp image i with ``maps[choice[i]]``; each map is shared by its group, so one read serves it."""
+    """Warp image i with ``maps[choice[i]]``; each map is shared by its group, so one read serves
+    it."""
     out = torch.empty_like(images)
     for k, (rows, cols) in enumerate(maps):
         members = (choice == k).nonzero().squeeze(1)

@@ -95,7 +95,8 @@ def plasma_fractal(
 def fog(
     images: torch.Tensor, generator: torch.Generator, density: float, decay: float, chunk: int = 256
 ) -> torch.Tensor:
-    """Add ``density`` x plasma (top-left 28x28 of a 256x256 map), then rescale by max/(max + density).
+    """Add ``density`` x plasma (top-left 28x28 of a 256x256 map), then rescale by max/(max +
+    density).
 
     Maps are made ``chunk`` images at a time to bound memory (a map is 256 KiB).
     """
@@ -151,7 +152,8 @@ def line_from_points(c0: float, r0: float, c1: float, r1: float) -> torch.Tensor
 
 
 def dotted_line_pattern(r0: int, r1: int) -> torch.Tensor:
-    """A line from (col 0, row r0) to (col 27, row r1), with column pairs 0-1, 4-5, ..., 24-25 blanked."""
+    """A line from (col 0, row r0) to (col 27, row r1), with column pairs 0-1, 4-5, ..., 24-25
+    blanked."""
     line = line_from_points(0, r0, 27, r1)
     for start in range(0, 28, 4):
         line[:, start : start + 2] = 0.0

@@ -1,0 +1,122 @@
+"""The numbers do not move: the main job and a quick zoo run, compared with the results recorded
+before the engine was restructured (tests/golden/, written by the commands stored in them).
+
+Every check id (in order), n, pass/fail, skip, bound and threshold source must match exactly;
+values, thresholds and intervals to 1e-6; the details text exactly once its numbers (printed to a
+few significant digits) are compared to 0.1%. The record, metadata and document field names must
+be the same, so the JSON stays compatible.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+GOLDEN = REPO / "tests" / "golden"
+NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:e[-+]?\d+)?")
+EXACT = ("model", "check", "family", "params", "n", "passed", "skipped", "bound", "metric",
+         "threshold_source", "randomized")  # fmt: skip
+
+pytestmark = [pytest.mark.real_data, pytest.mark.slow]
+
+
+def fresh_run(command: str, out: Path) -> dict:
+    """Run a golden file's command (its ``FILE`` replaced by ``out``) from the repository root,
+    as a user would, and read the JSON it wrote."""
+    args = shlex.split(command.replace("FILE", str(out)))
+    assert args[0] == "pytest"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
+    result = subprocess.run(
+        [sys.executable, "-m", *args, "-q", "-p", "no:cacheprovider"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert out.is_file(), result.stdout[-3000:] + result.stderr[-3000:]
+    return json.loads(out.read_text())
+
+
+def close(a, b, tolerance: float = 1e-6) -> bool:
+    if a is None or b is None:
+        return a is b
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(close(x, y, tolerance) for x, y in zip(a, b, strict=True))
+    if isinstance(a, float) and math.isnan(a):
+        return isinstance(b, float) and math.isnan(b)
+    return math.isclose(a, b, rel_tol=0, abs_tol=tolerance)
+
+
+def same_details(a: str, b: str) -> bool:
+    if NUMBER.sub("#", a) != NUMBER.sub("#", b):
+        return False
+    pairs = zip(NUMBER.findall(a), NUMBER.findall(b), strict=True)
+    return all(math.isclose(float(x), float(y), rel_tol=1e-3, abs_tol=1e-9) for x, y in pairs)
+
+
+def differences(golden: dict, document: dict) -> list[str]:
+    found = []
+    for key, fields in (
+        ("document_fields", sorted(document)),
+        ("metadata_fields", sorted(document["metadata"])),
+        ("record_fields", sorted(document["results"][0])),
+    ):
+        if fields != golden[key]:
+            found.append(f"{key}: {fields} != {golden[key]}")
+    ids = [(r["model"], r["check"]) for r in document["results"]]
+    expected_ids = [(r["model"], r["check"]) for r in golden["results"]]
+    if ids != expected_ids:
+        return [*found, f"check ids differ: {sorted(set(ids) ^ set(expected_ids))[:10]}"]
+    for fresh, recorded in zip(document["results"], golden["results"], strict=True):
+        where = f"{recorded['model']} {recorded['check']}"
+        found += [
+            f"{where} {field}: {fresh[field]!r} != {recorded[field]!r}"
+            for field in EXACT
+            if fresh[field] != recorded[field]
+        ]
+        found += [
+            f"{where} {field}: {fresh[field]!r} != {recorded[field]!r}"
+            for field in ("value", "threshold", "ci")
+            if not close(fresh[field], recorded[field])
+        ]
+        if not same_details(fresh["details"], recorded["details"]):
+            found.append(f"{where} details: {fresh['details']!r} != {recorded['details']!r}")
+    return found
+
+
+@pytest.mark.parametrize("name", ["lenet_main", "zoo_quick"])
+def test_a_fresh_run_matches_the_golden_results(name, data_root, tmp_path):
+    golden = json.loads((GOLDEN / f"{name}.json").read_text())
+    document = fresh_run(golden["command"], tmp_path / "results.json")
+    found = differences(golden, document)
+    assert not found, f"{len(found)} differences, first ones:\n" + "\n".join(found[:20])
+
+
+def test_the_comparison_catches_a_moved_number():
+    golden = json.loads((GOLDEN / "lenet_main.json").read_text())
+    document = {
+        "format": 0,
+        "format_version": 0,
+        "metadata": dict.fromkeys(golden["metadata_fields"]),
+        "gallery": None,
+        "results": [dict(r) for r in golden["results"]],
+    }
+    document.update({k: None for k in golden["document_fields"] if k not in document})
+    for record in document["results"]:
+        record.update({k: None for k in golden["record_fields"] if k not in record})
+    assert differences(golden, document) == []
+    document["results"][3]["value"] += 2e-6
+    document["results"][5]["n"] += 1
+    document["results"][7]["details"] = document["results"][7]["details"] + " changed"
+    found = differences(golden, document)
+    assert len(found) == 3 and "value" in found[0] and " n:" in found[1], found
