@@ -239,7 +239,7 @@ def test_report(quick, capsys):
             indent=2,
         )
     )
-    for device, rates in RESULTS.items():
+    for rates in RESULTS.values():
         if "pgd" in rates and "torchattacks_pgd" in rates and not quick:
             # Target parity; allow for a shared, noisy CPU.
             assert rates["pgd"] >= 0.5 * rates["torchattacks_pgd"]

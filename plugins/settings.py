@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from safetycheck.checks.evaluation import RunSettings
+from safetycheck.core.options import PYTEST, engine_values
 from safetycheck.gate.thresholds import SafetyConfig, load_config
 from safetycheck.run.settings import Options, build_settings
 
@@ -22,22 +23,4 @@ def load_threshold_config(config: pytest.Config) -> SafetyConfig:
 
 def run_settings(config: pytest.Config, file_config: SafetyConfig) -> RunSettings:
     """Command line first, then the threshold file, then the defaults."""
-    option = config.getoption
-    return build_settings(
-        Options(
-            samples=option("safety_samples"),
-            attack_samples=option("safety_attack_samples"),
-            seed=option("safety_seed"),
-            eps=option("safety_eps"),
-            checks=option("safety_checks"),
-            data=option("safety_data"),
-            download=option("safety_download"),
-            device=option("safety_device"),
-            allow_randomized=option("safety_allow_randomized"),
-            mnist_c=option("safety_mnist_c"),
-            precision=option("safety_precision"),
-            channels_last=option("safety_channels_last"),
-            compile=option("safety_compile"),
-        ),
-        file_config,
-    )
+    return build_settings(Options(**engine_values(PYTEST, config.getoption)), file_config)

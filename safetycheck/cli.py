@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from safetycheck.core.errors import SafetyCheckError
+from safetycheck.core.options import CLI, PREFIXES, engine_values, options_for
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -33,66 +34,8 @@ def _parser() -> argparse.ArgumentParser:
     study.add_argument(
         "models", nargs="+", metavar="MODEL_FILE", help="model files (.py or TorchScript)"
     )
-    study.add_argument(
-        "--out", type=Path, default=Path("study"), help="output folder (default: study/)"
-    )
-    study.add_argument(
-        "--only", default=None, metavar="NAME,...", help="evaluate only these model names"
-    )
-    study.add_argument(
-        "--samples",
-        type=int,
-        default=None,
-        metavar="N",
-        help="stratified subset of N MNIST test images for every family (default: whole sets)",
-    )
-    study.add_argument(
-        "--attack-samples",
-        type=int,
-        default=None,
-        metavar="N",
-        help="images attacked per sweep (default 1000; N/2 under --samples N)",
-    )
-    study.add_argument(
-        "--checks",
-        default=None,
-        metavar="F1,F2",
-        help="check families; 'default' stands for the default suite (e.g. default,apgd)",
-    )
-    study.add_argument(
-        "--eps", default=None, metavar="E1,E2", help="Linf epsilons (default 0.05,0.1,0.2,0.3)"
-    )
-    study.add_argument("--seed", type=int, default=None)
-    study.add_argument(
-        "--thresholds",
-        default=None,
-        metavar="PATH",
-        help="threshold file (default: built-in profile)",
-    )
-    study.add_argument(
-        "--manifest",
-        type=Path,
-        default=None,
-        help="training manifest for the study's training table (default: weights/manifest.json "
-        "beside the first model file, if present)",
-    )
-    study.add_argument("--data", default=None, help="data root (default: $SAFETYCHECK_DATA)")
-    study.add_argument(
-        "--download", action="store_true", help="allow torchvision to download missing data"
-    )
-    study.add_argument("--device", default="cpu")
-    study.add_argument(
-        "--precision",
-        choices=("fp32", "bf16", "fp16"),
-        default="fp32",
-        help="autocast precision of the attacks (default fp32; adds the attack_acceleration check)",
-    )
-    study.add_argument(
-        "--channels-last", action="store_true", help="channels_last attacks (pays on GPUs)"
-    )
-    study.add_argument(
-        "--compile", action="store_true", help="torch.compile the model for the attacks"
-    )
+    for option in options_for(CLI):  # shared with the pytest plugin: safetycheck.core.options
+        study.add_argument(option.flag_name(CLI), **option.add_arguments(CLI))
     return parser
 
 
@@ -127,22 +70,9 @@ def _study(args) -> int:
             n for name in names for n in (default_families() if name == "default" else [name])
         ]
         checks = ",".join(dict.fromkeys(expanded))
+    values = engine_values(CLI, lambda dest: getattr(args, dest))
     settings = build_settings(
-        Options(
-            samples=args.samples,
-            attack_samples=args.attack_samples,
-            seed=args.seed,
-            eps=args.eps,
-            checks=checks,
-            data=args.data,
-            download=args.download,
-            device=args.device,
-            precision=args.precision,
-            channels_last=args.channels_last,
-            compile=args.compile,
-        ),
-        file_config,
-        prefix="--",
+        Options(**{**values, "checks": checks}), file_config, prefix=PREFIXES[CLI]
     )
     models = [model for path in args.models for model in load_model_file(path)]
     if args.only:

@@ -187,7 +187,7 @@ def stratified_indices(labels: torch.Tensor, n: int, seed: int) -> torch.Tensor:
     quota[torch.argsort(exact - quota, descending=True, stable=True)[:remainder]] += 1
     generator = torch.Generator().manual_seed(seed)
     chosen = []
-    for label, take in zip(classes.tolist(), quota.tolist()):
+    for label, take in zip(classes.tolist(), quota.tolist(), strict=True):
         members = torch.nonzero(labels == label).flatten()
         chosen.append(members[torch.randperm(len(members), generator=generator)[:take]])
     return torch.sort(torch.cat(chosen)).values

@@ -179,9 +179,16 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "thresholds",
-        "threshold file (TOML); default: [tool.safetycheck] in the rootdir's pyproject.toml "
-        "(pytest only), else the built-in profile.",
+        "threshold file (TOML);",
         metavar="PATH",
+        notes=(
+            (
+                PYTEST,
+                "default: [tool.safetycheck] in the rootdir's pyproject.toml, else the "
+                "built-in profile.",
+            ),
+            (CLI, "default: the built-in profile."),
+        ),
     ),
     Option(
         "manifest",

@@ -364,7 +364,7 @@ def _is_proportion(family) -> bool:
 
 def _same(a, b) -> bool:
     if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
-        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
     if (
         isinstance(a, (int, float))
         and isinstance(b, (int, float))

@@ -279,7 +279,7 @@ def parse_check_key(key: str, path: Path | str, where: str) -> tuple[str, str]:
                 f"{path}: {where}: {key!r} needs {len(family.param_names)} values joined by '-' "
                 f"({', '.join(family.param_names)})."
             )
-        params = {name: value.strip() for name, value in zip(family.param_names, values)}
+        params = {name: value.strip() for name, value in zip(family.param_names, values, strict=True)}
         for name, value in params.items():
             if name in family.param_choices and value not in family.param_choices[name]:
                 _unknown(path, where, value, family.param_choices[name])

@@ -518,9 +518,9 @@ def _reliability(p: _Predictions, n_bins: int, binning: Binning) -> ReliabilityD
         lower=lower,
         upper=upper,
         mean_confidence=[
-            float(s / c) if f else None for s, c, f in zip(confidence_sum, count, filled)
+            float(s / c) if f else None for s, c, f in zip(confidence_sum, count, filled, strict=True)
         ],
-        accuracy=[float(s / c) if f else None for s, c, f in zip(correct_sum, count, filled)],
+        accuracy=[float(s / c) if f else None for s, c, f in zip(correct_sum, count, filled, strict=True)],
         count=[int(c) for c in count],
     )
 

@@ -500,7 +500,7 @@ class ModelOOD:
             function = {"max_logit": max_logit, "energy": energy}[info.name]
             return ScoreResult(torch.stack([function(m.logits) for m in members]).mean(dim=0))
         per_member = []
-        for index, (member, fitted) in enumerate(zip(members, self.detectors())):
+        for index, (member, fitted) in enumerate(zip(members, self.detectors(), strict=True)):
             detector = fitted[info.name]
             if isinstance(detector, str):
                 where = f"ensemble member {index}: " if not plain else ""

@@ -167,7 +167,7 @@ def member_outputs(model: nn.Module, images: torch.Tensor, batch_size: int = 500
 
     handles = []
     try:
-        for name, module in model.named_modules():
+        for module in model.modules():
             if isinstance(module, nn.Linear):
                 handles.append(module.register_forward_hook(remember))
     except RuntimeError:  # TorchScript modules refuse Python hooks

@@ -123,8 +123,8 @@ def _pair(value: float | None, threshold: float | None, decimals: int = 3) -> tu
             "NaN" if value is None else f"{value:.{decimals}f}",
             "" if threshold is None else f"{threshold:.{decimals}f}",
         )
-    for decimals in range(decimals, 8):
-        a, b = f"{value:.{decimals}f}", f"{threshold:.{decimals}f}"
+    for places in range(decimals, 8):
+        a, b = f"{value:.{places}f}", f"{threshold:.{places}f}"
         if (a != b) == (value != threshold):
             break
     return a, b
@@ -468,6 +468,7 @@ def render_html(document: dict, gallery: dict[str, bytes] | None = None) -> str:
                 ("robustness", "corruptions", "ood", "calibration"),
                 ("Robustness", "MNIST-C", "OOD", "Calibration"),
                 sections,
+                strict=True,
             )
             if s
         ]

@@ -250,7 +250,7 @@ def _roc(record: dict) -> list[tuple[float, float]] | None:
         return None
     points = [
         (x, y)
-        for x, y in zip(map(num, roc["fpr"]), map(num, roc["tpr"]))
+        for x, y in zip(map(num, roc["fpr"]), map(num, roc["tpr"]), strict=False)
         if x is not None and y is not None
     ]
     return points or None

@@ -266,7 +266,7 @@ def dot_rows_chart(
                 f'<line x1="{_f(fr.x(min(present)))}" y1="{_f(cy)}" x2="{_f(fr.x(max(present)))}" '
                 f'y2="{_f(cy)}" stroke="#c3c9d0" stroke-width="4" stroke-linecap="round"/>'
             )
-        for s, v in zip(series, values):
+        for s, v in zip(series, values, strict=True):
             if v is not None:
                 out.append(
                     marker(

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from safetycheck.checks import validate_families
 from safetycheck.checks.evaluation import RunSettings
 from safetycheck.core.errors import ConfigError
+from safetycheck.core.options import default as option_default
 from safetycheck.gate.thresholds import SafetyConfig
 from safetycheck.io.data import resolve_data_root
 from safetycheck.io.models import resolve_device
@@ -20,21 +21,22 @@ from safetycheck.measures.ood import OODSettings
 
 @dataclass(frozen=True)
 class Options:
-    """What the user typed; None means not given."""
+    """What the user typed; None means not given. One field per ``engine`` option of
+    :data:`safetycheck.core.options.OPTIONS`, whose defaults these are."""
 
-    samples: int | None = None
-    attack_samples: int | None = None
-    seed: int | None = None
-    eps: str | None = None  # "0.05,0.1"
-    checks: str | None = None  # "pgd_linf,ood_auroc"
-    data: str | None = None
-    download: bool = False
-    device: str = "cpu"
-    allow_randomized: bool = False
-    mnist_c: str = "generated"
-    precision: str = "fp32"
-    channels_last: bool = False
-    compile: bool = False
+    samples: int | None = option_default("samples")
+    attack_samples: int | None = option_default("attack_samples")
+    seed: int | None = option_default("seed")
+    eps: str | None = option_default("eps")  # "0.05,0.1"
+    checks: str | None = option_default("checks")  # "pgd_linf,ood_auroc"
+    data: str | None = option_default("data")
+    download: bool = option_default("download")
+    device: str = option_default("device")
+    allow_randomized: bool = option_default("allow_randomized")
+    mnist_c: str = option_default("mnist_c")
+    precision: str = option_default("precision")
+    channels_last: bool = option_default("channels_last")
+    compile: bool = option_default("compile")
 
 
 def build_settings(

@@ -466,7 +466,7 @@ def evaluate_claims(document: dict, groups: dict | None) -> list[Claim]:
         if match := _AT_NAME.match(name):
             chains.setdefault(match.group(1), []).append((float(match.group(2)), name))
     comps = []
-    for kind, members in chains.items():
+    for members in chains.values():
         previous = "lenet"
         for _, name in sorted(members):
             comps.append(compare(data, name, previous, "mnist_c_mean", "<"))

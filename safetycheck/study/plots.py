@@ -188,7 +188,7 @@ def scatter(
         out.append(svg.marker(shape, px, py, colour, r=4.6, tooltip=tip))
         pixels.append((model, px, py))
     bounds = (fr.left, fr.top, width - legend_w, height - fr.bottom)
-    for (model, px, py), (lx, ly, anchor, leader) in zip(pixels, _place_labels(pixels, bounds)):
+    for (model, px, py), (lx, ly, anchor, leader) in zip(pixels, _place_labels(pixels, bounds), strict=True):
         if leader:
             out.append(
                 f'<line x1="{svg._f(px)}" y1="{svg._f(py)}" x2="{svg._f(lx)}" '

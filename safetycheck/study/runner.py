@@ -96,7 +96,9 @@ def run_study(
                 planned,
                 fingerprint,
                 out_dir,
-                lambda text: progress(f"[{index}/{len(models)}] {model.name}: {text}"),
+                lambda text, index=index, model=model: progress(
+                    f"[{index}/{len(models)}] {model.name}: {text}"
+                ),
             )
         )
     document = results_document(records, run_metadata(settings, models))

@@ -213,8 +213,8 @@ def test_robust_accuracy_is_at_most_clean_and_monotone_in_eps(name, model_index,
     clean = int(sweep.clean_correct.sum()) / sweep.n
     accuracies = [sweep.accuracy(eps) for eps in sweep.epsilons]
     assert all(a <= clean for a in accuracies)
-    assert all(later <= earlier for earlier, later in zip(accuracies, accuracies[1:]))
-    for earlier, later in zip(sweep.epsilons, sweep.epsilons[1:]):
+    assert all(later <= earlier for earlier, later in zip(accuracies, accuracies[1:], strict=False))
+    for earlier, later in zip(sweep.epsilons, sweep.epsilons[1:], strict=False):
         assert not torch.any(sweep.robust[later] & ~sweep.robust[earlier])  # robust sets are nested
 
 

@@ -100,7 +100,7 @@ def motion_blur(image, rng, radius=10, sigma=3):
     for y in range(28):
         for x in range(28):
             total = 0.0
-            for k, (dy, dx) in zip(kernel, offsets):
+            for k, (dy, dx) in zip(kernel, offsets, strict=True):
                 total += k * image[min(max(y + dy, 0), 27), min(max(x + dx, 0), 27)]
             out[y, x] = min(max(round(total), 0), 255)  # written back as an 8-bit PNG
     return out
@@ -227,7 +227,7 @@ def zigzag(image, rng):
         )
         for c, r in points
     ]
-    for (c0, ra), (c1, rb) in zip(points[:-1], points[1:]):
+    for (c0, ra), (c1, rb) in zip(points[:-1], points[1:], strict=True):
         x = np.clip(x + _line(c0, ra, c1, rb), 0, 1)
     return x * 255
 

@@ -80,9 +80,9 @@ def _reliability(scale):
     return {
         "bin_lower": lower,
         "bin_upper": [x + 1 / 15 for x in lower],
-        "confidence": [None if c == 0 else b + 0.03 for c, b in zip(count, lower)],
+        "confidence": [None if c == 0 else b + 0.03 for c, b in zip(count, lower, strict=True)],
         "accuracy": [
-            None if c == 0 else min(1.0, (b + 0.02) * scale) for c, b in zip(count, lower)
+            None if c == 0 else min(1.0, (b + 0.02) * scale) for c, b in zip(count, lower, strict=True)
         ],
         "count": count,
     }
@@ -352,7 +352,7 @@ def test_gallery_embedded_as_data_uris(page, gallery):
     images = [attrs for tag, attrs in parse(page).tags if tag == "img"]
     assert len(images) == len(gallery)
     assert images[0]["alt"] == "identity (clean)"  # identity first
-    for name, data in gallery.items():
+    for data in gallery.values():
         assert f"data:image/png;base64,{base64.b64encode(data).decode()}" in page
 
 

@@ -70,7 +70,7 @@ def _record(model, family, params, value, *, ci=0.005, n=1000, bound="min", pass
 
 def _records(model, clean, robust, mnist_c, fmnist, kmnist, ece):
     out = [_record(model, "clean_accuracy", {}, clean, n=10000)]
-    out += [_record(model, "pgd_linf", {"eps": e}, v) for e, v in zip(EPS, robust)]
+    out += [_record(model, "pgd_linf", {"eps": e}, v) for e, v in zip(EPS, robust, strict=False)]
     out.append(_record(model, "fgsm", {"eps": 0.1}, min(1.0, robust[1] + 0.03)))
     out.append(_record(model, "apgd", {"eps": 0.1}, max(0.0, robust[1] - 0.02)))
     # No ci: the Wilson interval from n (pooled over the 15 corruptions) stands in.

@@ -297,7 +297,7 @@ class APGD:
             )
             x_prev, x = x, x_next
             logits, loss, grad = loss_gradient(
-                model, x, y, lambda logits_, y_: self._loss(logits_, y_, t)
+                model, x, y, lambda logits_, y_, t=t: self._loss(logits_, y_, t)
             )
             passes += len(y)
         return passes

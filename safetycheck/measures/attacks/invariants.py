@@ -117,7 +117,7 @@ def _monotone(model, images, labels, norm, eps, steps, seed, size):
     accuracies = [sweep.accuracy(e) for e in sweep.epsilons]
     clean = float(sweep.clean_correct.float().mean())
     assert all(a <= clean + 1e-12 for a in accuracies), "robust accuracy above clean accuracy"
-    assert all(b <= a + 1e-12 for a, b in zip(accuracies, accuracies[1:])), (
+    assert all(b <= a + 1e-12 for a, b in zip(accuracies, accuracies[1:], strict=False)), (
         f"robust accuracy rose with eps: {accuracies} at {sweep.epsilons}"
     )
 

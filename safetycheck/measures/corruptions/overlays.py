@@ -189,7 +189,7 @@ def zigzag_pattern(r0: int, r1: int) -> torch.Tensor:
     as every segment is non-negative, adding the sum and clipping once gives the same image."""
     points = zigzag_endpoints(r0, r1)
     total = torch.zeros(SIDE, SIDE, dtype=torch.float64)
-    for (c0, ra), (c1, rb) in zip(points[:-1], points[1:]):
+    for (c0, ra), (c1, rb) in zip(points[:-1], points[1:], strict=True):
         total += line_from_points(c0, ra, c1, rb)
     return total
 
