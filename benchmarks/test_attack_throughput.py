@@ -164,6 +164,7 @@ def test_end_to_end_sweep_against_torchattacks(
 ):
     model = request.getfixturevalue(model_name).to(device)
     images, labels = _images(mnist_test, 100 if quick else 500, device)
+
     def ours():
         return robust_accuracy_sweep(model, images, labels, SWEEP, cascade(name))
 

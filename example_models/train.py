@@ -5,8 +5,9 @@
     python -m example_models.train --list
 
 writes ``example_models/weights/<model>.pt`` (a state_dict) and records the recipe, the
-hyperparameters, the training time and the test accuracy in
-``example_models/weights/manifest.json``. The recipes are in :mod:`example_models.recipes`.
+hyperparameters, the training time and the test accuracy in \
+``example_models/weights/manifest.json``.
+The recipes are in :mod:`example_models.recipes`.
 """
 
 from __future__ import annotations
@@ -160,8 +161,10 @@ def train_one(name: str, recipe: Recipe, train_set, test_set, args) -> None:
         "train_loss_per_epoch": [round(x, 5) for x in losses],
         "training_seconds": round(seconds, 1),
         "mnist_test_accuracy": test_accuracy,
-        "trained_on": f"{platform.machine()}, {torch.get_num_threads()} CPU threads, torch "
-                      f"{torch.__version__}",
+        "trained_on": (
+            f"{platform.machine()}, {torch.get_num_threads()} CPU threads, torch "
+            f"{torch.__version__}"
+        ),
         "command": f"python -m example_models.train --model {name}",
     }
     manifest_path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")

@@ -24,7 +24,8 @@ class SafetySuite(pytest.Collector):
 
 class SafetyCheckItem(pytest.Item):
     """Measures one check, compares it with its threshold (and the baseline, if any), and leaves
-    the record in ``safety_record`` for the report hooks (which carry it to the xdist controller)."""
+    the record in ``safety_record`` for the report hooks (which carry it to the xdist
+    controller)."""
 
     def __init__(
         self,

@@ -1,8 +1,10 @@
-"""Where the models under test come from: ``--safety-model`` files and a ``safety_model`` fixture."""
+"""Where the models under test come from: ``--safety-model`` files, a ``safety_model`` fixture."""
 
 from __future__ import annotations
 
 import inspect
+import types
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
@@ -19,12 +21,10 @@ def collect_models(session: pytest.Session) -> tuple[list[ModelUnderTest], list]
     """All models of this run, with unique names; and the teardowns of generator fixtures."""
     models: list[ModelUnderTest] = []
     for path in session.config.getoption("safety_model"):
-        from safetycheck.io.models import (
-            load_model_file,
-        )  # torch is imported only when a model is named
+        from safetycheck.io.models import load_model_file  # torch only when a model is named
 
         models.extend(load_model_file(path))
-    fixture_models, teardowns = _models_from_fixture(session)
+    fixture_models, teardowns = _models_from_fixture(session.config)
     models.extend(fixture_models)
     seen: dict[str, str] = {}
     for model in models:
@@ -37,24 +37,32 @@ def collect_models(session: pytest.Session) -> tuple[list[ModelUnderTest], list]
     return models, teardowns
 
 
-def _models_from_fixture(session: pytest.Session) -> tuple[list[ModelUnderTest], list]:
+def _models_from_fixture(config: pytest.Config) -> tuple[list[ModelUnderTest], list]:
     """Build the ``safety_model`` fixture visible at the root (the rootdir's conftest.py).
 
-    The generated tests are named after the models, so the fixture is built at collection time. It
-    therefore cannot depend on other fixtures; a generator fixture's teardown runs at session end.
+    The generated tests are named after the models, so the fixture is built at collection time,
+    before pytest sets up any fixture (and pytest offers no public way to get a fixture's value
+    then). It therefore cannot depend on other fixtures; a generator fixture's teardown runs at
+    session end.
     """
-    definitions = session._fixturemanager.getfixturedefs(FIXTURE_NAME, session)
-    if not definitions:
+    func = _fixture_function(config)
+    if func is None:
         return [], []
-    definition = definitions[-1]
-    where = _location(definition.func)
-    if definition.argnames:
+    where = _location(func)
+    requested = [
+        name
+        for name, parameter in inspect.signature(func).parameters.items()
+        if parameter.default is inspect.Parameter.empty
+        and parameter.kind not in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD)
+    ]
+    if requested:
         raise ModelLoadError(
-            f"the {FIXTURE_NAME} fixture ({where}) requests {', '.join(definition.argnames)}; safetycheck builds it "
-            f"at collection time to name the generated tests, so it must take no arguments."
+            f"the {FIXTURE_NAME} fixture ({where}) requests {', '.join(requested)}; safetycheck "
+            f"builds it at collection time to name the generated tests, so it must take no "
+            f"arguments."
         )
     try:
-        value = definition.func()
+        value = func()
     except Exception as exc:
         raise ModelLoadError(
             f"the {FIXTURE_NAME} fixture ({where}) raised {type(exc).__name__}: {exc}"
@@ -69,6 +77,35 @@ def _models_from_fixture(session: pytest.Session) -> tuple[list[ModelUnderTest],
     return models_from_object(
         value, default_name=FIXTURE_NAME, source=f"fixture {FIXTURE_NAME} ({where})"
     ), teardowns
+
+
+def _fixture_function(config: pytest.Config):
+    """The function behind the ``safety_model`` fixture that every test sees, or None.
+
+    Like pytest, look in the registered plugins: conftest.py files at the rootdir or above it (a
+    conftest.py below the rootdir serves only its own folder) and plugin modules; the one
+    registered last, the nearest conftest.py, wins. A fixture is what ``@pytest.fixture`` made
+    of a function: a wrapper whose ``__wrapped__`` (``inspect.unwrap``) is that function.
+    """
+    found = None
+    for _, plugin in config.pluginmanager.list_name_plugin():
+        if not isinstance(plugin, types.ModuleType) or not _visible_at_root(plugin, config):
+            continue
+        fixture = getattr(plugin, FIXTURE_NAME, None)
+        if fixture is None or not callable(fixture):
+            continue
+        func = inspect.unwrap(fixture)
+        if func is not fixture:
+            found = func
+    return found
+
+
+def _visible_at_root(module: types.ModuleType, config: pytest.Config) -> bool:
+    path = getattr(module, "__file__", None)
+    if not path or Path(path).name != "conftest.py":
+        return True  # a plugin module: its fixtures serve every test
+    folder, root = Path(path).resolve().parent, Path(config.rootpath).resolve()
+    return folder == root or root not in folder.parents
 
 
 def _location(func) -> str:

@@ -49,8 +49,8 @@ class Outputs:
                 )
             else:
                 raise ConfigError(
-                    "--safety-update-thresholds needs a file to write: give --safety-thresholds PATH "
-                    "(created if missing), or run from a project with a pyproject.toml."
+                    "--safety-update-thresholds needs a file to write: give --safety-thresholds "
+                    "PATH (created if missing), or run from a project with a pyproject.toml."
                 )
             _writable_file(str(outputs.update_target), "the threshold file to update")
         if thresholds and not (outputs.update_target and not Path(thresholds).exists()):

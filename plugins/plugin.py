@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from safetycheck.core.errors import SafetyCheckError
+from safetycheck_pytest import junit
 from safetycheck_pytest.options import add_options
 from safetycheck_pytest.outputs import Outputs
 
@@ -37,6 +38,8 @@ class SafetyRun:
         self.outputs: Outputs | None = (
             None  # validated report paths, baseline, threshold update target
         )
+        # The JUnit file pytest writes (--junitxml), where the records go as suite properties.
+        self.junit_path: str | None = junit.report_path(config)
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_makereport(self, item: pytest.Item, call):
@@ -49,17 +52,18 @@ class SafetyRun:
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if report.when == "call" and getattr(report, "safetycheck_record", None):
-            from safetycheck_pytest import reporting
+            self.records.append(json.loads(report.safetycheck_record))
 
-            record = json.loads(report.safetycheck_record)
-            self.records.append(record)
-            reporting.add_junit_suite_property(self.config, record)
-
+    @pytest.hookimpl(trylast=True)  # after pytest's JUnit writer has written its file
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         for teardown in self.teardowns:
             teardown()
         if self.records and self.outputs is not None and not hasattr(self.config, "workerinput"):
             self.outputs.write(self)
+        if self.records and self.junit_path:
+            junit.add_suite_properties(
+                self.junit_path, [junit.suite_property(record) for record in self.records]
+            )
 
     def pytest_terminal_summary(self, terminalreporter) -> None:
         if self.records:

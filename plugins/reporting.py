@@ -38,33 +38,9 @@ def _metadata(run) -> dict:
 
 
 def run_settings_of(run):
-    """The run's settings (rebuilt from the options on the xdist controller, which collects nothing)."""
+    """The run's settings (rebuilt from the options on the xdist controller, which collects
+    nothing)."""
     return run.settings or run_settings(run.config, load_threshold_config(run.config))
-
-
-def add_junit_suite_property(config, record: dict) -> None:
-    """Put the check's measured value, bound and parameters on the JUnit <testsuite> as well as on
-    its <testcase>: pytest's default family, xunit2, has no properties on testcases in its schema
-    (that is why ``record_property`` warns there), and suite properties are what strict xunit2
-    readers keep. A no-op without ``--junitxml`` and on xdist workers."""
-    from _pytest.junitxml import xml_key
-
-    xml = config.stash.get(xml_key, None)
-    if xml is None:
-        return
-    name = f"safety[{record['model']}]::{record['check']}"
-    if record.get("skipped"):
-        xml.add_global_property(name, f"skipped: {record['skipped']}")
-        return
-    relation = ">=" if record["bound"] == "min" else "<="
-    value = "nan" if record["value"] is None else f"{record['value']:.4f}"
-    params = ", ".join(f"{key}={value}" for key, value in record["params"].items())
-    xml.add_global_property(
-        name,
-        f"{'PASS' if record['passed'] else 'FAIL'}: {record['metric']} {value} "
-        f"(need {relation} {record['threshold']:.4f}; n={record['n']}"
-        f"{'; ' + params if params else ''})",
-    )
 
 
 def progress_writer(config):
@@ -117,10 +93,15 @@ def _matrix_lines(write, records: list[dict], models: list[str]) -> None:
     checks = list(dict.fromkeys(r["check"] for r in records))
     width = max(len(c) for c in checks)
     columns = [max(len(m), 7) for m in models]
-    write("  " + " " * width + "  " + "  ".join(f"{m:>{w}} " for m, w in zip(models, columns)))
+    write(
+        "  "
+        + " " * width
+        + "  "
+        + "  ".join(f"{m:>{w}} " for m, w in zip(models, columns, strict=True))
+    )
     for check in checks:
         row, failing = [], False
-        for model, column in zip(models, columns):
+        for model, column in zip(models, columns, strict=True):
             r = cells.get((model, check))
             value, mark = "", " "
             if r is not None and r.get("skipped"):
@@ -143,8 +124,8 @@ def terminal_summary(terminalreporter, run) -> None:
     settings = run_settings_of(run)
     if settings.samples is not None:
         write(
-            f"QUICK MODE: every family saw a stratified subset of {settings.samples} MNIST test images "
-            f"(--safety-samples); the full gate runs without it.",
+            f"QUICK MODE: every family saw a stratified subset of {settings.samples} MNIST test "
+            "images (--safety-samples); the full gate runs without it.",
             yellow=True,
         )
     baseline = run.outputs.baseline if run.outputs is not None else None
@@ -164,7 +145,8 @@ def terminal_summary(terminalreporter, run) -> None:
             else ""
         )
         write(
-            f"{model}: {len(records) - failed} passed, {failed} failed, {skipped} skipped{randomized}"
+            f"{model}: {len(records) - failed} passed, {failed} failed, {skipped} "
+            f"skipped{randomized}"
         )
     if len(models) == 1:
         _single_model_lines(write, measured)

@@ -4,9 +4,10 @@
 
 Runs the whole suite over every model the files provide (a zoo file gives a dict of named
 models), shows progress, resumes from the per-model results already saved in ``DIR`` after an
-interruption, and writes the tradeoff study (see :mod:`safetycheck.study.runner`). Exit status: 0
-when the study was written, 2 for a usage error (bad option, missing file or data), with one line
-saying what to do.
+interruption, and writes the tradeoff study (see :mod:`safetycheck.study.runner`). Exit status: \
+0 when the
+study was written, 2 for a usage error (bad option, missing file or data), with one line saying
+what to do.
 """
 
 from __future__ import annotations

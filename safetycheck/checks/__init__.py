@@ -34,7 +34,7 @@ from safetycheck.core.registry import (
 )
 
 if TYPE_CHECKING:
-    from safetycheck.checks.evaluation import RunSettings
+    from safetycheck.checks.evaluation import ModelEvaluation, RunSettings
 
 ENTRY_POINT_GROUP = "safetycheck.families"
 
@@ -135,12 +135,20 @@ def family(name: str) -> CheckFamily | None:
     return families().get(name)
 
 
+def _no_variants(settings: RunSettings) -> list[dict]:
+    return []
+
+
+def _no_measurement(evaluation: ModelEvaluation, params: dict) -> Measurement:
+    raise TypeError("a stand-in family for an unknown name names checks; it measures nothing")
+
+
 def check_id(family_name: str, params: Mapping[str, Any]) -> str:
     """The id of one check of ``family_name`` (see :meth:`CheckFamily.check_id`); an unknown
     family gets the keyword form."""
     known = family(family_name)
     if known is None:
-        return CheckFamily(family_name, "", "min", list, list).check_id(params)
+        return CheckFamily(family_name, "", "min", _no_variants, _no_measurement).check_id(params)
     return known.check_id(params)
 
 

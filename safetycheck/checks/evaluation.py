@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TypeVar
+from typing import TypeVar, cast
 
 import torch
 from torch import nn
@@ -166,7 +166,7 @@ class ModelEvaluation:
                 started = time.perf_counter()
                 self._cache[key] = compute(self)
                 self.progress(what, time.perf_counter() - started)
-        return self._cache[key]
+        return cast(T, self._cache[key])
 
     def sweep(self, key: str, run: Callable[[ModelEvaluation], SweepResult]) -> SweepResult:
         """An attack sweep, cached like any other result."""

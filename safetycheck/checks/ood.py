@@ -67,6 +67,8 @@ def model_ood(evaluation: ModelEvaluation) -> ModelOOD:
 def _ood_subsets(evaluation: ModelEvaluation, settings: OODSettings) -> dict[str, OODSet]:
     """Under ``samples``, each OOD set shrinks to a seeded random subset of as many images as the
     in-distribution side, so that a quick run stays quick and AUROC stays balanced."""
+    samples = evaluation.settings.samples
+    assert samples is not None, "OOD subsets are drawn only under --safety-samples"
     subsets = {}
     for name in settings.all_sets:
         full = load_ood_set(
@@ -76,7 +78,7 @@ def _ood_subsets(evaluation: ModelEvaluation, settings: OODSettings) -> dict[str
             evaluation.settings.download,
             evaluation.settings.seed,
         )
-        n = min(evaluation.settings.samples, len(full.images))
+        n = min(samples, len(full.images))
         order = torch.randperm(
             len(full.images), generator=torch.Generator().manual_seed(evaluation.settings.seed)
         )
@@ -104,6 +106,7 @@ def _measure_ood_auroc(evaluation: ModelEvaluation, params: dict) -> Measurement
     if result.skipped:
         raise CheckSkipped(result.skipped)
     m = result.metrics
+    assert m is not None, "an OOD result that is not skipped has metrics"
     low, high = m.auroc_ci
     return Measurement(
         m.auroc,

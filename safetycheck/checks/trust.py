@@ -11,13 +11,15 @@ carry the diagnostic's own sentence and numbers.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from safetycheck.checks.evaluation import ModelEvaluation
 from safetycheck.core.registry import CheckFamily, Measurement
 from safetycheck.measures.attacks import diagnostics
 from safetycheck.measures.attacks.invariants import PROPERTIES, check_invariant
 
 TRUST_SAMPLES = 200
-DIAGNOSTICS = {
+DIAGNOSTICS: dict[str, Callable[..., diagnostics.Diagnostic]] = {
     "gradients": diagnostics.gradient_health,
     "iterative": diagnostics.iterative_vs_single_step,
     "budget": diagnostics.more_budget_not_weaker,

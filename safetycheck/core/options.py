@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 PYTEST = "pytest"  # `pytest --safety-NAME`
 CLI = "cli"  # `safetycheck study --NAME`
@@ -30,7 +31,7 @@ class Option:
     name: str  # bare, with dashes: "attack-samples"
     help: str
     type: Callable | None = str
-    default: object = None
+    default: Any = None  # its type is the option's: int, str, a list for ``repeat``...
     metavar: str | None = None
     choices: tuple[str, ...] | None = None
     flag: bool = False
@@ -258,7 +259,7 @@ def options_for(front_end: str) -> tuple[Option, ...]:
     return tuple(option for option in OPTIONS if front_end in option.front_ends)
 
 
-def default(name: str) -> object:
+def default(name: str) -> Any:
     """An option's default (False for a switch): what ``Options`` falls back to."""
     option = BY_NAME[name.replace("_", "-")]
     return False if option.flag else option.default

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -117,22 +118,24 @@ class Comparison:
                 f"regression vs baseline: no value measured (NaN or missing) where the baseline "
                 f"measured {self.base_value:.4f}"
             )
+        difference = self.difference
+        assert difference is not None, "a compared check with a value has a difference"
         noise = f"noise {self.noise:.4f}, {self.method}"
         worse = "<" if self.bound == "min" else ">"
         better = ">" if self.bound == "min" else "<"
         if self.regressed:
             return (
                 f"regression vs baseline: {self.value:.4f} {worse} {self.base_value:.4f} "
-                f"by {self.difference:.4f} ({noise})"
+                f"by {difference:.4f} ({noise})"
             )
         if self.improved:
             return (
                 f"better than baseline: {self.value:.4f} {better} {self.base_value:.4f} "
-                f"by {-self.difference:.4f} ({noise})"
+                f"by {-difference:.4f} ({noise})"
             )
         return (
             f"within noise of baseline: {self.value:.4f} vs {self.base_value:.4f}, "
-            f"difference {abs(self.difference):.4f} <= {noise}"
+            f"difference {abs(difference):.4f} <= {noise}"
         )
 
 
@@ -280,7 +283,7 @@ def settings_mismatch(current_metadata: dict, baseline_metadata: dict) -> list[s
     return warnings
 
 
-def regression_summary(comparisons: list[Comparison], warnings: list[str] = ()) -> str:
+def regression_summary(comparisons: list[Comparison], warnings: Sequence[str] = ()) -> str:
     """A terminal section: counts, then one line per regression, per check not compared and per
     settings warning. Checks within noise or better are counted, not listed."""
     regressed = [c for c in comparisons if c.regressed]

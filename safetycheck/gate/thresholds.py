@@ -33,6 +33,7 @@ import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from safetycheck.checks import check_id, default_profile, families, validate_families
 from safetycheck.core.errors import ConfigError
@@ -186,7 +187,7 @@ def _ood(table, path: Path, where: str) -> dict:
         raise ConfigError(
             f"{path}: {where} must be a table with keys {', '.join(sorted(OOD_KEYS))}."
         )
-    options = {}
+    options: dict[str, Any] = {}
     for key, value in table.items():
         if key not in OOD_KEYS:
             _unknown(path, f"{where}.{key}", key, OOD_KEYS)
@@ -279,7 +280,9 @@ def parse_check_key(key: str, path: Path | str, where: str) -> tuple[str, str]:
                 f"{path}: {where}: {key!r} needs {len(family.param_names)} values joined by '-' "
                 f"({', '.join(family.param_names)})."
             )
-        params = {name: value.strip() for name, value in zip(family.param_names, values, strict=True)}
+        params = {
+            name: value.strip() for name, value in zip(family.param_names, values, strict=True)
+        }
         for name, value in params.items():
             if name in family.param_choices and value not in family.param_choices[name]:
                 _unknown(path, where, value, family.param_choices[name])

@@ -340,7 +340,8 @@ def _separate_new_tables(text: str, created: list[tuple]) -> str:
         return text
     headers = {"[" + ".".join(SingleKey(key).as_string() for key in keys) + "]" for keys in created}
     lines = text.splitlines(keepends=True)
-    output, inside = [], False
+    output: list[str] = []
+    inside = False
     for line in lines:
         stripped = line.strip()
         if stripped.startswith("["):

@@ -13,7 +13,7 @@ import re
 import sys
 import warnings
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -137,6 +137,9 @@ def _object_from_python_file(path: Path) -> Any:
         f"{abs(hash(str(path.resolve())))}"
     )
     spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:
+        raise ModelLoadError(f"{path} cannot be imported as a Python module.")
+    loader = spec.loader
     module = importlib.util.module_from_spec(spec)
     # The file's own folder goes on sys.path, so that it can import its neighbours the way it would
     # when run as a script.
@@ -147,7 +150,7 @@ def _object_from_python_file(path: Path) -> Any:
     try:
         sys.modules[module_name] = module
         try:
-            spec.loader.exec_module(module)
+            loader.exec_module(module)
         except Exception as exc:
             del sys.modules[module_name]
             raise ModelLoadError(
@@ -306,7 +309,7 @@ def check_contract(
     identical calls in eval mode agree (else the model is randomised, refused unless
     ``allow_randomized``, in which case ``mut.randomized`` is set for the reports).
     """
-    members = mut.module.members if isinstance(mut.module, Ensemble) else []
+    members: Iterable[nn.Module] = mut.module.members if isinstance(mut.module, Ensemble) else []
     for index, member in enumerate(members):
         _check_outputs(member, f"model {mut.name!r} (ensemble member {index})", device)
     first, second = _check_outputs(mut.module, f"model {mut.name!r}", device)

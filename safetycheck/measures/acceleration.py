@@ -15,6 +15,7 @@ and the plain fp32 model and fails when the accelerated attack finds fewer adver
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import nn
@@ -91,7 +92,8 @@ def accelerate(
         model = model.to(memory_format=torch.channels_last)
     accelerated: nn.Module = AcceleratedModel(model, acceleration, device.type)
     if acceleration.compile:
-        accelerated = torch.compile(accelerated, dynamic=True)
+        # torch.compile of a module returns a module (an OptimizedModule); its stub says Callable.
+        accelerated = cast(nn.Module, torch.compile(accelerated, dynamic=True))
     probe = torch.rand(4, 1, 28, 28, device=device, requires_grad=True)
     try:
         logits = accelerated(probe)

@@ -356,7 +356,7 @@ def _bootstrap_replicates(
     generator = torch.Generator().manual_seed(seed)
     count = len(p.confidence)
     block = max(1, 2_000_000 // count)  # about 16 MB per (block, N) float64 tensor
-    replicates = {name: [] for name in metrics}
+    replicates: dict[str, list[torch.Tensor]] = {name: [] for name in metrics}
     for start in range(0, resamples, block):
         index = torch.randint(count, (min(block, resamples - start), count), generator=generator)
         weights = torch.zeros(index.shape, dtype=torch.float64)
@@ -506,6 +506,8 @@ def reliability_diagram(
 def _reliability(p: _Predictions, n_bins: int, binning: Binning) -> ReliabilityDiagram:
     count, confidence_sum, correct_sum = _bin_statistics(p.confidence, p.correct, n_bins, binning)
     filled = [int(c) > 0 for c in count]
+    lower: list[float | None]
+    upper: list[float | None]
     if binning == "equal_width":
         lower = [k / n_bins for k in range(n_bins)]
         upper = [(k + 1) / n_bins for k in range(n_bins)]
@@ -518,9 +520,12 @@ def _reliability(p: _Predictions, n_bins: int, binning: Binning) -> ReliabilityD
         lower=lower,
         upper=upper,
         mean_confidence=[
-            float(s / c) if f else None for s, c, f in zip(confidence_sum, count, filled, strict=True)
+            float(s / c) if f else None
+            for s, c, f in zip(confidence_sum, count, filled, strict=True)
         ],
-        accuracy=[float(s / c) if f else None for s, c, f in zip(correct_sum, count, filled, strict=True)],
+        accuracy=[
+            float(s / c) if f else None for s, c, f in zip(correct_sum, count, filled, strict=True)
+        ],
         count=[int(c) for c in count],
     )
 

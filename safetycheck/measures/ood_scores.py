@@ -172,7 +172,10 @@ def member_outputs(model: nn.Module, images: torch.Tensor, batch_size: int = 500
                 handles.append(module.register_forward_hook(remember))
     except RuntimeError:  # TorchScript modules refuse Python hooks
         handles = []
-    logits, features, head_ok, layer = [], [], True, None
+    logit_batches: list[torch.Tensor] = []
+    feature_batches: list[torch.Tensor] = []
+    head_ok, layer = True, None
+    feats: torch.Tensor | None
     use_method = method is not None  # until the first batch shows features() is the head's input
     try:
         # Not io.predict: each batch also reads its head input (a hook) and its features(x).
@@ -186,7 +189,7 @@ def member_outputs(model: nn.Module, images: torch.Tensor, batch_size: int = 500
                         f"the model returned {type(out).__name__} "
                         f"{tuple(getattr(out, 'shape', ()))}; expected logits of shape (N, C)."
                     )
-                logits.append(out.float().cpu())
+                logit_batches.append(out.float().cpu())
                 hooked, head_input, head_output = (
                     last.get("module"),
                     last.get("input"),
@@ -209,7 +212,7 @@ def member_outputs(model: nn.Module, images: torch.Tensor, batch_size: int = 500
                 else:
                     feats = head_input
                 if feats is not None:
-                    features.append(feats.flatten(1).float().cpu())
+                    feature_batches.append(feats.flatten(1).float().cpu())
                     head_ok = (
                         head_ok
                         and hooked is not None
@@ -218,15 +221,15 @@ def member_outputs(model: nn.Module, images: torch.Tensor, batch_size: int = 500
     finally:
         for handle in handles:
             handle.remove()
-    logits = torch.cat(logits) if logits else torch.empty(0, 0)
-    if not features:
+    logits = torch.cat(logit_batches) if logit_batches else torch.empty(0, 0)
+    if not feature_batches:
         reason = (
             "the model has neither a features(x) method nor an nn.Linear layer whose input could "
             "serve as penultimate features (TorchScript models hide their layers); add a "
             "features(x) method returning (N, D) penultimate activations"
         )
         return MemberOutputs(logits, None, "", None, features_missing=reason, head_missing=reason)
-    features = torch.cat(features)
+    features = torch.cat(feature_batches)
     if not torch.isfinite(features).all():
         raise ModelContractError(
             "the model's penultimate features hold NaN or inf on valid images; fix the model."
@@ -234,6 +237,7 @@ def member_outputs(model: nn.Module, images: torch.Tensor, batch_size: int = 500
     layer_name = names.get(id(layer), "") or "the last nn.Linear"
     source = "features()" if method is not None else f"input of nn.Linear {layer_name!r}"
     if head_ok:
+        assert layer is not None, "a head was recognised, so the last nn.Linear was hooked"
         head = (layer.weight.detach().double().cpu(), _bias(layer).cpu())
         return MemberOutputs(logits, features, source, head)
     why = (

@@ -449,8 +449,9 @@ def render_html(document: dict, gallery: dict[str, bytes] | None = None) -> str:
     document = document if isinstance(document, dict) else {}
     if gallery is None and isinstance(document.get("gallery"), dict):
         gallery = _decoded_gallery(document["gallery"])
-    metadata = document.get("metadata") if isinstance(document.get("metadata"), dict) else {}
-    results = document.get("results") if isinstance(document.get("results"), list) else []
+    raw_metadata, raw_results = document.get("metadata"), document.get("results")
+    metadata: dict = raw_metadata if isinstance(raw_metadata, dict) else {}
+    results: list = raw_results if isinstance(raw_results, list) else []
     records = [r for r in results if isinstance(r, dict)]
     models = _models(metadata, records)
     styles = {m: (svg.colour(i), svg.marker_shape(i)) for i, m in enumerate(models)}

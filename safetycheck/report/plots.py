@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import math
 from html import escape
+from typing import Any
 
 from safetycheck.checks import families as registered_families
 from safetycheck.report import svg
@@ -101,7 +102,8 @@ def robustness_section(records: list[dict], styles: dict[str, tuple[str, str]]) 
             continue
         fams = list(dict.fromkeys(f for _, f in lines))
         one_model = len({m for m, _ in lines}) == 1
-        series, keys = [], []
+        series: list[dict[str, Any]] = []
+        keys: list[tuple[str, str, str, str]] = []
         for (model, fam), points in lines.items():
             points = sorted(points, key=lambda p: p[0])
             if clean.get(model) is not None and points[0][0] > 0:

@@ -194,7 +194,8 @@ def line_chart(
             f'stroke="{AXIS}" stroke-dasharray="4 4"><title>chance</title></line>'
         )
     for s in series:
-        runs, run = [], []
+        runs: list[list[tuple[float, float, float, float]]] = []
+        run: list[tuple[float, float, float, float]] = []
         for x, y in s["points"]:
             if y is None:
                 if run:
@@ -298,8 +299,7 @@ def reliability_chart(bins: list[dict], *, label: str, colour_: str, width: int 
         acc, conf = _clamp(b["accuracy"], 0, 1), b["confidence"]
         tip = (
             f"confidence [{b['lower']:.3f}, {b['upper']:.3f}): {b['count']} samples, "
-            f"accuracy {acc:.4f}"
-            + (f", mean confidence {conf:.4f}" if conf is not None else "")
+            f"accuracy {acc:.4f}" + (f", mean confidence {conf:.4f}" if conf is not None else "")
         )
         out.append(
             f'<g><title>{escape(tip)}</title><rect x="{_f(x0 + 0.5)}" y="{_f(fr.y(acc))}" '

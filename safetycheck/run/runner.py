@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import Any
 
 from safetycheck.checks.evaluation import ModelEvaluation
 from safetycheck.core.registry import CheckSkipped, PlannedCheck
@@ -21,7 +22,7 @@ def run_check(
     ``skipped`` set (and a NaN value); every other error propagates."""
     family, model = planned.family, evaluation.mut.name
     threshold = file_config.threshold(model, family.name, planned.id)
-    common = dict(
+    common: dict[str, Any] = dict(
         model=model,
         check=planned.id,
         family=family.name,

@@ -74,7 +74,7 @@ def build_settings(
         epsilons=tuple(
             _epsilons(options.eps, prefix)
             or file_config.settings.get("epsilons")
-            or defaults["epsilons"].default
+            or RunSettings.epsilons  # the dataclass default
         ),
         data_root=resolve_data_root(options.data),
         download=options.download,

@@ -94,8 +94,9 @@ class Measure:
     n: int | None
 
 
-def wilson(p: float, n: int) -> tuple[float, float]:
-    """The 95% Wilson interval of a proportion ``p`` measured on ``n`` samples."""
+def wilson(p: float, n: int) -> tuple[float, float] | None:
+    """The 95% Wilson interval of a proportion ``p`` measured on ``n`` samples (None when n is
+    0)."""
     return wilson_interval(round(p * n), n)
 
 
@@ -117,12 +118,10 @@ def _is_proportion(name: str) -> bool:
 
 def _interval(record: dict, value: float) -> tuple[float, float] | None:
     ci = record.get("ci")
-    if (
-        isinstance(ci, (list, tuple))
-        and len(ci) == 2
-        and None not in (lo := num(ci[0]), hi := num(ci[1]))
-    ):
-        return (min(lo, hi), max(lo, hi))
+    if isinstance(ci, (list, tuple)) and len(ci) == 2:
+        lo, hi = num(ci[0]), num(ci[1])
+        if lo is not None and hi is not None:
+            return (min(lo, hi), max(lo, hi))
     n = num(record.get("n"))
     if _is_proportion(family(record)) and n and n > 0 and 0 <= value <= 1:
         return wilson(value, int(n))
@@ -331,11 +330,11 @@ def _claim(
 
 
 def _best(data: StudyData, models: list[str], key: str, highest: bool) -> str | None:
-    present = [m for m in models if data.get(m, key) is not None]
-    if not present:
+    values = {m: measure.value for m in models if (measure := data.get(m, key)) is not None}
+    if not values:
         return None
     pick = max if highest else min
-    return pick(present, key=lambda m: data.get(m, key).value)
+    return pick(values, key=values.__getitem__)
 
 
 def _best_versus_rest(
@@ -352,26 +351,35 @@ _NOISE = (
     "holds if every comparison is as claimed, does not hold if none is, partly otherwise."
 )
 TEXTS = {
-    "a": "Adversarial training gives the best adversarial accuracy, under every attack and "
-         "eps, including "
-    "attacks it was not trained with (APGD, AutoAttack).",
-    "b": "CutOut and MixUp models are less adversarially robust than the baseline, CutOut "
-         "even less than "
-    "MixUp (cutout < mixup < lenet).",
-    "c": "Ensembles beat the baseline on adversarial accuracy, MNIST-C mean, OOD AUROC "
-         "(Fashion-MNIST and "
-    "KMNIST, MSP) and calibration (lower ECE), more so with more members (ensemble5 "
-    "over ensemble3).",
-    "d": "The larger model (lenet_wide) is more adversarially robust than lenet, but worse "
-         "on MNIST-C mean "
-    "and on Fashion-MNIST AUROC (MSP).",
-    "e": "Adversarial training lowers mean MNIST-C accuracy, more so with a larger training eps "
-    "(FGSM and PGD training at 0.3 below 0.1 below the baseline).",
-    "f": "MixUp lowers OOD AUROC and CutOut raises it (against lenet, MSP on "
-         "Fashion-MNIST and KMNIST).",
-    "g": "MixUp-then-adversarial training (mixup_then_pgd_at) is the worst calibrated model "
-         "(highest ECE), "
-    "the ensembles the best (lowest ECE).",
+    "a": (
+        "Adversarial training gives the best adversarial accuracy, under every attack and eps, "
+        "including attacks it was not trained with (APGD, AutoAttack)."
+    ),
+    "b": (
+        "CutOut and MixUp models are less adversarially robust than the baseline, CutOut even less "
+        "than MixUp (cutout < mixup < lenet)."
+    ),
+    "c": (
+        "Ensembles beat the baseline on adversarial accuracy, MNIST-C mean, OOD AUROC "
+        "(Fashion-MNIST and KMNIST, MSP) and calibration (lower ECE), more so with more members "
+        "(ensemble5 over ensemble3)."
+    ),
+    "d": (
+        "The larger model (lenet_wide) is more adversarially robust than lenet, but worse on "
+        "MNIST-C mean and on Fashion-MNIST AUROC (MSP)."
+    ),
+    "e": (
+        "Adversarial training lowers mean MNIST-C accuracy, more so with a larger training eps "
+        "(FGSM and PGD training at 0.3 below 0.1 below the baseline)."
+    ),
+    "f": (
+        "MixUp lowers OOD AUROC and CutOut raises it (against lenet, MSP on Fashion-MNIST and "
+        "KMNIST)."
+    ),
+    "g": (
+        "MixUp-then-adversarial training (mixup_then_pgd_at) is the worst calibrated model "
+        "(highest ECE), the ensembles the best (lowest ECE)."
+    ),
 }
 _OOD = ("auroc:fmnist-msp", "auroc:kmnist-msp")
 

@@ -10,6 +10,7 @@ renders as an image on its own (``xmlns``, a font, a white background).
 from __future__ import annotations
 
 from html import escape
+from typing import Any
 
 from safetycheck.report import svg
 from safetycheck.report.plots import attack_families
@@ -78,7 +79,7 @@ def _overlap(a: tuple, b: tuple) -> float:
 
 def _place_labels(
     points: list[tuple[str, float, float]], bounds: tuple
-) -> list[tuple[float, float, str]]:
+) -> list[tuple[float, float, str, bool]]:
     """Greedy label placement: for each point (in order) the first of sixteen positions around it
     that overlaps the least with the labels placed so far, the markers and the plot's edges;
     (x, y, text-anchor, needs a leader line) per point."""
@@ -120,6 +121,7 @@ def _place_labels(
                 best = (cost, x + dx, y + dy, anchor, box, (dx, dy, anchor) in far)
             if cost == 0:
                 break
+        assert best is not None, "there is always a candidate position"
         taken.append(best[4])
         placed.append(best[1:4] + best[5:])
     return placed
@@ -188,7 +190,9 @@ def scatter(
         out.append(svg.marker(shape, px, py, colour, r=4.6, tooltip=tip))
         pixels.append((model, px, py))
     bounds = (fr.left, fr.top, width - legend_w, height - fr.bottom)
-    for (model, px, py), (lx, ly, anchor, leader) in zip(pixels, _place_labels(pixels, bounds), strict=True):
+    for (model, px, py), (lx, ly, anchor, leader) in zip(
+        pixels, _place_labels(pixels, bounds), strict=True
+    ):
         if leader:
             out.append(
                 f'<line x1="{svg._f(px)}" y1="{svg._f(py)}" x2="{svg._f(lx)}" '
@@ -223,12 +227,12 @@ def eps_panels(data: StudyData, groups: dict, width: int = 700) -> str | None:
     panel_w, panel_h = width // columns, 270
     out, drawn = [], set()
     for i, fam in enumerate(families):
-        series = []
+        series: list[dict[str, Any]] = []
         for m in data.models:
             points = [
-                (float(k.split("@")[1]), data.get(m, k).value)
+                (float(k.split("@")[1]), measure.value)
                 for k in data.attack_keys(fam)
-                if data.get(m, k)
+                if (measure := data.get(m, k))
             ]
             if not points:
                 continue
@@ -296,9 +300,9 @@ def build(data: StudyData, groups: dict) -> tuple[list[tuple[str, str, str]], li
 
     def add(name: str, x_key: str, y_key: str, x_label: str, y_label: str, title: str, unit_x=True):
         points = [
-            (m, group_of(m, groups), data.get(m, x_key), data.get(m, y_key))
+            (m, group_of(m, groups), x_measure, y_measure)
             for m in data.models
-            if data.get(m, x_key) and data.get(m, y_key)
+            if (x_measure := data.get(m, x_key)) and (y_measure := data.get(m, y_key))
         ]
         if not points:
             missing.append(f"{title}: no model has both {x_key} and {y_key}")

@@ -323,7 +323,7 @@ def render_page(
             f'<table class="meta">{settings}</table></section>',
             f'<section class="card" id="matrix"><h2>Trade-off matrix</h2>{matrix}'
             '<p class="note">Bold: the best value in its column (highest; lowest for ECE and '
-            'Brier); \u2013: not measured.</p></section>',
+            "Brier); \u2013: not measured.</p></section>",
             '<section class="card" id="claims"><h2>Claims</h2>'
             + _html_table(["", "claim", "verdict", "result"], claim_rows, left=4, cls="claims")
             + details

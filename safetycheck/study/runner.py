@@ -88,18 +88,12 @@ def run_study(
     fingerprint = settings_fingerprint(settings, [p.id for p in planned], file_config)
     records: list[dict] = []
     for index, model in enumerate(models, start=1):
+
+        def say(text: str, index: int = index, model: ModelUnderTest = model) -> None:
+            progress(f"[{index}/{len(models)}] {model.name}: {text}")
+
         records.extend(
-            _model_records(
-                model,
-                settings,
-                file_config,
-                planned,
-                fingerprint,
-                out_dir,
-                lambda text, index=index, model=model: progress(
-                    f"[{index}/{len(models)}] {model.name}: {text}"
-                ),
-            )
+            _model_records(model, settings, file_config, planned, fingerprint, out_dir, say)
         )
     document = results_document(records, run_metadata(settings, models))
     document["metadata"]["study"] = {"groups": {m.name: model_group(m) for m in models}}

@@ -54,7 +54,9 @@ def test_an_entry_point_family_runs_end_to_end(tmp_path, data_root):
     assert result.returncode == 0, output[-4000:]
     assert "confident_coverage[threshold=0.9] PASSED" in output
     assert "confident_coverage[threshold=0.99] PASSED" in output
-    records = {r["check"]: r for r in json.loads((tmp_path / "results.json").read_text())["results"]}
+    records = {
+        r["check"]: r for r in json.loads((tmp_path / "results.json").read_text())["results"]
+    }
     file_bound = records["confident_coverage[threshold=0.9]"]
     assert file_bound["threshold"] == 0.97 and "thresholds.toml" in file_bound["threshold_source"]
     default_bound = records["confident_coverage[threshold=0.99]"]
@@ -67,7 +69,9 @@ def test_an_entry_point_family_runs_end_to_end(tmp_path, data_root):
 
 
 def test_an_entry_point_family_is_validated_in_threshold_files(tmp_path):
-    (tmp_path / "thresholds.toml").write_text('[thresholds]\n"confident_coverage[threshold=0.5]" = 0.9\n')
+    (tmp_path / "thresholds.toml").write_text(
+        '[thresholds]\n"confident_coverage[threshold=0.5]" = 0.9\n'
+    )
     (tmp_path / "model.py").write_text(
         "from torch import nn\n\ndef safety_model():\n"
         "    return nn.Sequential(nn.Flatten(), nn.Linear(784, 10))\n"
@@ -84,7 +88,9 @@ def test_a_broken_entry_point_is_one_clear_usage_error(tmp_path):
     info = site / "broken_family-1.0.dist-info"
     info.mkdir(parents=True)
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: broken-family\nVersion: 1.0\n")
-    (info / "entry_points.txt").write_text("[safetycheck.families]\nbroken = broken_family:FAMILY\n")
+    (info / "entry_points.txt").write_text(
+        "[safetycheck.families]\nbroken = broken_family:FAMILY\n"
+    )
     (site / "broken_family.py").write_text("FAMILY = 'not a family'\n")
     (tmp_path / "model.py").write_text(
         "from torch import nn\n\ndef safety_model():\n"

@@ -326,7 +326,7 @@ def test_gallery_has_one_png_per_corruption():
 
 
 def test_families_are_registered():
-    import safetycheck.checks.corruptions
+    import safetycheck.checks.corruptions  # noqa: F401
     from safetycheck.checks import check_id, families
     from safetycheck.checks.evaluation import RunSettings
 

@@ -129,9 +129,8 @@ def test_noise_from_the_intervals_and_the_example_message():
     assert comparison.difference == pytest.approx(0.056)
     assert comparison.regressed and comparison.method == "from the 95% intervals"
     assert (
-        comparison.describe()
-        == "regression vs baseline: 0.7100 < 0.7660 by 0.0560 (noise 0.0260, from the "
-           "95% intervals)"
+        comparison.describe() == "regression vs baseline: 0.7100 < 0.7660 by 0.0560 "
+        "(noise 0.0260, from the 95% intervals)"
     )
     assert compare(current, base, z=2 * 1.96).noise == pytest.approx(
         0.052
@@ -236,9 +235,8 @@ def test_no_current_value_always_regresses(value):
     comparison = compare(record(value=value), record(value=0.766))
     assert comparison.regressed and comparison.value is None
     assert (
-        comparison.describe()
-        == "regression vs baseline: no value measured (NaN or missing) where the baseline "
-           "measured 0.7660"
+        comparison.describe() == "regression vs baseline: no value measured (NaN or missing) "
+        "where the baseline measured 0.7660"
     )
 
 

@@ -82,7 +82,8 @@ def _reliability(scale):
         "bin_upper": [x + 1 / 15 for x in lower],
         "confidence": [None if c == 0 else b + 0.03 for c, b in zip(count, lower, strict=True)],
         "accuracy": [
-            None if c == 0 else min(1.0, (b + 0.02) * scale) for c, b in zip(count, lower, strict=True)
+            None if c == 0 else min(1.0, (b + 0.02) * scale)
+            for c, b in zip(count, lower, strict=True)
         ],
         "count": count,
     }

@@ -162,5 +162,7 @@ def test_the_test_conftest_imports_no_module_for_its_side_effects():
         if isinstance(node, (ast.Import, ast.ImportFrom))
         for alias in node.names
     ]
-    ours = {name for name in imported if name.split(".")[0] in ("safetycheck", "safetycheck_pytest")}
+    ours = {
+        name for name in imported if name.split(".")[0] in ("safetycheck", "safetycheck_pytest")
+    }
     assert ours == {"safetycheck.io.data"}, ours

@@ -210,8 +210,7 @@ def test_claim_verdicts_follow_their_rules():
     assert "no difference" in b.summary and "left out (the attack breaks both models)" in b.summary
     assert (
         "pgd_linf@0.05: cutout 0.900 [0.895, 0.905] \u2248 mixup 0.905 "
-        "[0.900, 0.910]: no difference"
-        in b.evidence
+        "[0.900, 0.910]: no difference" in b.evidence
     )
     assert claims["c"].verdict == "holds", claims["c"].evidence
     d = claims[
@@ -316,8 +315,7 @@ def test_write_study_writes_markdown_svgs_and_an_offline_page(tmp_path):
     assert "<b>" not in markdown and "evil&lt;b&gt;net&lt;/b&gt;\\|x" in markdown
     assert (
         "![Robust accuracy (pgd_linf@0.1) vs MNIST-C "
-        "mean](plots/robust_vs_mnist_c_pgd_linf_0.1.svg)"
-        in markdown
+        "mean](plots/robust_vs_mnist_c_pgd_linf_0.1.svg)" in markdown
     )
     assert (
         "| test images per check | all (whole test sets) |" in markdown

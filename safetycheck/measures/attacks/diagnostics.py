@@ -278,8 +278,10 @@ def large_eps_accuracy(
     verdict = (
         "as expected"
         if passed
-        else "the gradient attack is blind here, so its accuracies at smaller eps are "
-             "not trustworthy"
+        else (
+            "the gradient attack is blind here, so its accuracies at smaller eps are "
+            "not trustworthy"
+        )
     )
     return Diagnostic(
         "large_eps_accuracy",

@@ -138,10 +138,10 @@ class Square:
         channels, height, width = x0.shape[1:]
         n_steps = self.n_queries - 1  # the stripes take the first query
         # Per sample: one sign per column for the stripes, then (row, column, sign) per step.
-        draws = []
+        per_sample = []
         for generator in per_sample_generators(x0, self.seed, stream=0):
-            draws.append(torch.rand(width * channels + 3 * n_steps, generator=generator))
-        draws = torch.stack(draws).to(x0.device)
+            per_sample.append(torch.rand(width * channels + 3 * n_steps, generator=generator))
+        draws = torch.stack(per_sample).to(x0.device)
         stripes = torch.where(draws[:, : width * channels] < 0.5, -1.0, 1.0).view(
             -1, channels, 1, width
         )

@@ -163,7 +163,7 @@ def bilinear_sample(images: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor
         (cols - torch.floor(cols)).to(images.dtype),
     )
     base = ((r0.long() + 2) * stride + (c0.long() + 2)).reshape(*rows.shape[:-2], -1)
-    out = None
+    out: torch.Tensor | None = None
     for shift, weight in (
         (0, (1 - dr) * (1 - dc)),
         (1, (1 - dr) * dc),
@@ -174,10 +174,12 @@ def bilinear_sample(images: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor
         values = padded[:, index] if index.dim() == 1 else torch.gather(padded, 1, index)
         term = values.reshape(n, height, width) * weight
         out = term if out is None else out.add_(term)
+    assert out is not None  # the loop above runs four times
     return out.unsqueeze(1)
 
 
 def pixel_grid(dtype=torch.float64) -> tuple[torch.Tensor, torch.Tensor]:
     """(rows, cols), each (28, 28): the integer coordinates of every pixel."""
     index = torch.arange(SIDE, dtype=dtype)
-    return torch.meshgrid(index, index, indexing="ij")
+    rows, cols = torch.meshgrid(index, index, indexing="ij")
+    return rows, cols

@@ -45,7 +45,10 @@ def gallery(
     pictures = {}
     for name in names or ALL_NAMES:
         pixels = to_uint8(corrupt(images, name, seed=seed)[index, 0]).numpy()
-        picture = Image.fromarray(pixels).resize((28 * zoom, 28 * zoom), Image.NEAREST)
+        # Pillow sets the module-level NEAREST at import time, unseen by its type information;
+        # Image.Resampling.NEAREST (the same 0) would need Pillow >= 9.1.
+        nearest = Image.NEAREST  # type: ignore[attr-defined]
+        picture = Image.fromarray(pixels).resize((28 * zoom, 28 * zoom), nearest)
         buffer = io.BytesIO()
         picture.save(buffer, format="PNG")
         pictures[name] = buffer.getvalue()
