@@ -39,6 +39,7 @@ CLEAN_ACCURACY = CheckFamily(
     # A floor that a standard MNIST CNN clears (the example LeNet-5 measures 0.993).
     default_bounds={"clean_accuracy": 0.98},
     note="accuracy on the MNIST test set",
+    plot="reference",
     proportion=True,
     study_column=lambda params: "clean",
     study_rank=0,

@@ -25,8 +25,9 @@ from safetycheck.core.errors import SafetyCheckError
 if TYPE_CHECKING:  # type-only: the evaluation layer sits above this one
     from safetycheck.checks.evaluation import ModelEvaluation, RunSettings
 
-# The report's plot sections a family can join (see :mod:`safetycheck.report.plots`).
-PLOTS = ("linf_attacks", "l2_attacks", "corruptions", "ood", "calibration")
+# The report's plot sections a family can join (see :mod:`safetycheck.report.plots`);
+# "reference" is the clean accuracy drawn at eps 0 and above the corruptions.
+PLOTS = ("reference", "linf_attacks", "l2_attacks", "corruptions", "ood", "calibration")
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 

@@ -67,6 +67,16 @@ def measured(records: list[dict], *families: str) -> list[dict]:
     return [r for r in records if family(r) in families and not r.get("skipped") and "model" in r]
 
 
+def plot_records(records: list[dict], plot: str) -> list[dict]:
+    """The measured records of the families that join report plot ``plot``."""
+    return measured(records, *plot_families(plot))
+
+
+def _clean_accuracy(records: list[dict]) -> dict[str, float | None]:
+    """{model: clean accuracy}, the reference drawn at eps 0 and above the corruptions."""
+    return {str(r["model"]): num(r.get("value")) for r in plot_records(records, "reference")}
+
+
 def legend(items: list[tuple[str, str, str, str]]) -> str:
     """``items``: (text, colour, marker, dash)."""
     return (
@@ -88,7 +98,7 @@ def _eps_ticks(xs: list[float]) -> list[float] | None:
 
 
 def robustness_section(records: list[dict], styles: dict[str, tuple[str, str]]) -> str:
-    clean = {str(r["model"]): num(r.get("value")) for r in measured(records, "clean_accuracy")}
+    clean = _clean_accuracy(records)
     charts = []
     for title, families in ((title, plot_families(plot)) for title, plot in _ATTACK_PLOTS):
         lines: dict[tuple[str, str], list[tuple[float, float | None]]] = {}
@@ -144,14 +154,16 @@ def robustness_section(records: list[dict], styles: dict[str, tuple[str, str]]) 
 
 
 def _per_corruption(records: list[dict]) -> dict[str, dict[str, float | None]]:
-    """{model: {corruption: accuracy}} from ``mnist_c_mean`` artifacts, else ``mnist_c`` values."""
+    """{model: {corruption: accuracy}} from a ``per_corruption`` artifact (``mnist_c_mean``), else
+    from the per-corruption checks (``mnist_c[fog]``: a ``corruption`` parameter)."""
     out: dict[str, dict[str, float | None]] = {}
-    for r in measured(records, "mnist_c_mean"):
+    corruption_records = plot_records(records, "corruptions")
+    for r in corruption_records:
         per = artifacts(r).get("per_corruption")
         if isinstance(per, dict) and per:
             out.setdefault(str(r["model"]), {str(k): num(v) for k, v in per.items()})
     fallback: dict[str, dict[str, float | None]] = {}
-    for r in measured(records, "mnist_c"):
+    for r in corruption_records:
         name = params(r).get("corruption")
         if name is not None:
             fallback.setdefault(str(r["model"]), {})[str(name)] = num(r.get("value"))
@@ -211,7 +223,7 @@ def corruption_section(
         return ""
     body = ""
     if per:
-        clean = {str(r["model"]): num(r.get("value")) for r in measured(records, "clean_accuracy")}
+        clean = _clean_accuracy(records)
         categories = list(dict.fromkeys(c for values in per.values() for c in values))
         has_clean = any(clean.get(m) is not None for m in per)
         series, keys = [], []
@@ -231,7 +243,7 @@ def corruption_section(
             + legend(keys)
             + "</figure>"
         )
-    elif any(measured(records, "mnist_c_mean", "mnist_c")):
+    elif plot_records(records, "corruptions"):
         body = '<p class="note">No per-corruption accuracies were recorded.</p>'
     return _section(
         "corruptions",
@@ -260,7 +272,7 @@ def _roc(record: dict) -> list[tuple[float, float]] | None:
 
 def ood_section(records: list[dict], styles: dict[str, tuple[str, str]]) -> str:
     groups: dict[tuple[str, str], list[dict]] = {}
-    for r in measured(records, "ood_auroc"):
+    for r in plot_records(records, "ood"):
         p = params(r)
         groups.setdefault((str(p.get("set", "?")), str(p.get("score", "?"))), []).append(r)
     if not groups:
@@ -357,7 +369,7 @@ def _concentration(bins: list[dict]) -> str:
 
 
 def calibration_section(records: list[dict], styles: dict[str, tuple[str, str]]) -> str:
-    calibration = measured(records, "calibration")
+    calibration = plot_records(records, "calibration")
     if not calibration:
         return ""
     charts, seen = [], set()
