@@ -154,11 +154,12 @@ class ModelEvaluation:
         belong to the evaluated images."""
         return values if self.test_indices is None else values[self.test_indices]
 
-    def cached(self, key: str, compute: Callable[[ModelEvaluation], T]) -> T:
+    def cached(self, key: str, compute: Callable[[ModelEvaluation], T], announce: bool = True) -> T:
         """The result named ``key``, computed by ``compute(self)`` the first time it is asked for;
-        every check family shares its expensive results through this one cache."""
+        every check family shares its expensive results through this one cache. ``announce``:
+        tell ``progress`` (False for cheap steps, which would only be noise)."""
         if key not in self._cache:
-            if self.progress is None:
+            if self.progress is None or not announce:
                 self._cache[key] = compute(self)
             else:
                 what = f"{self.mut.name}: {key}"

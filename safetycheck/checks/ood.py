@@ -59,9 +59,11 @@ def model_ood(evaluation: ModelEvaluation) -> ModelOOD:
             in_logits=ev.clean_logits,
             in_outputs=ev.clean_outputs,
             image_sets=image_sets,
+            # The OOD work goes into the evaluation's one cache (and its progress lines).
+            store=lambda key, compute, announce: ev.cached(key, lambda _: compute(), announce),
         )
 
-    return evaluation.cached("ood", create)
+    return evaluation.cached("ood", create, announce=False)
 
 
 def _ood_subsets(evaluation: ModelEvaluation, settings: OODSettings) -> dict[str, OODSet]:

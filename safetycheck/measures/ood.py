@@ -19,8 +19,10 @@ Users add their own sets by name: a folder of 28x28 greyscale PNG/JPEG images or
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar, cast
 
 import numpy as np
 import torch
@@ -37,6 +39,7 @@ from safetycheck.measures.ood_metrics import (
 )
 from safetycheck.measures.ood_scores import (
     KNN,
+    Detector,
     Mahalanobis,
     MemberOutputs,
     ViM,
@@ -46,6 +49,8 @@ from safetycheck.measures.ood_scores import (
     msp,
     odin,
 )
+
+T = TypeVar("T")
 
 IN_DISTRIBUTION = "mnist"
 
@@ -397,41 +402,47 @@ class ModelOOD:
     )
     train: LabelledImages | None = None
     image_sets: dict[str, OODSet] = field(default_factory=dict)
-    _outputs: dict = field(default_factory=dict, repr=False)
-    _scores: dict = field(default_factory=dict, repr=False)
-    _results: dict = field(default_factory=dict, repr=False)
-    _detectors: list | None = field(default=None, repr=False)
-    _sets: dict = field(default_factory=dict, repr=False)
+    # Where the intermediate results live: ``store(key, compute, announce)`` returns the result
+    # named ``key``, computing ``compute()`` once. A run's ModelEvaluation passes its own cache, so
+    # that a model's OOD work sits with its other shared results (one cache per model); used on
+    # its own, a ModelOOD keeps them in a private dict.
+    store: Callable[[str, Callable[[], Any], bool], Any] | None = field(default=None, repr=False)
+    _memo: dict[str, Any] = field(default_factory=dict, repr=False)
+    _measured: list[tuple[str, str]] = field(default_factory=list, repr=False)  # result()s asked
+
+    def _once(self, key: str, compute: Callable[[], T], announce: bool = False) -> T:
+        if self.store is not None:
+            return cast(T, self.store(f"ood:{key}", compute, announce))
+        if key not in self._memo:
+            self._memo[key] = compute()
+        return cast(T, self._memo[key])
 
     def images(self, set_name: str) -> OODSet:
-        if set_name not in self._sets:
+        def load() -> OODSet:
             if set_name in self.image_sets:
-                self._sets[set_name] = self.image_sets[set_name]
-            elif set_name == IN_DISTRIBUTION:
+                return self.image_sets[set_name]
+            if set_name == IN_DISTRIBUTION:
                 split = load_split("mnist", "test", root=self.root, download=self.download)
-                self._sets[set_name] = OODSet(
-                    set_name, split.images, f"MNIST test ({len(split)} images)"
-                )
-            else:
-                self._sets[set_name] = load_ood_set(
-                    set_name, self.settings, self.root, self.download, self.seed
-                )
-        return self._sets[set_name]
+                return OODSet(set_name, split.images, f"MNIST test ({len(split)} images)")
+            return load_ood_set(set_name, self.settings, self.root, self.download, self.seed)
+
+        return self._once(f"images:{set_name}", load)
 
     def outputs(self, set_name: str) -> tuple[torch.Tensor, list[MemberOutputs]]:
         """(model logits, per-member outputs) on a set; one pass per set."""
-        if set_name not in self._outputs:
-            if set_name == IN_DISTRIBUTION and self.in_outputs is not None:
-                self._outputs[set_name] = self.in_outputs
-            else:
-                self._outputs[set_name] = model_outputs(
-                    self.model, self.images(set_name).images, self.batch_size
-                )
-        return self._outputs[set_name]
+        if set_name == IN_DISTRIBUTION and self.in_outputs is not None:
+            return self.in_outputs
+        return self._once(
+            f"outputs:{set_name}",
+            lambda: model_outputs(self.model, self.images(set_name).images, self.batch_size),
+            announce=True,
+        )
 
-    def detectors(self) -> list[dict]:
-        """Per member: score name -> fitted detector, or a string saying why it is unavailable."""
-        if self._detectors is None:
+    def detectors(self) -> list[dict[str, Detector | str]]:
+        """Per member: score name -> fitted :class:`~safetycheck.measures.ood_scores.Detector`, or
+        a string saying why it is unavailable."""
+
+        def fit_all() -> list[dict[str, Detector | str]]:
             train = self.train
             if train is None:
                 train = load_split("mnist", "train", root=self.root, download=self.download)
@@ -439,14 +450,16 @@ class ModelOOD:
             order = torch.randperm(len(train), generator=generator)
             fit = order[: self.settings.fit_samples] if self.settings.fit_samples else order
             _, members = model_outputs(self.model, train.images[fit], self.batch_size)
-            self._detectors = [self._fit_member(m, train.labels[fit]) for m in members]
-        return self._detectors
+            return [self._fit_member(m, train.labels[fit]) for m in members]
 
-    def _fit_member(self, member: MemberOutputs, labels: torch.Tensor) -> dict:
+        return self._once("detectors", fit_all, announce=True)
+
+    def _fit_member(self, member: MemberOutputs, labels: torch.Tensor) -> dict[str, Detector | str]:
         if member.features is None:
-            return dict.fromkeys(("mahalanobis", "vim", "knn"), member.features_missing)
+            why = member.features_missing or "the model exposes no features"
+            return dict.fromkeys(("mahalanobis", "vim", "knn"), why)
         bank = member.features[: self.settings.knn_bank]  # rows are already in seeded random order
-        fitted = {
+        fitted: dict[str, Detector | str] = {
             "mahalanobis": Mahalanobis.fit(member.features, labels),
             "knn": KNN.fit(bank, self.settings.knn_k),
         }
@@ -461,10 +474,9 @@ class ModelOOD:
     def scores(self, set_name: str, score: str) -> ScoreResult:
         """``score`` on every image of a set (``"mnist"`` is MNIST test); cached."""
         info = validate_score_name(score)
-        key = (set_name, score)
-        if key not in self._scores:
-            self._scores[key] = self._compute_scores(set_name, info)
-        return self._scores[key]
+        return self._once(
+            f"scores:{set_name}:{score}", lambda: self._compute_scores(set_name, info)
+        )
 
     def _compute_scores(self, set_name: str, info: ScoreInfo) -> ScoreResult:
         plain = not isinstance(self.model, Ensemble)
@@ -505,45 +517,41 @@ class ModelOOD:
             if isinstance(detector, str):
                 where = f"ensemble member {index}: " if not plain else ""
                 return ScoreResult(None, skipped=f"{info.name} skipped: {where}{detector}.")
-            per_member.append(
-                detector.score(member.features, member.logits)
-                if info.name == "vim"
-                else detector.score(member.features)
-            )
+            assert member.features is not None, "a fitted detector implies the member has features"
+            per_member.append(detector.score(member.features, member.logits))
         return ScoreResult(torch.stack(per_member).mean(dim=0))
 
     def result(self, set_name: str, score: str) -> OODResult:
         """``score`` on MNIST test (positive) against ``set_name``: metrics and ROC data; cached."""
         validate_score_name(score)
-        key = (set_name, score)
-        if key not in self._results:
-            info, inside_set = SCORES[score], self.images(IN_DISTRIBUTION).description
-            description = (
-                f"{info.title} ({info.reference}); {inside_set} vs "
-                f"{self.images(set_name).description}"
+        if (set_name, score) not in self._measured:
+            self._measured.append((set_name, score))
+        return self._once(
+            f"result:{set_name}:{score}", lambda: self._compute_result(set_name, score)
+        )
+
+    def _compute_result(self, set_name: str, score: str) -> OODResult:
+        info, inside_set = SCORES[score], self.images(IN_DISTRIBUTION).description
+        description = (
+            f"{info.title} ({info.reference}); {inside_set} vs {self.images(set_name).description}"
+        )
+        inside, outside = self.scores(IN_DISTRIBUTION, score), self.scores(set_name, score)
+        if inside.skipped or outside.skipped:
+            return OODResult(
+                set_name, score, description, skipped=inside.skipped or outside.skipped
             )
-            inside, outside = self.scores(IN_DISTRIBUTION, score), self.scores(set_name, score)
-            if inside.skipped or outside.skipped:
-                self._results[key] = OODResult(
-                    set_name, score, description, skipped=inside.skipped or outside.skipped
-                )
-            else:
-                metrics = ood_metrics(
-                    inside.values,
-                    outside.values,
-                    self.settings.confidence,
-                    self.settings.bootstrap,
-                    self.seed,
-                )
-                self._results[key] = OODResult(
-                    set_name,
-                    score,
-                    description,
-                    metrics,
-                    roc_curve_data(inside.values, outside.values),
-                )
-        return self._results[key]
+        assert inside.values is not None and outside.values is not None
+        metrics = ood_metrics(
+            inside.values,
+            outside.values,
+            self.settings.confidence,
+            self.settings.bootstrap,
+            self.seed,
+        )
+        return OODResult(
+            set_name, score, description, metrics, roc_curve_data(inside.values, outside.values)
+        )
 
     def report(self) -> list[dict]:
         """Every result computed so far, JSON-serialisable, for the HTML and JSON reports."""
-        return [result.as_dict() for result in self._results.values()]
+        return [self.result(set_name, score).as_dict() for set_name, score in self._measured]

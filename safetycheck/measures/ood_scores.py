@@ -18,6 +18,7 @@ from __future__ import annotations
 import inspect
 import math
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -299,6 +300,18 @@ def model_outputs(
 # Scores from features, fitted on in-distribution training features
 
 
+class Detector(Protocol):
+    """A fitted feature-based OOD detector (:class:`Mahalanobis`, :class:`ViM`, :class:`KNN`).
+
+    ``score(features, logits)`` takes one model's (or ensemble member's) penultimate features
+    (N, D) and logits (N, C) on the same images and returns (N,) float64 scores, higher = more
+    in-distribution. Every detector takes both, whether or not it reads the logits, so that the
+    caller treats them alike.
+    """
+
+    def score(self, features: torch.Tensor, logits: torch.Tensor | None = None) -> torch.Tensor: ...
+
+
 @dataclass(frozen=True)
 class Mahalanobis:
     """Mahalanobis score with class means and one shared (tied) covariance (Lee, Lee, Lee & Shin,
@@ -324,7 +337,9 @@ class Mahalanobis:
         covariance = centred.T @ centred / x.shape[0]
         return cls(means, torch.linalg.pinv(covariance, hermitian=True))
 
-    def score(self, features: torch.Tensor) -> torch.Tensor:
+    def score(self, features: torch.Tensor, logits: torch.Tensor | None = None) -> torch.Tensor:
+        """(N,) minus the squared Mahalanobis distance to the nearest class mean (``logits`` are
+        not read)."""
         x = features.double()
         projected = x @ self.precision
         distances = (
@@ -383,7 +398,10 @@ class ViM:
         alpha = float(logits.double().amax(dim=1).mean() / residual.mean().clamp_min(1e-12))
         return cls(origin, basis, alpha, principal_dim)
 
-    def score(self, features: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    def score(self, features: torch.Tensor, logits: torch.Tensor | None = None) -> torch.Tensor:
+        """(N,) energy of ``logits`` minus alpha times the residual norm of ``features``."""
+        if logits is None:
+            raise ConfigError("ViM scores need the logits of the same images as the features.")
         residual = ((features.double() - self.origin) @ self.residual_basis).norm(dim=1)
         return torch.logsumexp(logits.double(), dim=1) - self.alpha * residual
 
@@ -411,7 +429,11 @@ class KNN:
             )
         return cls(F.normalize(features.float(), dim=1), k)
 
-    def score(self, features: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
+    def score(
+        self, features: torch.Tensor, logits: torch.Tensor | None = None, chunk: int = 1024
+    ) -> torch.Tensor:
+        """(N,) minus the distance to the k-th nearest bank feature, ``chunk`` queries at a time
+        (``logits`` are not read)."""
         queries, scores = F.normalize(features.float(), dim=1), []
         for start in range(0, queries.shape[0], chunk):
             similarity = queries[start : start + chunk] @ self.bank.T
