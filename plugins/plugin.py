@@ -58,12 +58,12 @@ class SafetyRun:
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         for teardown in self.teardowns:
             teardown()
-        if self.records and self.outputs is not None and not hasattr(self.config, "workerinput"):
-            self.outputs.write(self)
         if self.records and self.junit_path:
             junit.add_suite_properties(
                 self.junit_path, [junit.suite_property(record) for record in self.records]
             )
+        if self.records and self.outputs is not None and not hasattr(self.config, "workerinput"):
+            self.outputs.write(self)
 
     def pytest_terminal_summary(self, terminalreporter) -> None:
         if self.records:
