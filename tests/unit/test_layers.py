@@ -5,10 +5,13 @@ imports pytest, and pyproject.toml lists every package folder."""
 from __future__ import annotations
 
 import ast
+import importlib
 import tomllib
 from pathlib import Path
 
 import pytest
+
+import safetycheck
 
 REPO = Path(__file__).resolve().parents[2]
 ENGINE = REPO / "safetycheck"
@@ -166,3 +169,23 @@ def test_the_test_conftest_imports_no_module_for_its_side_effects():
         name for name in imported if name.split(".")[0] in ("safetycheck", "safetycheck_pytest")
     }
     assert ours == {"safetycheck.io.data"}, ours
+
+
+@pytest.mark.parametrize("old", sorted(safetycheck.MOVED_MODULES))
+def test_a_module_of_the_flat_layout_still_imports_as_the_same_module(old):
+    new = safetycheck.MOVED_MODULES[old]
+    assert importlib.import_module(old) is importlib.import_module(new)
+
+
+def test_names_that_moved_inside_a_module_are_still_readable():
+    from safetycheck.config import DEFAULT_PROFILE
+    from safetycheck.families import REGISTRY
+    from safetycheck.families.accuracy import accuracy
+    from safetycheck.html_plots import ATTACK_FAMILIES
+    from safetycheck.study import run_study
+
+    assert DEFAULT_PROFILE["clean_accuracy"] == 0.98 and "pgd_linf" in REGISTRY
+    assert ATTACK_FAMILIES == ("fgsm", "pgd_linf", "apgd", "autoattack", "pgd_l2")
+    assert callable(accuracy) and callable(run_study)
+    with pytest.raises(ImportError):
+        importlib.import_module("safetycheck.no_such_module")
