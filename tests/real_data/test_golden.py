@@ -120,3 +120,19 @@ def test_the_comparison_catches_a_moved_number():
     document["results"][7]["details"] = document["results"][7]["details"] + " changed"
     found = differences(golden, document)
     assert len(found) == 3 and "value" in found[0] and " n:" in found[1], found
+
+
+def test_the_html_report_of_the_golden_document_is_unchanged(tmp_path):
+    """The HTML report stays compatible: rendered from the main job's whole results document (as
+    the code before the restructure wrote it), it is byte for byte the page that code rendered."""
+    import hashlib
+
+    from safetycheck.report.html import render_html
+
+    document = json.loads((GOLDEN / "lenet_main_document.json").read_text())
+    page = render_html(document)
+    expected = (GOLDEN / "lenet_main_report.sha256").read_text().strip()
+    actual = hashlib.sha256(page.encode("utf-8")).hexdigest()
+    if actual != expected:
+        (tmp_path / "report.html").write_text(page, encoding="utf-8")
+    assert actual == expected, f"the report changed; the new page is in {tmp_path / 'report.html'}"
