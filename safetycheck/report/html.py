@@ -17,6 +17,7 @@ from html import escape
 from pathlib import Path
 
 from safetycheck.checks import families as registered_families
+from safetycheck.core.files import write_atomic
 from safetycheck.report import plots, svg
 from safetycheck.report.plots import family, num
 
@@ -510,4 +511,4 @@ def write_html(path: str | Path, document: dict, gallery: dict[str, bytes] | Non
     """Render :func:`render_html` to ``path`` (UTF-8), creating its folder."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render_html(document, gallery), encoding="utf-8")
+    write_atomic(path, render_html(document, gallery))

@@ -22,6 +22,7 @@ import re
 from html import escape
 from pathlib import Path
 
+from safetycheck.core.files import write_atomic
 from safetycheck.report import html as html_report
 from safetycheck.study import plots as study_plots
 from safetycheck.study.claims import (
@@ -350,13 +351,13 @@ def write_study(
     written: dict[str, Path] = {}
     for name, _, element in plots:
         path = out_dir / "plots" / name
-        path.write_text(study_plots.standalone(element), encoding="utf-8")
+        write_atomic(path, study_plots.standalone(element))
         written[f"plots/{name}"] = path
     for name, text in (
         ("study.md", render_markdown(data, claims, groups, plots, missing, manifest)),
         ("tradeoffs.html", render_page(data, claims, groups, plots, missing, manifest)),
     ):
         path = out_dir / name
-        path.write_text(text, encoding="utf-8")
+        write_atomic(path, text)
         written[name] = path
     return written

@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from safetycheck.core.errors import ConfigError
+from safetycheck.core.files import write_atomic
 from safetycheck.measures.corruptions._common import to_uint8, validate_images
 
 
@@ -64,7 +65,7 @@ def write_gallery(
     written = []
     for name, png in gallery(images, seed, **options).items():
         path = folder / f"{name}.png"
-        path.write_bytes(png)
+        write_atomic(path, png)
         written.append(path)
     return written
 
