@@ -24,11 +24,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from safetycheck.core.errors import ConfigError, ModelContractError, ModelLoadError
+from safetycheck.io.profiles import DEFAULT_PROFILE, DatasetProfile
 
-NUM_CLASSES = 10
-INPUT_SHAPE = (1, 28, 28)
 FACTORY_NAMES = ("safety_model", "build_model")
-CONTRACT = "float32 images (N, 1, 28, 28) in [0, 1] in, logits (N, 10) out"
+# The default (MNIST) contract; a run on another dataset checks its profile's instead.
+NUM_CLASSES = DEFAULT_PROFILE.num_classes
+INPUT_SHAPE = DEFAULT_PROFILE.input_shape
+CONTRACT = DEFAULT_PROFILE.contract
 _NAME_PATTERN = re.compile(r"[A-Za-z0-9_.\-]+")
 
 
@@ -290,29 +292,36 @@ def model_device(model: nn.Module) -> torch.device:
 # The contract
 
 
-def probe_batch(n: int = 8, seed: int = 0) -> torch.Tensor:
-    """A fixed batch of valid inputs: random pixels plus an all-black and an all-white image."""
+def probe_batch(
+    n: int = 8, seed: int = 0, shape: tuple[int, int, int] = INPUT_SHAPE
+) -> torch.Tensor:
+    """A fixed batch of valid inputs of ``shape`` (C, H, W): random pixels plus an all-black and
+    an all-white image."""
     generator = torch.Generator().manual_seed(seed)
-    batch = torch.rand((n, *INPUT_SHAPE), generator=generator)
+    batch = torch.rand((n, *shape), generator=generator)
     batch[0].zero_()
     batch[1].fill_(1.0)
     return batch
 
 
 def check_contract(
-    mut: ModelUnderTest, device: torch.device, allow_randomized: bool = False
+    mut: ModelUnderTest,
+    device: torch.device,
+    allow_randomized: bool = False,
+    profile: DatasetProfile = DEFAULT_PROFILE,
 ) -> None:
-    """Raise :class:`ModelContractError` unless ``mut`` honours the contract on a probe batch.
+    """Raise :class:`ModelContractError` unless ``mut`` honours ``profile``'s contract (float32
+    (N, C, H, W) in [0, 1] in, (N, K) logits out; MNIST's by default) on a probe batch.
 
     Checks, each with its own message: the call succeeds; the output is a tensor (not a tuple or
-    dict) of floats with shape (N, 10); all values are finite; rows are not probabilities; two
+    dict) of floats with shape (N, K); all values are finite; rows are not probabilities; two
     identical calls in eval mode agree (else the model is randomised, refused unless
     ``allow_randomized``, in which case ``mut.randomized`` is set for the reports).
     """
     members: Iterable[nn.Module] = mut.module.members if isinstance(mut.module, Ensemble) else []
     for index, member in enumerate(members):
-        _check_outputs(member, f"model {mut.name!r} (ensemble member {index})", device)
-    first, second = _check_outputs(mut.module, f"model {mut.name!r}", device)
+        _check_outputs(member, f"model {mut.name!r} (ensemble member {index})", device, profile)
+    first, second = _check_outputs(mut.module, f"model {mut.name!r}", device, profile)
     if not torch.allclose(first, second, rtol=1e-4, atol=1e-5):
         if not allow_randomized:
             difference = (first - second).abs().max().item()
@@ -326,49 +335,60 @@ def check_contract(
 
 
 def _check_outputs(
-    model: nn.Module, label: str, device: torch.device
+    model: nn.Module, label: str, device: torch.device, profile: DatasetProfile = DEFAULT_PROFILE
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    batch = probe_batch().to(device)
+    batch = probe_batch(shape=profile.input_shape).to(device)
     with evaluation_mode(model), torch.no_grad():
-        first = _call(model, batch, label)
-        _check_output_value(first, label, batch.shape[0])
-        second = _call(model, batch.clone(), label)
+        first = _call(model, batch, label, profile)
+        _check_output_value(first, label, batch.shape[0], profile)
+        second = _call(model, batch.clone(), label, profile)
     return first.float(), second.float()
 
 
-def _call(model: nn.Module, batch: torch.Tensor, label: str) -> Any:
+def _call(
+    model: nn.Module, batch: torch.Tensor, label: str, profile: DatasetProfile = DEFAULT_PROFILE
+) -> Any:
     try:
         return model(batch)
     except Exception as exc:
         raise ModelContractError(
             f"{label} raised {type(exc).__name__} on a probe batch of shape {tuple(batch.shape)} "
-            f"({batch.dtype}, {batch.device}, values in [0, 1]): {exc}. The contract is {CONTRACT}."
+            f"({batch.dtype}, {batch.device}, values in [0, 1]): {exc}. "
+            f"The contract is {profile.contract}."
         ) from exc
 
 
-def _check_output_value(output: Any, label: str, n: int) -> None:
+def _check_output_value(
+    output: Any, label: str, n: int, profile: DatasetProfile = DEFAULT_PROFILE
+) -> None:
+    k = profile.num_classes
     if isinstance(output, (tuple, list)):
         raise ModelContractError(
             f"{label} returns a {type(output).__name__} of {len(output)} items; return the logits "
-            "tensor (N, 10) alone."
+            f"tensor (N, {k}) alone."
         )
     if isinstance(output, dict):
         raise ModelContractError(
             f"{label} returns a dict with keys {sorted(map(str, output))}; return the logits "
-            "tensor (N, 10) alone."
+            f"tensor (N, {k}) alone."
         )
     if not isinstance(output, torch.Tensor):
         raise ModelContractError(
-            f"{label} returns a {type(output).__name__}; return a logits tensor of shape (N, 10)."
+            f"{label} returns a {type(output).__name__}; return a logits tensor of shape (N, {k})."
         )
     if not output.is_floating_point():
         raise ModelContractError(
             f"{label} returns a {output.dtype} tensor; return float logits, not class indices."
         )
-    if tuple(output.shape) != (n, NUM_CLASSES):
+    if tuple(output.shape) != (n, k):
+        classes = (
+            ""
+            if output.dim() != 2 or output.shape[0] != n
+            else f" ({profile.title} has {k} classes; is this a model for another dataset?)"
+        )
         raise ModelContractError(
             f"{label} returns shape {tuple(output.shape)} for a batch of {n}; expected "
-            f"({n}, {NUM_CLASSES}) logits."
+            f"({n}, {k}) logits.{classes}"
         )
     finite = torch.isfinite(output)
     if not finite.all():
