@@ -109,7 +109,12 @@ def pytest_collection_modifyitems(
         file_config = load_threshold_config(config)
         run.settings = settings = run_settings(config, file_config)
         for model in models:
-            check_contract(model, settings.device, allow_randomized=settings.allow_randomized)
+            check_contract(
+                model,
+                settings.device,
+                allow_randomized=settings.allow_randomized,
+                profile=settings.dataset,
+            )
         _check_data(settings)
         run.torch_threads = _share_threads(config)
         planned = plan_checks(settings)  # reads the families, third-party entry points included

@@ -30,13 +30,18 @@ from safetycheck.measures.robustness import SweepResult
 PGD_L2_EPSILONS = (0.5, 1.0, 1.5, 2.0)
 
 
+def l2_epsilons(settings: RunSettings) -> tuple[float, ...]:
+    """The L2 radii of the run's dataset profile (MNIST's: :data:`PGD_L2_EPSILONS`)."""
+    return tuple(settings.dataset.epsilons.get("l2", PGD_L2_EPSILONS))
+
+
 def _budget(evaluation: ModelEvaluation) -> str:
     return "standard" if evaluation.settings.device.type == "cuda" else "fast"
 
 
 def _sweep(evaluation: ModelEvaluation, name: str) -> SweepResult:
     budget = _budget(evaluation) if name in ("apgd", "autoattack") else "standard"
-    epsilons = PGD_L2_EPSILONS if name == "pgd_l2" else None
+    epsilons = l2_epsilons(evaluation.settings) if name == "pgd_l2" else None
     return attack_sweep(
         evaluation, name, cascade(name, seed=evaluation.settings.seed, budget=budget), epsilons
     )
@@ -70,7 +75,7 @@ def _run_epsilons(settings: RunSettings) -> list[dict]:
 
 
 def _l2_epsilons(settings: RunSettings) -> list[dict]:
-    return [{"eps": eps} for eps in PGD_L2_EPSILONS]
+    return [{"eps": eps} for eps in l2_epsilons(settings)]
 
 
 # The built-in bounds: the example LeNet-5 on 200 images measures FGSM 0.965, 0.86 at eps 0.05,

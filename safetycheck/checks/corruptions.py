@@ -16,7 +16,7 @@ import torch
 
 from safetycheck.checks.accuracy import accuracy, accuracy_measurement
 from safetycheck.checks.evaluation import ModelEvaluation
-from safetycheck.core.registry import CheckFamily, Measurement
+from safetycheck.core.registry import CheckFamily, CheckSkipped, Measurement
 from safetycheck.core.stats import wilson_interval
 from safetycheck.io.predict import predict
 from safetycheck.measures.corruptions import CORRUPTIONS, load_corrupted
@@ -26,9 +26,23 @@ def _source(evaluation: ModelEvaluation) -> str:
     return evaluation.settings.mnist_c_source
 
 
+def _applicable(evaluation: ModelEvaluation) -> None:
+    """Skip, never pass, where the MNIST-C corruptions do not apply to the run's dataset."""
+    dataset = evaluation.settings.dataset
+    if dataset.corruptions != "mnist_c":
+        shape = "x".join(map(str, dataset.input_shape))
+        raise CheckSkipped(
+            f"not applicable: the MNIST-C corruptions are for 28x28 grayscale images; "
+            f"{dataset.title} images are {shape} (common corruptions for any image are a "
+            "later issue)"
+        )
+
+
 def corrupted_correct(evaluation: ModelEvaluation, name: str) -> torch.Tensor:
     """(N,) bool: which of the evaluated test images (all 10000, or the ``samples`` subset) the
     model classifies correctly under corruption ``name``."""
+    _applicable(evaluation)
+    dataset = evaluation.settings.dataset.name
 
     def run(ev: ModelEvaluation) -> torch.Tensor:
         settings = ev.settings
@@ -38,6 +52,7 @@ def corrupted_correct(evaluation: ModelEvaluation, name: str) -> torch.Tensor:
             root=settings.data_root,
             seed=settings.seed,
             download=settings.download,
+            dataset=dataset,
         )
         # Corrupted sets are generated (and cached) whole, so a subset's images are exactly the
         # full set's: a quick run and a full run agree image by image.
@@ -53,13 +68,16 @@ def corrupted_correct(evaluation: ModelEvaluation, name: str) -> torch.Tensor:
         )
         return predictions == data.labels
 
-    return evaluation.cached(f"mnist_c/{_source(evaluation)}/{name}", run)
+    where = "" if dataset == "mnist" else f"{dataset}/"
+    return evaluation.cached(f"mnist_c/{where}{_source(evaluation)}/{name}", run)
 
 
 def _details(evaluation: ModelEvaluation) -> str:
     source = _source(evaluation)
     seed = f", seed {evaluation.settings.seed}" if source == "generated" else ""
-    return f"MNIST-C ({source}{seed}), {evaluation.describe_test_set()} per corruption"
+    dataset = evaluation.settings.dataset
+    of = "" if dataset.name == "mnist" else f" corruptions of {dataset.title}"
+    return f"MNIST-C{of} ({source}{seed}), {evaluation.describe_test_set()} per corruption"
 
 
 def _mean_accuracy(

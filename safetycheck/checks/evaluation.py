@@ -17,9 +17,10 @@ from typing import TypeVar, cast
 import torch
 from torch import nn
 
-from safetycheck.io.data import DataRoot, LabelledImages, load_split, resolve_data_root
+from safetycheck.io.data import DataRoot, LabelledImages, resolve_data_root
 from safetycheck.io.models import ModelUnderTest
 from safetycheck.io.predict import predict
+from safetycheck.io.profiles import DEFAULT_PROFILE, DatasetProfile
 from safetycheck.measures.acceleration import Acceleration, accelerate
 from safetycheck.measures.ood import OODSettings
 from safetycheck.measures.robustness import SweepResult
@@ -45,9 +46,10 @@ class RunSettings:
     ood: OODSettings = field(default_factory=OODSettings)
     checks: tuple[str, ...] = ()  # check families to run; empty: the default suite
     mnist_c_source: str = "generated"  # or "official": the static MNIST-C files under the data root
-    acceleration: Acceleration = field(
-        default_factory=Acceleration
-    )  # how the attacks call the model
+    acceleration: Acceleration = field(default_factory=Acceleration)  # how attacks call the model
+    # What is tested: the contract, the test split and the families' defaults (MNIST's by
+    # default). ``epsilons`` above is MNIST's default; build_settings gives another profile's.
+    dataset: DatasetProfile = DEFAULT_PROFILE
 
 
 class ModelEvaluation:
@@ -75,9 +77,7 @@ class ModelEvaluation:
 
     @cached_property
     def full_test_set(self) -> LabelledImages:
-        return load_split(
-            "mnist", "test", root=self.settings.data_root, download=self.settings.download
-        )
+        return self.settings.dataset.load_test(self.settings.data_root, self.settings.download)
 
     @cached_property
     def test_indices(self) -> torch.Tensor | None:
@@ -102,11 +102,11 @@ class ModelEvaluation:
 
     def describe_test_set(self) -> str:
         """How the evaluated MNIST test images were chosen, for a check's details."""
-        n = len(self.test_set)
+        n, title = len(self.test_set), self.settings.dataset.title
         if self.test_indices is None:
-            return f"all {n} MNIST test images"
+            return f"all {n} {title} test images"
         return (
-            f"a stratified subset of {n} MNIST test images (seed {self.settings.seed}; "
+            f"a stratified subset of {n} {title} test images (seed {self.settings.seed}; "
             "--safety-samples)"
         )
 

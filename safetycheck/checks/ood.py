@@ -59,6 +59,7 @@ def model_ood(evaluation: ModelEvaluation) -> ModelOOD:
             in_logits=ev.clean_logits,
             in_outputs=ev.clean_outputs,
             image_sets=image_sets,
+            profile=ev.settings.dataset,
             # The OOD work goes into the evaluation's one cache (and its progress lines).
             store=lambda key, compute, announce: ev.cached(key, lambda _: compute(), announce),
         )
@@ -79,6 +80,7 @@ def _ood_subsets(evaluation: ModelEvaluation, settings: OODSettings) -> dict[str
             evaluation.settings.data_root,
             evaluation.settings.download,
             evaluation.settings.seed,
+            evaluation.settings.dataset,
         )
         n = min(samples, len(full.images))
         order = torch.randperm(
@@ -118,7 +120,8 @@ def _measure_ood_auroc(evaluation: ModelEvaluation, params: dict) -> Measurement
         if result.roc
         else {},
         details=(
-            f"{result.description}; higher score = in-distribution, MNIST test positive; AUROC "
+            f"{result.description}; higher score = in-distribution, "
+            f"{evaluation.settings.dataset.title} test positive; AUROC "
             f"{m.confidence:.0%} CI [{low:.4f}, {high:.4f}] (bootstrap {m.bootstrap}, seed "
             f"{m.seed}); AUPR-in {m.aupr_in:.4f}, AUPR-out {m.aupr_out:.4f}, FPR at 95% TPR "
             f"{m.fpr_at_95_tpr:.4f}; {m.n_in} in vs {m.n_out} OOD images"

@@ -93,6 +93,14 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option("only", "evaluate only these model names", metavar="NAME,...", front_ends=(CLI,)),
     Option(
+        "dataset",
+        "the dataset the models are tested on: a built-in profile (mnist, the default; "
+        "fashion_mnist, kmnist, cifar10, svhn); it fixes the model contract, the test split and "
+        "the defaults (epsilons, OOD sets, corruptions); else the threshold file's dataset.",
+        metavar="NAME",
+        engine=True,
+    ),
+    Option(
         "data",
         "data root with MNIST/, FashionMNIST/, KMNIST/ in torchvision's raw layout "
         "(default: $SAFETYCHECK_DATA, then ~/.cache/safetycheck/data).",

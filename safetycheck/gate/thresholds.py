@@ -38,6 +38,7 @@ from typing import Any
 from safetycheck.checks import check_id, default_profile, families, validate_families
 from safetycheck.core.errors import ConfigError
 from safetycheck.core.registry import format_param
+from safetycheck.io.profiles import profile
 
 SETTING_KEYS = {
     "samples": int,
@@ -45,8 +46,9 @@ SETTING_KEYS = {
     "seed": int,
     "epsilons": list,
     "checks": list,
+    "dataset": str,
 }
-TOP_LEVEL_KEYS = set(SETTING_KEYS) | {"thresholds", "models", "ood"}
+TOP_LEVEL_KEYS = set(SETTING_KEYS) | {"thresholds", "models", "datasets", "ood"}
 OOD_KEYS = {"sets": list, "scores": list, "user_sets": dict}
 MODEL_KEYS = {"thresholds"}
 _CHECK_KEY = re.compile(r"^(?P<family>[A-Za-z_][A-Za-z0-9_]*)(?:\[(?P<params>[^\]]*)\])?$")
@@ -71,14 +73,17 @@ class SafetyConfig:
     ood: dict = field(default_factory=dict)  # OODSettings keyword arguments, validated
     thresholds: dict[str, float] = field(default_factory=dict)
     model_thresholds: dict[str, dict[str, float]] = field(default_factory=dict)
+    dataset_thresholds: dict[str, dict[str, float]] = field(default_factory=dict)
 
-    def threshold(self, model: str, family: str, check: str) -> Threshold:
-        """The most specific bound: this model's check, this model's family, the file's check,
-        the file's family, the built-in check, the built-in family."""
+    def threshold(self, model: str, family: str, check: str, dataset: str = "mnist") -> Threshold:
+        """The most specific bound: this model's check, this model's family, the dataset's check,
+        the dataset's family, the file's check, the file's family, the built-in check, the
+        built-in family."""
         where = self.path.name if self.path else ""
         built_in = default_profile()
         for table, label in (
             (self.model_thresholds.get(model, {}), f"{where}: models.{model}.thresholds"),
+            (self.dataset_thresholds.get(dataset, {}), f"{where}: datasets.{dataset}.thresholds"),
             (self.thresholds, f"{where}: thresholds"),
             (built_in, "built-in default"),
         ):
@@ -162,20 +167,31 @@ def _parse(table: dict, path: Path, prefix: str) -> SafetyConfig:
             config.settings[key] = _setting(path, f"{prefix}{key}", key, value)
     config.thresholds = _thresholds(table.get("thresholds", {}), path, f"{prefix}thresholds")
     config.ood = _ood(table.get("ood", {}), path, f"{prefix}ood")
-    models = table.get("models", {})
-    if not isinstance(models, dict):
-        raise ConfigError(f"{path}: {prefix}models must be a table of per-model sections.")
-    for model, section in models.items():
-        where = f"{prefix}models.{model}"
+    config.model_thresholds = _sections(table, "models", path, prefix)
+    config.dataset_thresholds = _sections(table, "datasets", path, prefix)
+    for name in config.dataset_thresholds:
+        try:
+            profile(name)
+        except ConfigError as error:
+            raise ConfigError(f"{path}: {prefix}datasets.{name}: {error}") from None
+    return config
+
+
+def _sections(table: dict, kind: str, path: Path, prefix: str) -> dict[str, dict[str, float]]:
+    """``[models.<name>.thresholds]`` or ``[datasets.<name>.thresholds]``, validated."""
+    sections = table.get(kind, {})
+    if not isinstance(sections, dict):
+        raise ConfigError(f"{path}: {prefix}{kind} must be a table of per-{kind[:-1]} sections.")
+    parsed = {}
+    for name, section in sections.items():
+        where = f"{prefix}{kind}.{name}"
         if not isinstance(section, dict):
             raise ConfigError(f"{path}: {where} must be a table, e.g. [{where}.thresholds].")
         for key in section:
             if key not in MODEL_KEYS:
                 _unknown(path, f"{where}.{key}", key, MODEL_KEYS)
-        config.model_thresholds[model] = _thresholds(
-            section.get("thresholds", {}), path, f"{where}.thresholds"
-        )
-    return config
+        parsed[name] = _thresholds(section.get("thresholds", {}), path, f"{where}.thresholds")
+    return parsed
 
 
 def _ood(table, path: Path, where: str) -> dict:
@@ -213,6 +229,14 @@ def _ood(table, path: Path, where: str) -> dict:
 
 
 def _setting(path: Path, where: str, key: str, value):
+    if key == "dataset":
+        if not isinstance(value, str) or not value:
+            raise ConfigError(f"{path}: {where} must be a dataset name, not {value!r}.")
+        try:
+            profile(value)
+        except ConfigError as error:
+            raise ConfigError(f"{path}: {where}: {error}") from None
+        return value
     if key == "checks":
         if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
             raise ConfigError(f"{path}: {where} must be a non-empty list of check family names.")

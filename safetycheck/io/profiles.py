@@ -80,7 +80,7 @@ class DatasetProfile:
     width: int
     classes: tuple[str, ...]
     loader: Loader = field(repr=False, compare=False)
-    epsilons: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
+    epsilons: Mapping[str, tuple[float, ...]] = field(default_factory=dict, compare=False)
     headline: float | None = None
     ood_sets: tuple[str, ...] = NOISE_SETS
     corruptions: str | None = None

@@ -30,8 +30,10 @@ from torch import nn
 
 from safetycheck.core.errors import ConfigError, DataError
 from safetycheck.core.stats import BOOTSTRAP_RESAMPLES, CONFIDENCE
-from safetycheck.io.data import DataRoot, LabelledImages, load_split
+from safetycheck.io.data import DataRoot, LabelledImages
 from safetycheck.io.models import Ensemble
+from safetycheck.io.profiles import DEFAULT_PROFILE, DatasetProfile
+from safetycheck.io.profiles import profile as dataset_profile
 from safetycheck.measures.ood_metrics import (
     OODMetrics,
     ood_metrics,
@@ -52,7 +54,8 @@ from safetycheck.measures.ood_scores import (
 
 T = TypeVar("T")
 
-IN_DISTRIBUTION = "mnist"
+# The in-distribution side's key among a ModelOOD's sets (not a valid OOD set name).
+IN_DISTRIBUTION = "in_distribution"
 
 
 @dataclass(frozen=True)
@@ -101,10 +104,20 @@ DEFAULT_SCORES = ("msp", "max_logit", "energy", "mahalanobis", "vim", "knn")  # 
 BUILTIN_SETS = {
     "fmnist": "Fashion-MNIST test",
     "kmnist": "Kuzushiji-MNIST test",
+    "mnist": "MNIST test",
+    "cifar10": "CIFAR-10 test",
+    "svhn": "SVHN test",
     "uniform": "uniform noise U[0,1]",
     "gaussian": "Gaussian noise N(0.5,1) clipped to [0,1]",
 }
-_DATASET_OF = {"fmnist": "fashion_mnist", "kmnist": "kmnist"}
+# OOD sets that are another dataset's test split, by its profile name.
+_DATASET_OF = {
+    "fmnist": "fashion_mnist",
+    "kmnist": "kmnist",
+    "mnist": "mnist",
+    "cifar10": "cifar10",
+    "svhn": "svhn",
+}
 DEFAULT_SETS = ("fmnist", "kmnist", "uniform", "gaussian")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 _SET_NAME = re.compile(r"[a-z][a-z0-9_]*")
@@ -310,16 +323,25 @@ def load_ood_set(
     root: DataRoot | str | None = None,
     download: bool = False,
     seed: int = 0,
+    profile: DatasetProfile = DEFAULT_PROFILE,
 ) -> OODSet:
-    """The OOD set called ``name``: a built-in one or one of ``settings.user_sets``."""
+    """The OOD set called ``name``: a built-in one or one of ``settings.user_sets``, for models of
+    ``profile`` (noise is drawn at its image shape; another dataset must have that shape)."""
     user_sets = dict(settings.user_sets)
     if name in _DATASET_OF:
-        split = load_split(_DATASET_OF[name], "test", root=root, download=download)
+        other = dataset_profile(_DATASET_OF[name])
+        if other.input_shape != profile.input_shape:
+            raise ConfigError(
+                f"OOD set {name!r} holds {'x'.join(map(str, other.input_shape))} images but "
+                f"{profile.title} models take {'x'.join(map(str, profile.input_shape))}; choose "
+                f"sets of that shape (the {profile.name} defaults: {', '.join(profile.ood_sets)})."
+            )
+        split = other.load_test(root, download)
         return OODSet(name, split.images, f"{BUILTIN_SETS[name]} ({len(split)} images)")
     if name in ("uniform", "gaussian"):
         # A seed per set, so that adding a set never changes another's images.
         generator = torch.Generator().manual_seed(seed * 1000 + (1 if name == "uniform" else 2))
-        shape = (settings.noise_samples, 1, 28, 28)
+        shape = (settings.noise_samples, *profile.input_shape)
         images = (
             torch.rand(shape, generator=generator)
             if name == "uniform"
@@ -387,7 +409,8 @@ class ModelOOD:
             logit scores of a plain model then need no forward pass of their own.
         train: the in-distribution training set the detectors are fitted on (default: MNIST train).
         image_sets: sets given directly, by name; they take precedence over the built-in and user
-            sets, and ``"mnist"`` replaces MNIST test as the in-distribution set.
+            sets, and :data:`IN_DISTRIBUTION` replaces the profile's test set as the
+            in-distribution set.
     """
 
     model: nn.Module
@@ -402,6 +425,7 @@ class ModelOOD:
     )
     train: LabelledImages | None = None
     image_sets: dict[str, OODSet] = field(default_factory=dict)
+    profile: DatasetProfile = DEFAULT_PROFILE  # the in-distribution dataset
     # Where the intermediate results live: ``store(key, compute, announce)`` returns the result
     # named ``key``, computing ``compute()`` once. A run's ModelEvaluation passes its own cache, so
     # that a model's OOD work sits with its other shared results (one cache per model); used on
@@ -422,9 +446,13 @@ class ModelOOD:
             if set_name in self.image_sets:
                 return self.image_sets[set_name]
             if set_name == IN_DISTRIBUTION:
-                split = load_split("mnist", "test", root=self.root, download=self.download)
-                return OODSet(set_name, split.images, f"MNIST test ({len(split)} images)")
-            return load_ood_set(set_name, self.settings, self.root, self.download, self.seed)
+                split = self.profile.load_test(self.root, self.download)
+                return OODSet(
+                    set_name, split.images, f"{self.profile.title} test ({len(split)} images)"
+                )
+            return load_ood_set(
+                set_name, self.settings, self.root, self.download, self.seed, self.profile
+            )
 
         return self._once(f"images:{set_name}", load)
 
@@ -445,7 +473,7 @@ class ModelOOD:
         def fit_all() -> list[dict[str, Detector | str]]:
             train = self.train
             if train is None:
-                train = load_split("mnist", "train", root=self.root, download=self.download)
+                train = self.profile.loader(self.root, "train", self.download)
             generator = torch.Generator().manual_seed(self.seed)
             order = torch.randperm(len(train), generator=generator)
             fit = order[: self.settings.fit_samples] if self.settings.fit_samples else order
@@ -472,7 +500,8 @@ class ModelOOD:
         return fitted
 
     def scores(self, set_name: str, score: str) -> ScoreResult:
-        """``score`` on every image of a set (``"mnist"`` is MNIST test); cached."""
+        """``score`` on every image of a set (:data:`IN_DISTRIBUTION`: the profile's test set);
+        cached."""
         info = validate_score_name(score)
         return self._once(
             f"scores:{set_name}:{score}", lambda: self._compute_scores(set_name, info)

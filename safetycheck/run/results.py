@@ -47,6 +47,7 @@ class CheckResult:
     artifacts: dict = field(default_factory=dict)  # plot data for the reports
     skipped: str | None = None  # why the check could not be measured (value is then NaN)
     baseline: dict | None = None  # the comparison with --safety-baseline, when one was given
+    dataset: str = "mnist"  # the dataset profile the check was measured on
 
     def record(self) -> dict:
         record = asdict(self)
@@ -98,6 +99,12 @@ def run_metadata(settings, models: list) -> dict:
         "numpy": numpy.__version__,
         "platform": platform.platform(),
         "device": str(settings.device),
+        "dataset": {
+            "name": settings.dataset.name,
+            "title": settings.dataset.title,
+            "input_shape": list(settings.dataset.input_shape),
+            "classes": list(settings.dataset.classes),
+        },
         "attack_acceleration": settings.acceleration.describe(),
         "seed": settings.seed,
         "attack_samples": settings.attack_samples,

@@ -21,7 +21,8 @@ def run_check(
     given, against the baseline's value. A check that cannot be measured gives a record with
     ``skipped`` set (and a NaN value); every other error propagates."""
     family, model = planned.family, evaluation.mut.name
-    threshold = file_config.threshold(model, family.name, planned.id)
+    dataset = evaluation.settings.dataset.name
+    threshold = file_config.threshold(model, family.name, planned.id, dataset)
     common: dict[str, Any] = dict(
         model=model,
         check=planned.id,
@@ -32,6 +33,7 @@ def run_check(
         bound=family.bound,
         metric=family.metric,
         randomized=evaluation.mut.randomized,
+        dataset=dataset,
     )
     try:
         measurement = family.measure(evaluation, planned.params)

@@ -15,6 +15,7 @@ from safetycheck.core.options import default as option_default
 from safetycheck.gate.thresholds import SafetyConfig
 from safetycheck.io.data import resolve_data_root
 from safetycheck.io.models import resolve_device
+from safetycheck.io.profiles import profile
 from safetycheck.measures.acceleration import PRECISIONS, Acceleration
 from safetycheck.measures.ood import OODSettings
 
@@ -29,6 +30,7 @@ class Options:
     seed: int | None = option_default("seed")
     eps: str | None = option_default("eps")  # "0.05,0.1"
     checks: str | None = option_default("checks")  # "pgd_linf,ood_auroc"
+    dataset: str | None = option_default("dataset")
     data: str | None = option_default("data")
     download: bool = option_default("download")
     device: str = option_default("device")
@@ -63,6 +65,7 @@ def build_settings(
     if seed < 0:
         raise ConfigError(f"{prefix}seed must be non-negative, not {seed}.")
     device = resolve_device(options.device)
+    dataset = profile(_first(options.dataset, file_config.settings.get("dataset"), "mnist"))
     return RunSettings(
         device=device,
         # CPU: batches of 250-500 run fastest (docs/PERFORMANCE.md); a GPU wants large batches
@@ -74,14 +77,16 @@ def build_settings(
         epsilons=tuple(
             _epsilons(options.eps, prefix)
             or file_config.settings.get("epsilons")
-            or RunSettings.epsilons  # the dataclass default
+            or dataset.epsilons["linf"]
         ),
+        dataset=dataset,
         data_root=resolve_data_root(options.data),
         download=options.download,
         allow_randomized=options.allow_randomized,
         mnist_c_source=options.mnist_c,
         acceleration=_acceleration(options, prefix),
-        ood=OODSettings(**file_config.ood),
+        # The profile's OOD sets unless the file names its own.
+        ood=OODSettings(**{"sets": dataset.ood_sets, **file_config.ood}),
         checks=_families(options.checks, prefix) or tuple(file_config.settings.get("checks", ())),
     )
 

@@ -28,6 +28,7 @@ from safetycheck.checks.evaluation import ModelEvaluation, RunSettings
 from safetycheck.core.files import write_atomic
 from safetycheck.gate.thresholds import SafetyConfig
 from safetycheck.io.models import ModelUnderTest, check_contract
+from safetycheck.io.profiles import DEFAULT_PROFILE
 from safetycheck.run.results import add_gallery, results_document, run_metadata, write_document
 from safetycheck.run.runner import run_check
 
@@ -60,8 +61,13 @@ def settings_fingerprint(
             if f.name not in ("device", "data_root", "download")
             # plain fp32 attacks are what every run before the option measured
             and not (f.name == "acceleration" and not settings.acceleration.active)
+            # MNIST is what every run before datasets measured: its keys stay as they were
+            and not (f.name == "dataset" and settings.dataset == DEFAULT_PROFILE)
         },
-        "thresholds": repr((file_config.thresholds, file_config.model_thresholds)),
+        "thresholds": repr(
+            (file_config.thresholds, file_config.model_thresholds)
+            + ((file_config.dataset_thresholds,) if file_config.dataset_thresholds else ())
+        ),
     }
     return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()
 
@@ -122,7 +128,12 @@ def _model_records(
             say(f"resumed {len(stored['records'])} saved checks from {saved}")
             return stored["records"]
         say("saved results are from other settings or weights; evaluating again")
-    check_contract(model, settings.device, allow_randomized=settings.allow_randomized)
+    check_contract(
+        model,
+        settings.device,
+        allow_randomized=settings.allow_randomized,
+        profile=settings.dataset,
+    )
     started = time.perf_counter()
     evaluation = ModelEvaluation(model, settings, progress=_timing(say))
     records = [run_check(evaluation, check, file_config).record() for check in planned]

@@ -21,6 +21,7 @@ from safetycheck.core.registry import CheckSkipped
 from safetycheck.io.data import LabelledImages, load_split
 from safetycheck.io.models import Ensemble
 from safetycheck.measures.ood import (
+    IN_DISTRIBUTION,
     ModelOOD,
     OODSet,
     OODSettings,
@@ -311,7 +312,7 @@ def _synthetic_ood(model, scores, **extra):
         _images(200, seed=1), torch.randint(0, 10, (200,), generator=generator), "synthetic"
     )
     sets = {
-        "mnist": OODSet("mnist", _images(60, seed=2), "in"),
+        IN_DISTRIBUTION: OODSet(IN_DISTRIBUTION, _images(60, seed=2), "in"),
         "other": OODSet("other", _images(40, seed=3) * 0.2, "out"),
     }
     settings = OODSettings(
@@ -485,7 +486,7 @@ def test_the_family_is_registered_with_set_and_score_params():
 def lenet_ood(lenet, mnist_test, data_root):
     """The LeNet's OOD work on seeded subsets (1500 per set, detectors fitted on 3000)."""
     order = torch.randperm(10_000, generator=torch.Generator().manual_seed(0))[:1500]
-    sets = {"mnist": OODSet("mnist", mnist_test.images[order], "MNIST test subset")}
+    sets = {IN_DISTRIBUTION: OODSet(IN_DISTRIBUTION, mnist_test.images[order], "MNIST test subset")}
     for name, dataset in (("fmnist", "fashion_mnist"), ("kmnist", "kmnist")):
         sets[name] = OODSet(
             name, load_split(dataset, "test", root=data_root).images[order], f"{dataset} subset"

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from safetycheck.core.errors import DataError
+from safetycheck.core.errors import ConfigError, DataError
 from safetycheck.core.files import atomic_writer
 from safetycheck.io.data import DataRoot, LabelledImages, cache_dir, load_split, resolve_data_root
 from safetycheck.measures.corruptions._common import to_uint8
@@ -42,15 +42,19 @@ def _root(root: DataRoot | str | os.PathLike | None) -> DataRoot:
     return root if isinstance(root, DataRoot) else resolve_data_root(root)
 
 
-def cache_path(name: str, seed: int = 0, root: DataRoot | str | os.PathLike | None = None) -> Path:
-    """Where the generated set for (``name``, ``seed``) is cached (see
-    :func:`safetycheck.io.data.cache_dir`)."""
+def cache_path(
+    name: str,
+    seed: int = 0,
+    root: DataRoot | str | os.PathLike | None = None,
+    dataset: str = "mnist",
+) -> Path:
+    """Where the generated set for (``name``, ``seed``) of ``dataset``'s test split is cached (see
+    :func:`safetycheck.io.data.cache_dir`): ``mnist_c/`` for MNIST, ``<dataset>_c/`` otherwise."""
     from safetycheck.measures.corruptions.catalogue import IMPLEMENTATION_VERSION, get_corruption
 
     get_corruption(name)
-    return (
-        cache_dir(_root(root)) / "mnist_c" / f"v{IMPLEMENTATION_VERSION}" / f"{name}-seed{seed}.npy"
-    )
+    folder = "mnist_c" if dataset == "mnist" else f"{dataset}_c"
+    return cache_dir(_root(root)) / folder / f"v{IMPLEMENTATION_VERSION}" / f"{name}-seed{seed}.npy"
 
 
 def generate_corrupted(
@@ -58,16 +62,18 @@ def generate_corrupted(
     seed: int = 0,
     root: DataRoot | str | os.PathLike | None = None,
     download: bool = False,
+    dataset: str = "mnist",
 ) -> np.ndarray:
-    """The corrupted MNIST test set as uint8 (10000, 28, 28): read from the cache, else made and
-    cached."""
+    """The corrupted test set of ``dataset`` (MNIST, or another 28x28 grayscale set of 10000
+    test images: Fashion-MNIST, KMNIST) as uint8 (10000, 28, 28): read from the cache, else made
+    and cached."""
     from safetycheck.measures.corruptions.catalogue import corrupt
 
-    path = cache_path(name, seed, root)
+    path = cache_path(name, seed, root, dataset)
     cached = _read_cache(path)
     if cached is not None:
         return cached
-    clean = load_split("mnist", "test", root=_root(root), download=download)
+    clean = load_split(dataset, "test", root=_root(root), download=download)
     array = to_uint8(corrupt(clean.images, name, seed=seed))[:, 0].numpy()
     _write_atomically(path, array)
     return array
@@ -160,9 +166,10 @@ def load_corrupted(
     root: DataRoot | str | os.PathLike | None = None,
     seed: int = 0,
     download: bool = False,
+    dataset: str = "mnist",
 ) -> LabelledImages:
-    """One corruption of the MNIST test set: images float32 (10000, 1, 28, 28) in [0, 1], labels
-    int64.
+    """One corruption of the MNIST test set (or of ``dataset``'s: the MNIST-C corruptions of
+    another 28x28 grayscale set): images float32 (10000, 1, 28, 28) in [0, 1], labels int64.
 
     Args:
         name: one of :data:`safetycheck.measures.corruptions.ALL_NAMES`.
@@ -178,16 +185,22 @@ def load_corrupted(
 
     if source not in SOURCES:
         raise unknown_name("MNIST-C source", source, SOURCES)
-    return _load_cached(name, source, _root(root), int(seed), download)
+    if source == "official" and dataset != "mnist":
+        raise ConfigError(
+            f"the official static MNIST-C set holds MNIST images only; for {dataset} use the "
+            "generated corruptions (the default source)."
+        )
+    return _load_cached(name, source, _root(root), int(seed), download, dataset)
 
 
 @functools.lru_cache(maxsize=64)
 def _load_cached(
-    name: str, source: str, root: DataRoot, seed: int, download: bool
+    name: str, source: str, root: DataRoot, seed: int, download: bool, dataset: str = "mnist"
 ) -> LabelledImages:
     if source == "official":
         return load_official(name, root)
-    array = generate_corrupted(name, seed, root, download)
-    labels = load_split("mnist", "test", root=root, download=download).labels
+    array = generate_corrupted(name, seed, root, download, dataset)
+    labels = load_split(dataset, "test", root=root, download=download).labels
     images = torch.from_numpy(array.astype(np.float32) / 255.0).unsqueeze(1)
-    return LabelledImages(images=images, labels=labels, name=f"mnist_c-{name}-seed{seed}")
+    prefix = "mnist_c" if dataset == "mnist" else f"{dataset}_c"
+    return LabelledImages(images=images, labels=labels, name=f"{prefix}-{name}-seed{seed}")
