@@ -108,6 +108,10 @@ def pytest_collection_modifyitems(
 
         file_config = load_threshold_config(config)
         run.settings = settings = run_settings(config, file_config)
+        if run.outputs is not None and run.outputs.baseline is not None:
+            from safetycheck.gate.baseline import refuse_other_dataset
+
+            refuse_other_dataset(run.outputs.baseline, settings.dataset.name)
         for model in models:
             check_contract(
                 model,

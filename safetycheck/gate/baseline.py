@@ -262,6 +262,24 @@ def compare_all(
     return comparisons
 
 
+def baseline_dataset(baseline: Baseline) -> str:
+    """The dataset profile the baseline was measured on (documents from before profiles: MNIST)."""
+    described = baseline.metadata.get("dataset")
+    name = described.get("name") if isinstance(described, dict) else None
+    return str(name) if name else "mnist"
+
+
+def refuse_other_dataset(baseline: Baseline, dataset: str) -> None:
+    """ConfigError when ``baseline`` was measured on another dataset than this run's: its values
+    say nothing about regressions here."""
+    theirs = baseline_dataset(baseline)
+    if theirs != dataset:
+        raise ConfigError(
+            f"baseline {baseline.path} was measured on the {theirs} dataset and this run tests "
+            f"{dataset}; compare with a baseline of the same dataset (or drop --safety-baseline)."
+        )
+
+
 def settings_mismatch(current_metadata: dict, baseline_metadata: dict) -> list[str]:
     """Warnings, one sentence each, for the run settings that differ from the baseline's.
 

@@ -1,0 +1,95 @@
+"""A run's dataset: chosen by option or threshold file, it sets the defaults (radii, OOD sets),
+the thresholds that apply, what the records say, and which baselines compare."""
+
+from __future__ import annotations
+
+import pytest
+
+from safetycheck.core.errors import ConfigError
+from safetycheck.gate.baseline import Baseline, refuse_other_dataset
+from safetycheck.gate.thresholds import load_config
+from safetycheck.io.profiles import CIFAR_LINF, MNIST_LINF, PROFILES
+from safetycheck.run.settings import Options, build_settings
+
+
+def settings_for(tmp_path, text: str = "", **options):
+    path = tmp_path / "thresholds.toml"
+    path.write_text(text)
+    return build_settings(Options(**options), load_config(path))
+
+
+def test_mnist_is_the_default_and_keeps_its_defaults(tmp_path):
+    settings = settings_for(tmp_path)
+    assert settings.dataset is PROFILES["mnist"]
+    assert settings.epsilons == MNIST_LINF
+    assert settings.ood.sets == ("fmnist", "kmnist", "uniform", "gaussian")
+
+
+@pytest.mark.parametrize(
+    ("name", "epsilons", "sets"),
+    [
+        ("fashion_mnist", MNIST_LINF, ("mnist", "kmnist", "uniform", "gaussian")),
+        ("kmnist", MNIST_LINF, ("mnist", "fmnist", "uniform", "gaussian")),
+        ("cifar10", CIFAR_LINF, ("svhn", "uniform", "gaussian")),
+        ("svhn", CIFAR_LINF, ("cifar10", "uniform", "gaussian")),
+    ],
+)
+def test_a_profile_brings_its_radii_and_ood_sets(tmp_path, name, epsilons, sets):
+    by_option = settings_for(tmp_path, dataset=name)
+    by_file = settings_for(tmp_path, f'dataset = "{name}"\n')
+    for settings in (by_option, by_file):
+        assert settings.dataset.name == name
+        assert settings.epsilons == epsilons and settings.ood.sets == sets
+
+
+def test_the_option_wins_over_the_file_and_explicit_settings_win_over_the_profile(tmp_path):
+    settings = settings_for(
+        tmp_path,
+        'dataset = "cifar10"\nepsilons = [0.01]\n[ood]\nsets = ["uniform"]\n',
+        dataset="svhn",
+    )
+    assert settings.dataset.name == "svhn"
+    assert settings.epsilons == (0.01,) and settings.ood.sets == ("uniform",)
+
+
+def test_an_unknown_dataset_names_the_nearest(tmp_path):
+    with pytest.raises(ConfigError, match="did you mean 'fashion_mnist'"):
+        settings_for(tmp_path, dataset="fashion")
+    with pytest.raises(ConfigError, match=r"thresholds.toml: dataset: unknown dataset 'cifar'"):
+        settings_for(tmp_path, 'dataset = "cifar"\n')
+    with pytest.raises(ConfigError, match="dataset must be a dataset name"):
+        settings_for(tmp_path, "dataset = 3\n")
+
+
+def test_thresholds_per_dataset_sit_between_the_models_and_the_files(tmp_path):
+    path = tmp_path / "thresholds.toml"
+    path.write_text(
+        "[thresholds]\nclean_accuracy = 0.95\n"
+        "[datasets.fashion_mnist.thresholds]\nclean_accuracy = 0.90\n"
+        "[models.special.thresholds]\nclean_accuracy = 0.5\n"
+    )
+    config = load_config(path)
+    on_fashion = config.threshold("m", "clean_accuracy", "clean_accuracy", "fashion_mnist")
+    assert on_fashion.value == 0.90
+    assert on_fashion.source == "thresholds.toml: datasets.fashion_mnist.thresholds.clean_accuracy"
+    assert config.threshold("m", "clean_accuracy", "clean_accuracy", "mnist").value == 0.95
+    assert (
+        config.threshold("special", "clean_accuracy", "clean_accuracy", "fashion_mnist").value
+        == 0.5
+    )
+
+
+def test_thresholds_for_an_unknown_dataset_are_refused(tmp_path):
+    path = tmp_path / "thresholds.toml"
+    path.write_text("[datasets.fmnist.thresholds]\nclean_accuracy = 0.9\n")
+    with pytest.raises(ConfigError, match=r"datasets.fmnist: unknown dataset 'fmnist'"):
+        load_config(path)
+
+
+def test_a_baseline_of_another_dataset_is_refused(tmp_path):
+    old = Baseline(tmp_path / "old.json", {"seed": 0}, [])  # before profiles: MNIST
+    refuse_other_dataset(old, "mnist")
+    with pytest.raises(ConfigError, match="measured on the mnist dataset and this run tests svhn"):
+        refuse_other_dataset(old, "svhn")
+    cifar = Baseline(tmp_path / "c.json", {"dataset": {"name": "cifar10"}}, [])
+    refuse_other_dataset(cifar, "cifar10")
