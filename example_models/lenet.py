@@ -19,11 +19,13 @@ class LeNet5(nn.Module):
     """conv5x5(32) - pool - conv5x5(64) - pool - fc(120) - fc(84) - fc(10); about 186k
     parameters."""
 
-    def __init__(self, width: int = 1):
+    def __init__(self, width: int = 1, mean: float = MNIST_MEAN, std: float = MNIST_STD):
+        # mean, std: the input normalisation, the training set's pixel statistics (MNIST's unless
+        # the model is trained on another dataset: example_models/fashion_mnist.py)
         super().__init__()
         c1, c2 = 32 * width, 64 * width
-        self.register_buffer("mean", torch.tensor(MNIST_MEAN))
-        self.register_buffer("std", torch.tensor(MNIST_STD))
+        self.register_buffer("mean", torch.tensor(mean))
+        self.register_buffer("std", torch.tensor(std))
         self.conv = nn.Sequential(
             nn.Conv2d(1, c1, 5),
             nn.ReLU(),

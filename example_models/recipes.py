@@ -1,8 +1,9 @@
 """The model zoo's training recipes: what each family does to a training batch.
 
-A recipe is a width, a seed and a list of phases; a phase is a number of epochs and one batch
-transform. Every family is the baseline LeNet-5 recipe (Adam, cosine decay, batch 128) with one
-change, so that differences between families come from that change:
+A recipe is a dataset (MNIST unless it says otherwise), a width, a seed and a list of phases; a
+phase is a number of epochs and one batch transform. Every family is the baseline LeNet-5
+recipe (Adam, cosine decay, batch 128) with one change, so that differences between families
+come from that change:
 
 - ``plain``: the batch as it is (the baseline, the larger model, the ensemble members);
 - ``cutout``: one square patch per image set to 0 (DeVries & Taylor 2017, arXiv:1708.04552);
@@ -48,6 +49,8 @@ class Recipe:
     seed: int = 0
     width: int = 1
     architecture: str = "lenet"  # or "linear" (example_models/linear.py)
+    # the training and test sets: a safetycheck.io.data key ("mnist", "fashion_mnist", "kmnist")
+    dataset: str = "mnist"
 
     @property
     def epochs(self) -> int:
@@ -98,6 +101,15 @@ ZOO: dict[str, Recipe] = {
         ),
     ),
 }
+
+# Example models on other datasets: trained by the same script, not part of the (MNIST) zoo.
+EXAMPLES: dict[str, Recipe] = {
+    # The baseline recipe, unchanged, on Fashion-MNIST (example_models/fashion_mnist.py).
+    "fashion_mnist": Recipe("dataset example", (Phase("plain", EPOCHS),), dataset="fashion_mnist"),
+}
+
+# Everything example_models/train.py can train.
+RECIPES: dict[str, Recipe] = {**ZOO, **EXAMPLES}
 
 ENSEMBLES = {
     "ensemble3": ["lenet", "lenet_seed1", "lenet_seed2"],
