@@ -57,3 +57,50 @@ def test_fashion_mnist_example_classes_in_torchvision_order():
         "Bag",
         "Ankle boot",
     )
+
+
+@pytest.mark.real_data
+@pytest.mark.slow
+def test_fashion_mnist_example_passes_its_gate(data_root, tmp_path):
+    """The repository's own gate for the example (pyproject.toml, models.fashion_mnist), run as a
+    user would: every check of the default suite on the whole Fashion-MNIST test set."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    out = tmp_path / "results.json"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "--safety-model=example_models/fashion_mnist.py",
+            "--safety-dataset=fashion_mnist",
+            f"--safety-json={out}",
+        ],
+        cwd=repo,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-4000:]
+    document = json.loads(out.read_text())
+    assert document["metadata"]["dataset"]["name"] == "fashion_mnist"
+    records = document["results"]
+    assert len(records) == 66 and all(r["dataset"] == "fashion_mnist" for r in records)
+    assert all(r["passed"] for r in records)
+    sources = {r["check"]: r["threshold_source"] for r in records}
+    assert sources["clean_accuracy"].endswith("models.fashion_mnist.thresholds.clean_accuracy")
+    assert {r["params"]["set"] for r in records if r["family"] == "ood_auroc"} == {
+        "mnist",
+        "kmnist",
+        "uniform",
+        "gaussian",
+    }
