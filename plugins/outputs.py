@@ -70,7 +70,11 @@ class Outputs:
         from safetycheck.run.results import add_gallery
 
         gallery = add_gallery(
-            document, settings.data_root, seed=settings.seed, download=settings.download
+            document,
+            settings.data_root,
+            seed=settings.seed,
+            download=settings.download,
+            dataset=settings.dataset.name,
         )
         if self.json_path:
             from safetycheck.run.results import write_document

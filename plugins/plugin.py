@@ -173,8 +173,13 @@ def _source_path(model, config: pytest.Config) -> Path:
 
 
 def _check_data(settings) -> None:
-    """Fail at collection, once, when the MNIST test set is missing, rather than in every test."""
-    from safetycheck.io.data import check_files
+    """Fail at collection, once, when the dataset's test split is missing or unreadable, rather
+    than in every test."""
+    from safetycheck.io.data import DATASETS, check_files
 
-    if not settings.download:
-        check_files("mnist", settings.data_root)
+    if settings.download:
+        return
+    if settings.dataset.name in DATASETS:  # the IDX sets: a cheap look at the files
+        check_files(settings.dataset.name, settings.data_root)
+    else:
+        settings.dataset.load_test(settings.data_root, False)

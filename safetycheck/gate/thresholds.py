@@ -38,7 +38,7 @@ from typing import Any
 from safetycheck.checks import check_id, default_profile, families, validate_families
 from safetycheck.core.errors import ConfigError
 from safetycheck.core.registry import format_param
-from safetycheck.io.profiles import profile
+from safetycheck.io.profiles import PROFILES, profile
 
 SETTING_KEYS = {
     "samples": int,
@@ -46,8 +46,9 @@ SETTING_KEYS = {
     "seed": int,
     "epsilons": list,
     "checks": list,
-    "dataset": str,
+    "dataset": (str, dict),
 }
+DATASET_KEYS = {"name": str, "path": str, "classes": list, "epsilons": list}
 TOP_LEVEL_KEYS = set(SETTING_KEYS) | {"thresholds", "models", "datasets", "ood"}
 OOD_KEYS = {"sets": list, "scores": list, "user_sets": dict}
 MODEL_KEYS = {"thresholds"}
@@ -228,15 +229,51 @@ def _ood(table, path: Path, where: str) -> dict:
     return options
 
 
+def _dataset(path: Path, where: str, value) -> dict:
+    """``dataset = "cifar10"`` or ``"data/mine.npz"``, or a ``[dataset]`` table with ``name`` or
+    ``path`` and optional ``classes`` and ``epsilons``; paths resolve against the file's folder.
+    Returns {"name" or "path", "classes", "epsilons"}."""
+    table = {"name": value} if isinstance(value, str) else value
+    if not isinstance(table, dict) or not table:
+        raise ConfigError(
+            f"{path}: {where} must be a dataset name or path, or a table with name or path."
+        )
+    for key, item in table.items():
+        if key not in DATASET_KEYS:
+            _unknown(path, f"{where}.{key}", key, DATASET_KEYS)
+        if not isinstance(item, DATASET_KEYS[key]) or not item:
+            raise ConfigError(
+                f"{path}: {where}.{key} must be a non-empty {DATASET_KEYS[key].__name__}."
+            )
+    if ("name" in table) == ("path" in table):
+        raise ConfigError(f"{path}: {where} needs exactly one of name (built-in) and path (yours).")
+    spec: dict = {
+        "classes": tuple(str(c) for c in table.get("classes", ())),
+        "epsilons": tuple(_setting(path, f"{where}.epsilons", "epsilons", table["epsilons"]))
+        if "epsilons" in table
+        else (),
+    }
+    name = table.get("name")
+    if name is not None and name in PROFILES:
+        return {"name": name, **spec}
+    target = Path(str(table.get("path") or name)).expanduser()
+    target = target if target.is_absolute() else path.parent / target
+    if not (target.is_dir() or (target.suffix == ".npz" and target.is_file())):
+        if name is not None and "/" not in name and not name.endswith(".npz"):
+            try:
+                profile(name)
+            except ConfigError as error:
+                raise ConfigError(f"{path}: {where}: {error}") from None
+        raise ConfigError(
+            f"{path}: {where}: {target} is not an .npz file or an image folder (relative paths "
+            f"are read from {path.parent})."
+        )
+    return {"path": str(target), **spec}
+
+
 def _setting(path: Path, where: str, key: str, value):
     if key == "dataset":
-        if not isinstance(value, str) or not value:
-            raise ConfigError(f"{path}: {where} must be a dataset name, not {value!r}.")
-        try:
-            profile(value)
-        except ConfigError as error:
-            raise ConfigError(f"{path}: {where}: {error}") from None
-        return value
+        return _dataset(path, where, value)
     if key == "checks":
         if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
             raise ConfigError(f"{path}: {where} must be a non-empty list of check family names.")

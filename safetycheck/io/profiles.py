@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
@@ -84,6 +86,7 @@ class DatasetProfile:
     headline: float | None = None
     ood_sets: tuple[str, ...] = NOISE_SETS
     corruptions: str | None = None
+    note: str = ""  # what was done to the pixels (a user's uint8 file: divided by 255)
 
     def __post_init__(self) -> None:
         where = f"dataset profile {self.name!r}"
@@ -226,3 +229,91 @@ def profile(name: str) -> DatasetProfile:
         f"unknown dataset {name!r}; {hint}built-in profiles: {', '.join(PROFILES)}; or give an "
         ".npz file or an image folder."
     )
+
+
+class MissingSplit(ConfigError):
+    """A split the dataset does not have (a user's file holds the test images only)."""
+
+
+def _user_radii(channels: int, height: int, width: int) -> dict[str, tuple[float, ...]]:
+    """Default radii for a user's images: MNIST's Linf radii for grayscale, CIFAR's for colour;
+    L2 radii scaled from theirs by the square root of the pixel count, so that an L2 ball holds
+    comparable per-pixel changes at any size."""
+    pixels = channels * height * width
+    if channels == 1:
+        linf, l2, reference = MNIST_LINF, MNIST_L2, 784
+    else:
+        linf, l2, reference = CIFAR_LINF, CIFAR_L2, 3072
+    scale = (pixels / reference) ** 0.5
+    return {"linf": linf, "l2": tuple(round(r * scale, 4) for r in l2)}
+
+
+def user_profile(
+    path: str | Path, classes: tuple[str, ...] | None = None, epsilons: tuple[float, ...] = ()
+) -> DatasetProfile:
+    """The profile of a user's test images: an ``.npz`` file or an ImageFolder directory (see
+    :mod:`safetycheck.io.formats`). The images are read once, here, so that a bad file is a
+    usage error before any model runs. ``classes`` (names by label) and ``epsilons`` (Linf)
+    override what the file implies; the OOD sets are the noise sets at the images' shape; no
+    corruption set applies yet; the feature-based OOD scores need a training split and skip."""
+    from safetycheck.io.formats import load_image_folder, load_npz, require_classes_present
+
+    folder = Path(path)
+    if folder.is_dir():
+        data = load_image_folder(folder)
+    elif folder.suffix == ".npz" and folder.is_file():
+        data = load_npz(folder)
+    else:
+        raise ConfigError(
+            f"dataset {str(path)!r} is neither a built-in profile ({', '.join(PROFILES)}), an "
+            ".npz file nor an image folder (one sub-folder per class); check the path."
+        )
+    require_classes_present(data.labels, str(folder))
+    found = max(int(data.labels.max()) + 1, len(data.classes))
+    names = tuple(classes) if classes else (data.classes or tuple(str(k) for k in range(found)))
+    if len(names) < found:
+        raise ConfigError(
+            f"{folder}: labels go up to {found - 1} but {len(names)} class names are given."
+        )
+    _, channels, height, width = data.images.shape
+    radii = _user_radii(channels, height, width)
+    if epsilons:
+        radii["linf"] = tuple(sorted(epsilons))
+    name = re.sub(r"[^a-z0-9_]+", "_", folder.stem.lower()).strip("_") or "user"
+
+    def load(root: Any, split: str, download: bool) -> LabelledImages:
+        if split != "test":
+            raise MissingSplit(f"{folder} holds test images only (no {split} split)")
+        return data
+
+    return DatasetProfile(
+        name,
+        f"{folder.name} ({data.format})",
+        channels=channels,
+        height=height,
+        width=width,
+        classes=names,
+        loader=load,
+        epsilons=radii,
+        headline=radii["linf"][-1],
+        ood_sets=NOISE_SETS,
+        note=data.note,
+    )
+
+
+def resolve_profile(
+    name_or_path: str,
+    base: Path | None = None,
+    classes: tuple[str, ...] | None = None,
+    epsilons: tuple[float, ...] = (),
+) -> DatasetProfile:
+    """A built-in profile by name, else a user's ``.npz`` file or image folder (a relative path
+    resolves against ``base``, the folder of the file that names it)."""
+    if name_or_path in PROFILES:
+        return PROFILES[name_or_path]
+    path = Path(name_or_path).expanduser()
+    if not path.is_absolute() and base is not None:
+        path = base / path
+    if path.suffix == ".npz" or path.is_dir() or "/" in name_or_path or "\\" in name_or_path:
+        return user_profile(path, classes, epsilons)
+    return profile(name_or_path)

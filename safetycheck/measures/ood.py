@@ -32,7 +32,7 @@ from safetycheck.core.errors import ConfigError, DataError
 from safetycheck.core.stats import BOOTSTRAP_RESAMPLES, CONFIDENCE
 from safetycheck.io.data import DataRoot, LabelledImages
 from safetycheck.io.models import Ensemble
-from safetycheck.io.profiles import DEFAULT_PROFILE, DatasetProfile
+from safetycheck.io.profiles import DEFAULT_PROFILE, DatasetProfile, MissingSplit
 from safetycheck.io.profiles import profile as dataset_profile
 from safetycheck.measures.ood_metrics import (
     OODMetrics,
@@ -473,7 +473,13 @@ class ModelOOD:
         def fit_all() -> list[dict[str, Detector | str]]:
             train = self.train
             if train is None:
-                train = self.profile.loader(self.root, "train", self.download)
+                try:
+                    train = self.profile.loader(self.root, "train", self.download)
+                except MissingSplit as missing:
+                    # One entry per member, each saying why: the feature scores then skip.
+                    _, members = self.outputs(IN_DISTRIBUTION)
+                    why = f"it is fitted on training images, and {missing}"
+                    return [dict.fromkeys(("mahalanobis", "vim", "knn"), why) for _ in members]
             generator = torch.Generator().manual_seed(self.seed)
             order = torch.randperm(len(train), generator=generator)
             fit = order[: self.settings.fit_samples] if self.settings.fit_samples else order

@@ -142,18 +142,21 @@ def results_document(records: list[dict], metadata: dict) -> dict:
 
 
 def add_gallery(
-    document: dict, root, seed: int = 0, download: bool = False
+    document: dict, root, seed: int = 0, download: bool = False, dataset: str = "mnist"
 ) -> dict[str, bytes] | None:
-    """When the document holds MNIST-C results, put the corruption gallery (one test image under
-    each corruption, PNG, base64) into it under ``"gallery"``, so that the JSON carries all the
-    HTML report shows; returns the PNG bytes by corruption name (None without MNIST-C results)."""
-    if not any(r["family"].startswith("mnist_c") for r in document["results"]):
+    """When the document holds measured MNIST-C results, put the corruption gallery (one test
+    image of ``dataset`` under each corruption, PNG, base64) into it under ``"gallery"``, so that
+    the JSON carries all the HTML report shows; returns the PNG bytes by corruption name (None
+    without such results)."""
+    if not any(
+        r["family"].startswith("mnist_c") and not r.get("skipped") for r in document["results"]
+    ):
         return None
     import base64
 
     from safetycheck.measures.corruptions.gallery import test_set_gallery
 
-    pictures = test_set_gallery(root, seed=seed, download=download)
+    pictures = test_set_gallery(root, seed=seed, download=download, dataset=dataset)
     document["gallery"] = {
         name: base64.b64encode(png).decode("ascii") for name, png in pictures.items()
     }

@@ -7,6 +7,7 @@ Shared by the pytest plugin (``--safety-samples``...) and ``safetycheck study`` 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from safetycheck.checks import validate_families
 from safetycheck.checks.evaluation import RunSettings
@@ -15,7 +16,7 @@ from safetycheck.core.options import default as option_default
 from safetycheck.gate.thresholds import SafetyConfig
 from safetycheck.io.data import resolve_data_root
 from safetycheck.io.models import resolve_device
-from safetycheck.io.profiles import profile
+from safetycheck.io.profiles import DatasetProfile, resolve_profile
 from safetycheck.measures.acceleration import PRECISIONS, Acceleration
 from safetycheck.measures.ood import OODSettings
 
@@ -65,7 +66,7 @@ def build_settings(
     if seed < 0:
         raise ConfigError(f"{prefix}seed must be non-negative, not {seed}.")
     device = resolve_device(options.device)
-    dataset = profile(_first(options.dataset, file_config.settings.get("dataset"), "mnist"))
+    dataset = _dataset(options.dataset, file_config)
     return RunSettings(
         device=device,
         # CPU: batches of 250-500 run fastest (docs/PERFORMANCE.md); a GPU wants large batches
@@ -88,6 +89,19 @@ def build_settings(
         # The profile's OOD sets unless the file names its own.
         ood=OODSettings(**{"sets": dataset.ood_sets, **file_config.ood}),
         checks=_families(options.checks, prefix) or tuple(file_config.settings.get("checks", ())),
+    )
+
+
+def _dataset(option: str | None, file_config: SafetyConfig) -> DatasetProfile:
+    """The option (a name, or a path read from the working directory), else the threshold file's
+    ``dataset`` (validated there; paths already resolved against its folder), else MNIST."""
+    if option:
+        return resolve_profile(option, base=Path.cwd())
+    spec = file_config.settings.get("dataset")
+    if not spec:
+        return resolve_profile("mnist")
+    return resolve_profile(
+        spec.get("name") or spec["path"], classes=spec["classes"] or None, epsilons=spec["epsilons"]
     )
 
 

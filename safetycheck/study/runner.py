@@ -170,7 +170,11 @@ def _write_reports(
     from safetycheck.study.report import write_study
 
     gallery = add_gallery(
-        document, settings.data_root, seed=settings.seed, download=settings.download
+        document,
+        settings.data_root,
+        seed=settings.seed,
+        download=settings.download,
+        dataset=settings.dataset.name,
     )
     write_document(out_dir / "results.json", document)
     write_html(out_dir / "report.html", document, gallery=gallery)

@@ -71,11 +71,12 @@ def write_gallery(
 
 
 def test_set_gallery(
-    root=None, seed: int = 0, download: bool = False, batch: int = 16
+    root=None, seed: int = 0, download: bool = False, batch: int = 16, dataset: str = "mnist"
 ) -> dict[str, bytes]:
-    """:func:`gallery` of the first MNIST test image, corrupted together with the next ``batch - 1``
-    (as in the reports: the HTML report and the study)."""
+    """:func:`gallery` of the first test image of ``dataset`` (MNIST, or another of the IDX sets),
+    corrupted together with the next ``batch - 1`` (as in the reports: the HTML report and the
+    study)."""
     from safetycheck.io.data import load_split
 
-    images = load_split("mnist", "test", root=root, download=download).images
+    images = load_split(dataset, "test", root=root, download=download).images
     return gallery(images[:batch], seed=seed, index=0)

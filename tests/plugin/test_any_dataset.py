@@ -1,0 +1,194 @@
+"""Any dataset, end to end: a CIFAR-10-format and an SVHN-format data root, and a user's own npz of
+8x8 grayscale images (scikit-learn's real handwritten digits) and of 32x32 RGB patches (the real
+photographs that ship with scikit-learn), each run through every family by the plugin. Every
+record names the dataset; the MNIST-C families are skipped as not applicable where they are."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
+from official_formats import write_cifar10, write_svhn
+
+# A permissive gate: this test is about every family running on every dataset, not about the
+# (untrained or briefly trained) models' numbers.
+PERMISSIVE = """
+[thresholds]
+clean_accuracy = 0.0
+pgd_linf = 0.0
+fgsm = 0.0
+calibration = 1000.0
+mnist_c_mean = 0.0
+mnist_c = 0.0
+mnist_c_drop = 1.0
+ood_auroc = 0.0
+attack_trust = 0.0
+attack_invariants = 0.0
+"""
+
+RGB_MODEL = """
+import torch
+from torch import nn
+
+def safety_model():
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 6, 3, stride=2), nn.ReLU(), nn.Flatten(), nn.Linear(6 * 15 * 15, {classes})
+    )
+    return model.eval()
+"""
+
+# Trained in the model file itself, in well under a second, on the user's own npz.
+TRAINED_MODEL = """
+import numpy as np
+import torch
+from torch import nn
+
+def safety_model():
+    data = np.load({path!r})
+    x = torch.from_numpy(data["x"]).float() / 255.0
+    x = x.unsqueeze(1) if x.dim() == 3 else x.permute(0, 3, 1, 2)
+    y = torch.from_numpy(data["y"]).long()
+    torch.manual_seed(0)
+    channels, size = x.shape[1], x.shape[2]
+    model = nn.Sequential(nn.Flatten(), nn.Linear(channels * size * size, 32), nn.ReLU(),
+                          nn.Linear(32, {classes}))
+    optimiser = torch.optim.Adam(model.parameters(), lr=0.01)
+    for _ in range(150):
+        optimiser.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        optimiser.step()
+    return model.eval()
+"""
+
+
+def run_plugin(tmp_path: Path, *args: str) -> tuple[int, str, dict | None]:
+    (tmp_path / "gate.toml").write_text(PERMISSIVE)
+    out = tmp_path / "results.json"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:randomly",
+         "--safety-thresholds=gate.toml", f"--safety-json={out}", *args],
+        cwd=tmp_path, env=env, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    document = json.loads(out.read_text()) if out.is_file() else None
+    return result.returncode, result.stdout + result.stderr, document
+
+
+def photo_patches(per_photo: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 (N, 32, 32, 3) patches cut at seeded places from scikit-learn's two photographs
+    (a temple in China, a flower); the label says which photograph."""
+    from sklearn.datasets import load_sample_images
+
+    rng = np.random.default_rng(seed)
+    patches, labels = [], []
+    for label, photo in enumerate(load_sample_images().images):
+        for _ in range(per_photo):
+            i, j = rng.integers(0, photo.shape[0] - 32), rng.integers(0, photo.shape[1] - 32)
+            patches.append(photo[i : i + 32, j : j + 32])
+            labels.append(label)
+    return np.stack(patches).astype(np.uint8), np.array(labels)
+
+
+def assert_every_family_ran(document: dict, dataset: str, corruptions_apply: bool) -> None:
+    records = document["results"]
+    assert document["metadata"]["dataset"]["name"] == dataset
+    assert {r["dataset"] for r in records} == {dataset}
+    families = {r["family"] for r in records}
+    assert families >= {
+        "clean_accuracy", "pgd_linf", "fgsm", "calibration", "mnist_c_mean", "mnist_c",
+        "mnist_c_drop", "ood_auroc", "attack_trust", "attack_invariants",
+    }  # fmt: skip
+    corruption = [r for r in records if r["family"].startswith("mnist_c")]
+    if corruptions_apply:
+        assert not any(r["skipped"] for r in corruption)
+    else:
+        assert all("not applicable" in (r["skipped"] or "") for r in corruption)
+        assert all(r["passed"] is False for r in corruption)  # a skip is never a pass
+    measured = [r for r in records if not r["family"].startswith("mnist_c")]
+    assert all(r["skipped"] is None or "training" in r["skipped"] for r in measured), [
+        (r["check"], r["skipped"]) for r in measured if r["skipped"]
+    ]
+
+
+def test_cifar10_and_svhn_format_files_run_every_family(tmp_path):
+    images, labels = photo_patches(30)
+    nchw = np.ascontiguousarray(images.transpose(0, 3, 1, 2))
+    root = tmp_path / "data"
+    write_cifar10(root, nchw, labels, split="test")
+    write_cifar10(root, nchw[::-1].copy(), labels[::-1], split="train")
+    write_svhn(root / "svhn" / "test_32x32.mat", images, labels)
+    write_svhn(root / "svhn" / "train_32x32.mat", images[::-1].copy(), labels[::-1])
+    (tmp_path / "model.py").write_text(RGB_MODEL.format(classes=10))
+    for dataset, other in (("cifar10", "svhn"), ("svhn", "cifar10")):
+        code, output, document = run_plugin(
+            tmp_path,
+            "--safety-model=model.py",
+            f"--safety-dataset={dataset}",
+            f"--safety-data={root}",
+        )
+        assert code == 0, output[-4000:]
+        assert document is not None
+        assert_every_family_ran(document, dataset, corruptions_apply=False)
+        sets = {r["params"]["set"] for r in document["results"] if r["family"] == "ood_auroc"}
+        assert sets == {other, "uniform", "gaussian"}
+        eps = sorted({r["params"]["eps"] for r in document["results"] if r["family"] == "pgd_linf"})
+        assert eps == pytest.approx([1 / 255, 2 / 255, 4 / 255, 8 / 255])
+        assert document["metadata"]["dataset"]["input_shape"] == [3, 32, 32]
+
+
+@pytest.mark.parametrize("kind", ["digits_8x8", "photos_32x32_rgb"])
+def test_a_users_own_npz_runs_every_family(tmp_path, kind):
+    if kind == "digits_8x8":
+        from sklearn.datasets import load_digits
+
+        digits = load_digits()
+        x = np.clip(digits.images * 16, 0, 255).astype(np.uint8)  # 0..16 ink levels to 8 bits
+        y, classes = digits.target, [str(d) for d in range(10)]
+    else:
+        x, y = photo_patches(100)
+        classes = ["temple", "flower"]
+    np.savez(tmp_path / "mine.npz", x=x, y=y, classes=np.array(classes))
+    model = TRAINED_MODEL.format(path=str(tmp_path / "mine.npz"), classes=len(classes))
+    (tmp_path / "model.py").write_text(model)
+    code, output, document = run_plugin(
+        tmp_path, "--safety-model=model.py", "--safety-dataset=mine.npz"
+    )
+    assert code == 0, output[-4000:]
+    assert document is not None
+    assert_every_family_ran(document, "mine", corruptions_apply=False)
+    described = document["metadata"]["dataset"]
+    assert described["classes"] == classes
+    assert described["input_shape"] == ([1, 8, 8] if kind == "digits_8x8" else [3, 32, 32])
+    clean = next(r for r in document["results"] if r["check"] == "clean_accuracy")
+    assert clean["n"] == len(y) and clean["value"] > 0.9  # trained on these very images
+    feature_scores = [r for r in document["results"] if r["family"] == "ood_auroc" and r["skipped"]]
+    assert feature_scores and all("training" in r["skipped"] for r in feature_scores)
+
+
+def test_a_model_for_another_number_of_classes_is_a_usage_error(tmp_path):
+    x, y = photo_patches(10)
+    np.savez(tmp_path / "mine.npz", x=x, y=y)
+    (tmp_path / "model.py").write_text(RGB_MODEL.format(classes=10))
+    code, output, _ = run_plugin(tmp_path, "--safety-model=model.py", "--safety-dataset=mine.npz")
+    assert code == 4, output[-3000:]
+    assert "expected (8, 2) logits" in output and "Traceback" not in output
+
+
+def test_a_bad_npz_is_a_usage_error_naming_the_file(tmp_path):
+    np.savez(
+        tmp_path / "mine.npz",
+        x=np.random.default_rng(0).random((20, 8, 8)) * 2,
+        y=np.arange(20) % 2,
+    )
+    (tmp_path / "model.py").write_text(RGB_MODEL.format(classes=2))
+    code, output, _ = run_plugin(tmp_path, "--safety-model=model.py", "--safety-dataset=mine.npz")
+    assert code == 4, output[-3000:]
+    assert "mine.npz" in output and "[0, 1]" in output and "Traceback" not in output
