@@ -61,6 +61,7 @@ class SafetyCheckItem(pytest.Item):
             "metric",
             "ci",
             "threshold_source",
+            "dataset",
         ):
             self.user_properties.append((f"safetycheck.{name}", record[name]))
         for name, value in self.planned.params.items():

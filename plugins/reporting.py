@@ -122,9 +122,13 @@ def terminal_summary(terminalreporter, run) -> None:
     terminalreporter.section("safetycheck results")
     measured = [r for r in run.records if not r.get("skipped")]
     settings = run_settings_of(run)
+    title = settings.dataset.title
+    if settings.dataset.name != "mnist":
+        shape = "x".join(map(str, settings.dataset.input_shape))
+        write(f"dataset: {title} ({shape}, {settings.dataset.num_classes} classes)")
     if settings.samples is not None:
         write(
-            f"QUICK MODE: every family saw a stratified subset of {settings.samples} MNIST test "
+            f"QUICK MODE: every family saw a stratified subset of {settings.samples} {title} test "
             "images (--safety-samples); the full gate runs without it.",
             yellow=True,
         )

@@ -257,7 +257,7 @@ def _dataset(path: Path, where: str, value) -> dict:
     if name is not None and name in PROFILES:
         return {"name": name, **spec}
     target = Path(str(table.get("path") or name)).expanduser()
-    target = target if target.is_absolute() else path.parent / target
+    target = target if target.is_absolute() else path.resolve().parent / target
     if not (target.is_dir() or (target.suffix == ".npz" and target.is_file())):
         if name is not None and "/" not in name and not name.endswith(".npz"):
             try:

@@ -104,6 +104,7 @@ def run_metadata(settings, models: list) -> dict:
             "title": settings.dataset.title,
             "input_shape": list(settings.dataset.input_shape),
             "classes": list(settings.dataset.classes),
+            **({"note": settings.dataset.note} if settings.dataset.note else {}),
         },
         "attack_acceleration": settings.acceleration.describe(),
         "seed": settings.seed,

@@ -93,3 +93,42 @@ def test_a_baseline_of_another_dataset_is_refused(tmp_path):
         refuse_other_dataset(old, "svhn")
     cifar = Baseline(tmp_path / "c.json", {"dataset": {"name": "cifar10"}}, [])
     refuse_other_dataset(cifar, "cifar10")
+
+
+def write_npz(path, n: int = 12, shape=(8, 8)):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    np.savez(path, x=rng.integers(0, 256, (n, *shape), dtype=np.uint8), y=np.arange(n) % 3)
+
+
+def test_a_dataset_table_reads_the_file_beside_the_threshold_file(tmp_path, monkeypatch):
+    (tmp_path / "data").mkdir()
+    write_npz(tmp_path / "data" / "mine.npz")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    settings = settings_for(
+        tmp_path,
+        '[dataset]\npath = "data/mine.npz"\nclasses = ["a", "b", "c"]\nepsilons = [0.2, 0.1]\n',
+    )
+    assert settings.dataset.name == "mine" and settings.dataset.classes == ("a", "b", "c")
+    assert settings.dataset.input_shape == (1, 8, 8) and settings.epsilons == (0.1, 0.2)
+    assert settings.dataset.note == "uint8 pixels divided by 255"
+    assert settings.ood.sets == ("uniform", "gaussian")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('[dataset]\nname = "mnist"\npath = "x.npz"\n', "exactly one of name"),
+        ('[dataset]\npath = "missing.npz"\n', "is not an .npz file or an image folder"),
+        ('[dataset]\nname = "mnist"\nmean_sd = [0.1]\n', "unknown key 'dataset.mean_sd'"),
+        ('[dataset]\npath = "data/mine.npz"\nclasses = ["a"]\n', "labels go up to 2"),
+    ],
+)
+def test_a_bad_dataset_table_is_one_usage_error(tmp_path, text, message):
+    (tmp_path / "data").mkdir()
+    write_npz(tmp_path / "data" / "mine.npz")
+    with pytest.raises(ConfigError, match=message):
+        settings_for(tmp_path, text)
