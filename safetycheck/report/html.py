@@ -392,7 +392,16 @@ def _metadata(metadata: dict, records: list[dict]) -> str:
             "<tr><th>sample counts (n)</th>"
             f"<td>{escape(', '.join(f'{n:,}' for n in sizes))}</td></tr>"
         )
-    known = {k for k, _ in _META_LABELS} | {"models", "data_checksums", "baseline"}
+    dataset = metadata.get("dataset")
+    if isinstance(dataset, dict) and dataset.get("name"):
+        shape = "x".join(str(d) for d in dataset.get("input_shape") or [])
+        classes = dataset.get("classes") or []
+        shown = f"{dataset.get('title', dataset['name'])} ({dataset['name']}), {shape}"
+        shown += f", {len(classes)} classes" + (
+            f"; {dataset['note']}" if dataset.get("note") else ""
+        )
+        rows.insert(0, f"<tr><th>dataset</th><td>{escape(shown)}</td></tr>")
+    known = {k for k, _ in _META_LABELS} | {"models", "data_checksums", "baseline", "dataset"}
     for key in metadata:
         if key not in known:
             rows.append(

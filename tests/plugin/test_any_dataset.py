@@ -75,7 +75,8 @@ def run_plugin(tmp_path: Path, *args: str) -> tuple[int, str, dict | None]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:randomly",
-         "--safety-thresholds=gate.toml", f"--safety-json={out}", *args],
+         "--safety-thresholds=gate.toml", f"--safety-json={out}", "--safety-report=report.html",
+         *args],
         cwd=tmp_path, env=env, capture_output=True, text=True, check=False,
     )  # fmt: skip
     document = json.loads(out.read_text()) if out.is_file() else None
@@ -171,6 +172,27 @@ def test_a_users_own_npz_runs_every_family(tmp_path, kind):
     assert clean["n"] == len(y) and clean["value"] > 0.9  # trained on these very images
     feature_scores = [r for r in document["results"] if r["family"] == "ood_auroc" and r["skipped"]]
     assert feature_scores and all("training" in r["skipped"] for r in feature_scores)
+    assert described["note"] == "uint8 pixels divided by 255"
+    page = (tmp_path / "report.html").read_text()
+    assert "<th>dataset</th><td>mine.npz (npz) (mine)" in page
+
+
+def test_an_image_folder_runs_every_family(tmp_path):
+    from PIL import Image
+
+    images, labels = photo_patches(20)
+    for k, (image, label) in enumerate(zip(images, labels, strict=True)):
+        folder = tmp_path / "photos" / ("temple" if label == 0 else "flower")
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(folder / f"{k:03d}.png")
+    (tmp_path / "model.py").write_text(RGB_MODEL.format(classes=2))
+    code, output, document = run_plugin(
+        tmp_path, "--safety-model=model.py", "--safety-dataset=photos"
+    )
+    assert code == 0, output[-4000:]
+    assert document is not None
+    assert_every_family_ran(document, "photos", corruptions_apply=False)
+    assert document["metadata"]["dataset"]["classes"] == ["flower", "temple"]  # ImageFolder's order
 
 
 def test_a_model_for_another_number_of_classes_is_a_usage_error(tmp_path):
