@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from safetycheck.io.models import ModelUnderTest
 
 FIXTURE_NAME = "safety_model"
+DATASET_FIXTURE = "safety_dataset"
 
 
 def collect_models(session: pytest.Session) -> tuple[list[ModelUnderTest], list]:
@@ -79,8 +80,42 @@ def _models_from_fixture(config: pytest.Config) -> tuple[list[ModelUnderTest], l
     ), teardowns
 
 
-def _fixture_function(config: pytest.Config):
-    """The function behind the ``safety_model`` fixture that every test sees, or None.
+def dataset_from_fixture(config: pytest.Config):
+    """The test images of a ``safety_dataset`` fixture at the root (a ``torch.utils.data.Dataset``
+    of (image, label) pairs, or an ``(images, labels)`` pair of tensors), as (LabelledImages with
+    the fixture's location as its name, teardowns, a note on the pixels); (None, [], "") without
+    one. Built at collection
+    time, like ``safety_model``, so it takes no arguments."""
+    func = _fixture_function(config, DATASET_FIXTURE)
+    if func is None:
+        return None, [], ""
+    where = _location(func)
+    if [n for n, p in inspect.signature(func).parameters.items() if p.default is p.empty]:
+        raise ModelLoadError(
+            f"the {DATASET_FIXTURE} fixture ({where}) must take no arguments: safetycheck builds "
+            "it at collection time."
+        )
+    try:
+        value = func()
+    except Exception as exc:
+        raise ModelLoadError(
+            f"the {DATASET_FIXTURE} fixture ({where}) raised {type(exc).__name__}: {exc}"
+        ) from exc
+    teardowns = []
+    if inspect.isgenerator(value):
+        generator = value
+        value = next(generator)
+        teardowns.append(lambda: next(generator, None))
+    from safetycheck.io.data import LabelledImages
+    from safetycheck.io.formats import tensors_to_images
+
+    source = f"fixture {DATASET_FIXTURE} ({where})"
+    images, labels, note = tensors_to_images(value, source)
+    return LabelledImages(images, labels, source), teardowns, note
+
+
+def _fixture_function(config: pytest.Config, name: str = FIXTURE_NAME):
+    """The function behind the ``name`` fixture (``safety_model``) that every test sees, or None.
 
     Like pytest, look in the registered plugins: conftest.py files at the rootdir or above it (a
     conftest.py below the rootdir serves only its own folder) and plugin modules; the one
@@ -91,7 +126,7 @@ def _fixture_function(config: pytest.Config):
     for _, plugin in config.pluginmanager.list_name_plugin():
         if not isinstance(plugin, types.ModuleType) or not _visible_at_root(plugin, config):
             continue
-        fixture = getattr(plugin, FIXTURE_NAME, None)
+        fixture = getattr(plugin, name, None)
         if fixture is None or not callable(fixture):
             continue
         func = inspect.unwrap(fixture)

@@ -6,6 +6,7 @@ inert unless a run names models (``--safety-model``) or a ``safety_model`` fixtu
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -107,7 +108,7 @@ def pytest_collection_modifyitems(
         from safetycheck_pytest.settings import load_threshold_config, run_settings
 
         file_config = load_threshold_config(config)
-        run.settings = settings = run_settings(config, file_config)
+        run.settings = settings = run_settings(config, file_config, _fixture_dataset(config, run))
         if run.outputs is not None and run.outputs.baseline is not None:
             from safetycheck.gate.baseline import refuse_other_dataset
 
@@ -170,6 +171,20 @@ def _share_threads(config: pytest.Config) -> int:
 def _source_path(model, config: pytest.Config) -> Path:
     path = Path(model.source.split("[")[0])
     return path.resolve() if path.is_file() else Path(config.rootpath)
+
+
+def _fixture_dataset(config: pytest.Config, run):
+    """The profile of a ``safety_dataset`` fixture in the root conftest.py, or None."""
+    from safetycheck_pytest.models_source import dataset_from_fixture
+
+    data, teardowns, note = dataset_from_fixture(config)
+    if data is None:
+        return None
+    from safetycheck.io.profiles import profile_from_data
+
+    run.teardowns.extend(teardowns)
+    profile = profile_from_data(data, "safety_dataset", data.name)
+    return dataclasses.replace(profile, note=note) if note else profile
 
 
 def _check_data(settings) -> None:

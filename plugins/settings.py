@@ -9,6 +9,7 @@ import pytest
 from safetycheck.checks.evaluation import RunSettings
 from safetycheck.core.options import PYTEST, engine_values
 from safetycheck.gate.thresholds import SafetyConfig, load_config
+from safetycheck.io.profiles import DatasetProfile
 from safetycheck.run.settings import Options, build_settings
 
 
@@ -21,6 +22,10 @@ def load_threshold_config(config: pytest.Config) -> SafetyConfig:
     return load_config(path, pyproject=Path(config.rootpath) / "pyproject.toml")
 
 
-def run_settings(config: pytest.Config, file_config: SafetyConfig) -> RunSettings:
-    """Command line first, then the threshold file, then the defaults."""
-    return build_settings(Options(**engine_values(PYTEST, config.getoption)), file_config)
+def run_settings(
+    config: pytest.Config, file_config: SafetyConfig, dataset: DatasetProfile | None = None
+) -> RunSettings:
+    """Command line first, then ``dataset`` (a ``safety_dataset`` fixture's), then the threshold
+    file, then the defaults."""
+    options = Options(**engine_values(PYTEST, config.getoption))
+    return build_settings(options, file_config, given_dataset=dataset)

@@ -674,3 +674,47 @@ __all__: Sequence[str] = (
     "require_classes_present",
     "validate_labelled",
 )
+
+
+def tensors_to_images(value: Any, source: str) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """Test images given in memory, as (images float32 (N, C, H, W) in [0, 1], labels int64 (N,),
+    a note on what was done to the pixels): an ``(images, labels)`` pair of tensors or arrays, or
+    a ``torch.utils.data.Dataset`` of ``(image, label)`` items (read in order). Images may be
+    (N, H, W) (one channel is added) or (N, C, H, W); uint8 pixels are divided by 255 and the note
+    says so; float pixels must already lie in [0, 1]."""
+    if isinstance(value, (tuple, list)) and len(value) == 2:
+        images, labels = (torch.as_tensor(np.asarray(v)) if not isinstance(v, torch.Tensor) else v
+                          for v in value)  # fmt: skip
+    elif isinstance(value, torch.utils.data.Dataset) and hasattr(value, "__len__"):
+        items = [value[k] for k in range(len(value))]  # type: ignore[arg-type]
+        if not items:
+            raise DataError(f"{source}: the dataset is empty.")
+        try:
+            images = torch.stack([torch.as_tensor(item[0]) for item in items])
+            labels = torch.as_tensor([int(item[1]) for item in items])
+        except (TypeError, ValueError, RuntimeError, IndexError) as error:
+            raise DataError(
+                f"{source}: items must be (image tensor, integer label) pairs of one size: {error}"
+            ) from None
+    else:
+        raise DataError(
+            f"{source}: return an (images, labels) pair of tensors or a torch Dataset of "
+            f"(image, label) items, not {type(value).__name__}."
+        )
+    images, labels = images.detach().cpu(), labels.detach().cpu()
+    if images.ndim == 3:
+        images = images.unsqueeze(1)
+    note = ""
+    if images.dtype == torch.uint8:
+        images, note = images.float() / 255.0, "uint8 pixels divided by 255"
+    elif images.is_floating_point():
+        images = images.float()
+    else:
+        raise DataError(f"{source}: pixels are {images.dtype}; give uint8 or float in [0, 1].")
+    if labels.is_floating_point() or labels.dtype == torch.bool:
+        raise DataError(f"{source}: labels are {labels.dtype}; give integer class indices.")
+    labels = labels.long().reshape(-1)
+    if len(labels) != len(images):
+        raise DataError(f"{source}: {len(images)} images but {len(labels)} labels.")
+    validate_labelled(images.contiguous(), labels, source)
+    return images.contiguous(), labels, note

@@ -256,7 +256,7 @@ def user_profile(
     usage error before any model runs. ``classes`` (names by label) and ``epsilons`` (Linf)
     override what the file implies; the OOD sets are the noise sets at the images' shape; no
     corruption set applies yet; the feature-based OOD scores need a training split and skip."""
-    from safetycheck.io.formats import load_image_folder, load_npz, require_classes_present
+    from safetycheck.io.formats import load_image_folder, load_npz
 
     folder = Path(path)
     if folder.is_dir():
@@ -268,27 +268,44 @@ def user_profile(
             f"dataset {str(path)!r} is neither a built-in profile ({', '.join(PROFILES)}), an "
             ".npz file nor an image folder (one sub-folder per class); check the path."
         )
-    require_classes_present(data.labels, str(folder))
-    found = max(int(data.labels.max()) + 1, len(data.classes))
-    names = tuple(classes) if classes else (data.classes or tuple(str(k) for k in range(found)))
+    return profile_from_data(data, folder.stem, f"{folder.name} ({data.format})", classes, epsilons)
+
+
+def profile_from_data(
+    data: LabelledImages,
+    name: str,
+    title: str,
+    classes: tuple[str, ...] | None = None,
+    epsilons: tuple[float, ...] = (),
+) -> DatasetProfile:
+    """The profile of test images already in memory (validated: float32 (N, C, H, W) in [0, 1],
+    int64 labels, at least 2 classes present); ``data.classes`` and ``data.note`` are read when
+    the object has them (:class:`~safetycheck.io.formats.LoadedImages`)."""
+    from safetycheck.io.formats import require_classes_present, validate_labelled
+
+    validate_labelled(data.images, data.labels, title)
+    require_classes_present(data.labels, title)
+    own = tuple(getattr(data, "classes", ()) or ())
+    found = max(int(data.labels.max()) + 1, len(own))
+    names = tuple(classes) if classes else (own or tuple(str(k) for k in range(found)))
     if len(names) < found:
         raise ConfigError(
-            f"{folder}: labels go up to {found - 1} but {len(names)} class names are given."
+            f"{title}: labels go up to {found - 1} but {len(names)} class names are given."
         )
     _, channels, height, width = data.images.shape
     radii = _user_radii(channels, height, width)
     if epsilons:
         radii["linf"] = tuple(sorted(epsilons))
-    name = re.sub(r"[^a-z0-9_]+", "_", folder.stem.lower()).strip("_") or "user"
+    slug = re.sub(r"[^a-z0-9_]+", "_", name.lower()).strip("_") or "user"
 
     def load(root: Any, split: str, download: bool) -> LabelledImages:
         if split != "test":
-            raise MissingSplit(f"{folder} holds test images only (no {split} split)")
+            raise MissingSplit(f"{title} holds test images only (no {split} split)")
         return data
 
     return DatasetProfile(
-        name,
-        f"{folder.name} ({data.format})",
+        slug,
+        title,
         channels=channels,
         height=height,
         width=width,
@@ -297,7 +314,7 @@ def user_profile(
         epsilons=radii,
         headline=radii["linf"][-1],
         ood_sets=NOISE_SETS,
-        note=data.note,
+        note=str(getattr(data, "note", "") or ""),
     )
 
 

@@ -43,8 +43,13 @@ class Options:
 
 
 def build_settings(
-    options: Options, file_config: SafetyConfig, prefix: str = "--safety-"
+    options: Options,
+    file_config: SafetyConfig,
+    prefix: str = "--safety-",
+    given_dataset: DatasetProfile | None = None,
 ) -> RunSettings:
+    """``given_dataset``: a profile the caller built (the plugin's ``safety_dataset`` fixture);
+    the ``dataset`` option still wins over it, and it wins over the threshold file's."""
     defaults = RunSettings.__dataclass_fields__
     samples = _first(options.samples, file_config.settings.get("samples"))
     if samples is not None and samples < 1:
@@ -66,7 +71,7 @@ def build_settings(
     if seed < 0:
         raise ConfigError(f"{prefix}seed must be non-negative, not {seed}.")
     device = resolve_device(options.device)
-    dataset = _dataset(options.dataset, file_config)
+    dataset = _dataset(options.dataset, file_config, given_dataset)
     return RunSettings(
         device=device,
         # CPU: batches of 250-500 run fastest (docs/PERFORMANCE.md); a GPU wants large batches
@@ -92,11 +97,16 @@ def build_settings(
     )
 
 
-def _dataset(option: str | None, file_config: SafetyConfig) -> DatasetProfile:
-    """The option (a name, or a path read from the working directory), else the threshold file's
-    ``dataset`` (validated there; paths already resolved against its folder), else MNIST."""
+def _dataset(
+    option: str | None, file_config: SafetyConfig, given: DatasetProfile | None = None
+) -> DatasetProfile:
+    """The option (a name, or a path read from the working directory), else ``given``, else the
+    threshold file's ``dataset`` (validated there; paths already resolved against its folder),
+    else MNIST."""
     if option:
         return resolve_profile(option, base=Path.cwd())
+    if given is not None:
+        return given
     spec = file_config.settings.get("dataset")
     if not spec:
         return resolve_profile("mnist")

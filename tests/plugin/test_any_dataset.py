@@ -214,3 +214,26 @@ def test_a_bad_npz_is_a_usage_error_naming_the_file(tmp_path):
     code, output, _ = run_plugin(tmp_path, "--safety-model=model.py", "--safety-dataset=mine.npz")
     assert code == 4, output[-3000:]
     assert "mine.npz" in output and "[0, 1]" in output and "Traceback" not in output
+
+
+def test_a_safety_dataset_fixture_gives_the_test_images(tmp_path):
+    x, y = photo_patches(15)
+    np.savez(tmp_path / "mine.npz", x=x, y=y)
+    (tmp_path / "conftest.py").write_text(
+        "import numpy as np\nimport pytest\nimport torch\n\n\n@pytest.fixture\n"
+        "def safety_dataset():\n"
+        f"    data = np.load({str(tmp_path / 'mine.npz')!r})\n"
+        "    images = torch.from_numpy(data['x']).permute(0, 3, 1, 2).contiguous()\n"
+        "    return images, torch.from_numpy(data['y'])\n"
+    )
+    (tmp_path / "model.py").write_text(RGB_MODEL.format(classes=2))
+    code, output, document = run_plugin(
+        tmp_path, "--safety-model=model.py", "--safety-checks=clean_accuracy,calibration,ood_auroc"
+    )
+    assert code == 0, output[-4000:]
+    assert document is not None
+    described = document["metadata"]["dataset"]
+    assert described["name"] == "safety_dataset" and described["input_shape"] == [3, 32, 32]
+    assert described["note"] == "uint8 pixels divided by 255"
+    clean = next(r for r in document["results"] if r["check"] == "clean_accuracy")
+    assert clean["n"] == 30 and clean["dataset"] == "safety_dataset"
