@@ -58,7 +58,9 @@ def attacked_subset(evaluation: ModelEvaluation) -> str:
     """Which images were attacked, for a check's details."""
     attacked, evaluated = len(evaluation.attack_indices), evaluation.describe_test_set()
     if attacked == len(evaluation.test_set):
-        return f"attacked: {evaluated}"
+        asked = evaluation.settings.attack_samples
+        clamped = f" (fewer than the {asked} attack samples asked for)" if asked > attacked else ""
+        return f"attacked: {evaluated}{clamped}"
     return f"attacked: a seeded random {attacked} of {evaluated}"
 
 

@@ -36,5 +36,11 @@ def test_benchmark_suite_runs_in_quick_mode(data_root):
         env={**os.environ, "SAFETYCHECK_DATA": str(data_root.path)},
     )
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
-    for figure in ("torchattacks PGD)", "eps sweep", "MNIST-C, all 15 corruptions", "quick: {"):
+    for figure in (
+        "torchattacks PGD)",
+        "eps sweep",
+        "MNIST-C, all 15 corruptions",
+        "quick: {",
+        "dataset loading, CIFAR-10 batch",
+    ):
         assert figure in result.stdout, f"{figure!r} missing from the benchmark output"
