@@ -48,7 +48,7 @@ SETTING_KEYS = {
     "checks": list,
     "dataset": (str, dict),
 }
-DATASET_KEYS = {"name": str, "path": str, "classes": list, "epsilons": list}
+DATASET_KEYS = {"name": str, "path": str, "classes": list, "epsilons": list, "ood_sets": dict}
 TOP_LEVEL_KEYS = set(SETTING_KEYS) | {"thresholds", "models", "datasets", "ood"}
 OOD_KEYS = {"sets": list, "scores": list, "user_sets": dict}
 MODEL_KEYS = {"thresholds"}
@@ -247,7 +247,15 @@ def _dataset(path: Path, where: str, value) -> dict:
             )
     if ("name" in table) == ("path" in table):
         raise ConfigError(f"{path}: {where} needs exactly one of name (built-in) and path (yours).")
+    ood_sets = table.get("ood_sets", {})
+    for set_name, file in ood_sets.items():
+        if not isinstance(file, str):
+            raise ConfigError(f"{path}: {where}.ood_sets.{set_name} must be a path (a string).")
     spec: dict = {
+        # extra OOD sets of this dataset, name -> path (a folder of images or an .npy file)
+        "ood_sets": tuple(
+            (str(n), str((path.resolve().parent / f).resolve())) for n, f in ood_sets.items()
+        ),
         "classes": tuple(str(c) for c in table.get("classes", ())),
         "epsilons": tuple(_setting(path, f"{where}.epsilons", "epsilons", table["epsilons"]))
         if "epsilons" in table

@@ -91,8 +91,7 @@ def build_settings(
         allow_randomized=options.allow_randomized,
         mnist_c_source=options.mnist_c,
         acceleration=_acceleration(options, prefix),
-        # The profile's OOD sets unless the file names its own.
-        ood=OODSettings(**{"sets": dataset.ood_sets, **file_config.ood}),
+        ood=_ood(dataset, file_config),
         checks=_families(options.checks, prefix) or tuple(file_config.settings.get("checks", ())),
     )
 
@@ -113,6 +112,17 @@ def _dataset(
     return resolve_profile(
         spec.get("name") or spec["path"], classes=spec["classes"] or None, epsilons=spec["epsilons"]
     )
+
+
+def _ood(dataset: DatasetProfile, file_config: SafetyConfig) -> OODSettings:
+    """The profile's OOD sets and the ``[dataset]`` table's own (``ood_sets``), unless the file's
+    ``[ood]`` table names the sets itself."""
+    spec = file_config.settings.get("dataset") or {}
+    extra = tuple(spec.get("ood_sets", ()))
+    options = dict(file_config.ood)
+    options["user_sets"] = tuple(options.get("user_sets", ())) + extra
+    options.setdefault("sets", dataset.ood_sets + tuple(name for name, _ in extra))
+    return OODSettings(**options)
 
 
 def _acceleration(options: Options, prefix: str) -> Acceleration:

@@ -132,3 +132,17 @@ def test_a_bad_dataset_table_is_one_usage_error(tmp_path, text, message):
     write_npz(tmp_path / "data" / "mine.npz")
     with pytest.raises(ConfigError, match=message):
         settings_for(tmp_path, text)
+
+
+def test_a_dataset_table_adds_its_own_ood_sets(tmp_path):
+    import numpy as np
+
+    (tmp_path / "data").mkdir()
+    write_npz(tmp_path / "data" / "mine.npz")
+    np.save(tmp_path / "data" / "scratches.npy", np.zeros((5, 8, 8), dtype=np.uint8))
+    settings = settings_for(
+        tmp_path,
+        '[dataset]\npath = "data/mine.npz"\n[dataset.ood_sets]\nscratches = "data/scratches.npy"\n',
+    )
+    assert settings.ood.sets == ("uniform", "gaussian", "scratches")
+    assert settings.ood.user_sets == (("scratches", str(tmp_path / "data" / "scratches.npy")),)
