@@ -48,7 +48,14 @@ SETTING_KEYS = {
     "checks": list,
     "dataset": (str, dict),
 }
-DATASET_KEYS = {"name": str, "path": str, "classes": list, "epsilons": list, "ood_sets": dict}
+DATASET_KEYS = {
+    "name": str,
+    "path": str,
+    "classes": list,
+    "epsilons": list,
+    "ood_sets": dict,
+    "mean_std": list,  # display only: the normalisation the model applies inside itself
+}
 TOP_LEVEL_KEYS = set(SETTING_KEYS) | {"thresholds", "models", "datasets", "ood"}
 OOD_KEYS = {"sets": list, "scores": list, "user_sets": dict}
 MODEL_KEYS = {"thresholds"}
@@ -229,6 +236,24 @@ def _ood(table, path: Path, where: str) -> dict:
     return options
 
 
+def _mean_std(path: Path, where: str, value) -> tuple | None:
+    """``[mean, std]`` numbers or ``[[means...], [stds...]]`` per channel; shown in reports only."""
+    if value is None:
+        return None
+    parts = [v if isinstance(v, list) else [v] for v in value] if len(value) == 2 else []
+    numbers = [x for part in parts for x in part]
+    if (
+        not parts
+        or len(parts[0]) != len(parts[1])
+        or any(isinstance(x, bool) or not isinstance(x, (int, float)) for x in numbers)
+        or any(x <= 0 for x in parts[1])
+    ):
+        raise ConfigError(
+            f"{path}: {where} must be [mean, std] or [[means], [stds]] per channel, stds > 0."
+        )
+    return (tuple(float(x) for x in parts[0]), tuple(float(x) for x in parts[1]))
+
+
 def _dataset(path: Path, where: str, value) -> dict:
     """``dataset = "cifar10"`` or ``"data/mine.npz"``, or a ``[dataset]`` table with ``name`` or
     ``path`` and optional ``classes`` and ``epsilons``; paths resolve against the file's folder.
@@ -257,6 +282,7 @@ def _dataset(path: Path, where: str, value) -> dict:
             (str(n), str((path.resolve().parent / f).resolve())) for n, f in ood_sets.items()
         ),
         "classes": tuple(str(c) for c in table.get("classes", ())),
+        "mean_std": _mean_std(path, f"{where}.mean_std", table.get("mean_std")),
         "epsilons": tuple(_setting(path, f"{where}.epsilons", "epsilons", table["epsilons"]))
         if "epsilons" in table
         else (),

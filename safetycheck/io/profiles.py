@@ -87,6 +87,10 @@ class DatasetProfile:
     ood_sets: tuple[str, ...] = NOISE_SETS
     corruptions: str | None = None
     note: str = ""  # what was done to the pixels (a user's uint8 file: divided by 255)
+    # The normalisation the model applies inside itself, as the user states it: reports only.
+    mean_std: tuple[tuple[float, ...], tuple[float, ...]] | None = field(
+        default=None, compare=False
+    )
 
     def __post_init__(self) -> None:
         where = f"dataset profile {self.name!r}"

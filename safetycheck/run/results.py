@@ -105,6 +105,11 @@ def run_metadata(settings, models: list) -> dict:
             "input_shape": list(settings.dataset.input_shape),
             "classes": list(settings.dataset.classes),
             **({"note": settings.dataset.note} if settings.dataset.note else {}),
+            **(
+                {"mean_std": [list(part) for part in settings.dataset.mean_std]}
+                if settings.dataset.mean_std
+                else {}
+            ),
         },
         "attack_acceleration": settings.acceleration.describe(),
         "seed": settings.seed,

@@ -6,6 +6,7 @@ Shared by the pytest plugin (``--safety-samples``...) and ``safetycheck study`` 
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -109,9 +110,10 @@ def _dataset(
     spec = file_config.settings.get("dataset")
     if not spec:
         return resolve_profile("mnist")
-    return resolve_profile(
+    chosen = resolve_profile(
         spec.get("name") or spec["path"], classes=spec["classes"] or None, epsilons=spec["epsilons"]
     )
+    return dataclasses.replace(chosen, mean_std=spec["mean_std"]) if spec["mean_std"] else chosen
 
 
 def _ood(dataset: DatasetProfile, file_config: SafetyConfig) -> OODSettings:

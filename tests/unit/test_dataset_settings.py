@@ -123,7 +123,10 @@ def test_a_dataset_table_reads_the_file_beside_the_threshold_file(tmp_path, monk
     [
         ('[dataset]\nname = "mnist"\npath = "x.npz"\n', "exactly one of name"),
         ('[dataset]\npath = "missing.npz"\n', "is not an .npz file or an image folder"),
-        ('[dataset]\nname = "mnist"\nmean_sd = [0.1]\n', "unknown key 'dataset.mean_sd'"),
+        (
+            '[dataset]\nname = "mnist"\nmean_sd = [0.1]\n',
+            "unknown key 'dataset.mean_sd'; did you mean 'mean_std'",
+        ),
         ('[dataset]\npath = "data/mine.npz"\nclasses = ["a"]\n', "labels go up to 2"),
     ],
 )
@@ -146,3 +149,14 @@ def test_a_dataset_table_adds_its_own_ood_sets(tmp_path):
     )
     assert settings.ood.sets == ("uniform", "gaussian", "scratches")
     assert settings.ood.user_sets == (("scratches", str(tmp_path / "data" / "scratches.npy")),)
+
+
+def test_mean_std_is_recorded_for_display_only(tmp_path):
+    settings = settings_for(
+        tmp_path,
+        '[dataset]\nname = "cifar10"\nmean_std = [[0.49, 0.48, 0.45], [0.25, 0.24, 0.26]]\n',
+    )
+    assert settings.dataset.mean_std == ((0.49, 0.48, 0.45), (0.25, 0.24, 0.26))
+    assert settings.dataset == PROFILES["cifar10"]  # the same dataset: display only
+    with pytest.raises(ConfigError, match="mean_std must be"):
+        settings_for(tmp_path, '[dataset]\nname = "mnist"\nmean_std = [0.1, 0.0]\n')
