@@ -135,18 +135,46 @@ def _idx_loader(dataset: str) -> Loader:
     return load
 
 
-def _format_loader(function: str) -> Loader:
-    """A loader of :mod:`safetycheck.io.formats`, imported when first used."""
+def _format_loader(function: str, dataset: str) -> Loader:
+    """A loader of :mod:`safetycheck.io.formats`, imported when first used; with ``download``, a
+    missing file is fetched with torchvision into the layout the loader reads, then read."""
 
     def load(root: Any, split: str, download: bool) -> LabelledImages:
+        from safetycheck.core.errors import DataError
         from safetycheck.io.data import resolve_data_root
 
         formats = importlib.import_module("safetycheck.io.formats")
         folder = root.path if hasattr(root, "path") else resolve_data_root(root).path
-        loaded: LabelledImages = getattr(formats, function)(folder, split)
+        try:
+            loaded: LabelledImages = getattr(formats, function)(folder, split)
+        except DataError as missing:
+            if not download or "not found" not in str(missing):
+                raise DataError(f"{missing} Or pass --safety-download to fetch it.") from None
+            download_with_torchvision(dataset, Path(folder), split)
+            loaded = getattr(formats, function)(folder, split)
         return loaded
 
     return load
+
+
+def download_with_torchvision(dataset: str, folder: Path, split: str) -> None:
+    """Fetch CIFAR-10's python batches (into ``folder/cifar-10-batches-py``) or SVHN's
+    ``<split>_32x32.mat`` (into ``folder/svhn``) with torchvision's own downloaders, which verify
+    the published checksums."""
+    import torchvision
+
+    try:
+        if dataset == "cifar10":
+            torchvision.datasets.CIFAR10(str(folder), train=split == "train", download=True)
+        elif dataset == "svhn":
+            torchvision.datasets.SVHN(str(folder / "svhn"), split=split, download=True)
+        else:
+            raise ConfigError(f"no download is known for the {dataset} dataset.")
+    except (OSError, RuntimeError) as error:  # urllib's URLError is an OSError
+        raise ConfigError(
+            f"could not download {dataset} ({split}) into {folder}: {error}. Fetch the files by "
+            "hand into that layout, or check the network."
+        ) from None
 
 
 PROFILES: Mapping[str, DatasetProfile] = MappingProxyType(
@@ -196,7 +224,7 @@ PROFILES: Mapping[str, DatasetProfile] = MappingProxyType(
                 "cifar10",
                 "CIFAR-10",
                 classes=CIFAR10_CLASSES,
-                loader=_format_loader("load_cifar10"),
+                loader=_format_loader("load_cifar10", "cifar10"),
                 epsilons={"linf": CIFAR_LINF, "l2": CIFAR_L2},
                 headline=8 / 255,
                 ood_sets=("svhn", *NOISE_SETS),
@@ -208,7 +236,7 @@ PROFILES: Mapping[str, DatasetProfile] = MappingProxyType(
                 "svhn",
                 "SVHN",
                 classes=DIGITS,
-                loader=_format_loader("load_svhn"),
+                loader=_format_loader("load_svhn", "svhn"),
                 epsilons={"linf": CIFAR_LINF, "l2": CIFAR_L2},
                 headline=8 / 255,
                 ood_sets=("cifar10", *NOISE_SETS),

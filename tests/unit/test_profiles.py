@@ -103,3 +103,44 @@ def test_the_probe_batch_has_the_profiles_shape_and_the_extremes(shape):
     batch = models.probe_batch(shape=shape)
     assert batch.shape == (8, *shape) and batch.dtype == torch.float32
     assert batch[0].max() == 0 and batch[1].min() == 1 and 0 <= batch.min() <= batch.max() <= 1
+
+
+def test_a_missing_cifar10_says_how_to_get_it(tmp_path):
+    from safetycheck.core.errors import DataError
+
+    with pytest.raises(DataError, match="cifar-10-batches-py/test_batch.*--safety-download"):
+        profiles.profile("cifar10").load_test(tmp_path)
+
+
+@pytest.mark.parametrize("name", ["cifar10", "svhn"])
+def test_download_fetches_with_torchvision_into_the_layout_the_loader_reads(
+    tmp_path, monkeypatch, name
+):
+    import sys
+    from pathlib import Path
+
+    import numpy as np
+    import torchvision
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from official_formats import random_images, write_cifar10, write_svhn
+
+    calls = []
+    images = random_images(6)
+
+    def fake_cifar10(root, train, download):
+        calls.append(("cifar10", root, train, download))
+        write_cifar10(Path(root), images, np.arange(6) % 10, split="train" if train else "test")
+
+    def fake_svhn(root, split, download):
+        calls.append(("svhn", root, split, download))
+        write_svhn(Path(root) / f"{split}_32x32.mat", images.transpose(0, 2, 3, 1), np.arange(6))
+
+    monkeypatch.setattr(torchvision.datasets, "CIFAR10", fake_cifar10)
+    monkeypatch.setattr(torchvision.datasets, "SVHN", fake_svhn)
+    loaded = profiles.profile(name).load_test(tmp_path, download=True)
+    assert loaded.images.shape == (6, 3, 32, 32) and len(calls) == 1
+    expected_root = str(tmp_path) if name == "cifar10" else str(tmp_path / "svhn")
+    assert calls[0][0] == name and calls[0][1] == expected_root and calls[0][3] is True
+    profiles.profile(name).load_test(tmp_path, download=True)
+    assert len(calls) == 1  # the files are there now: no second download
