@@ -25,21 +25,12 @@ try:
 except ImportError:  # loaded by file path: safetycheck puts this folder on sys.path
     from lenet import LeNet5
 
+from safetycheck.io.profiles import FASHION_MNIST_CLASSES
+
 WEIGHTS = Path(__file__).with_name("weights") / "fashion_mnist.pt"
 # The Fashion-MNIST training set's pixel mean and standard deviation (60,000 images, in [0, 1]).
 FASHION_MNIST_MEAN, FASHION_MNIST_STD = 0.2860, 0.3530
-CLASSES = (
-    "T-shirt/top",
-    "Trouser",
-    "Pullover",
-    "Dress",
-    "Coat",
-    "Sandal",
-    "Shirt",
-    "Sneaker",
-    "Bag",
-    "Ankle boot",
-)
+CLASSES = FASHION_MNIST_CLASSES  # torchvision's order, as the dataset profile names them
 
 
 def build() -> LeNet5:

@@ -177,73 +177,52 @@ def download_with_torchvision(dataset: str, folder: Path, split: str) -> None:
         ) from None
 
 
+def _mnist_like(
+    name: str, title: str, classes: tuple[str, ...], headline: float, ood
+) -> DatasetProfile:
+    """A 28x28 grayscale IDX set of torchvision's raw layout, with MNIST's radii and MNIST-C."""
+    return DatasetProfile(
+        name,
+        title,
+        channels=1,
+        height=28,
+        width=28,
+        classes=classes,
+        loader=_idx_loader(name),
+        epsilons={"linf": MNIST_LINF, "l2": MNIST_L2},
+        headline=headline,
+        ood_sets=(*ood, *NOISE_SETS),
+        corruptions="mnist_c",
+    )
+
+
+def _cifar_like(name: str, title: str, classes: tuple[str, ...], function: str, ood: str):
+    """A 3x32x32 set read by :mod:`safetycheck.io.formats`, with CIFAR's radii (8/255 headline)."""
+    return DatasetProfile(
+        name,
+        title,
+        channels=3,
+        height=32,
+        width=32,
+        classes=classes,
+        loader=_format_loader(function, name),
+        epsilons={"linf": CIFAR_LINF, "l2": CIFAR_L2},
+        headline=8 / 255,
+        ood_sets=(ood, *NOISE_SETS),
+    )
+
+
 PROFILES: Mapping[str, DatasetProfile] = MappingProxyType(
     {
         profile.name: profile
         for profile in (
-            DatasetProfile(
-                "mnist",
-                "MNIST",
-                classes=DIGITS,
-                loader=_idx_loader("mnist"),
-                epsilons={"linf": MNIST_LINF, "l2": MNIST_L2},
-                headline=0.3,
-                ood_sets=("fmnist", "kmnist", *NOISE_SETS),
-                corruptions="mnist_c",
-                channels=1,
-                height=28,
-                width=28,
+            _mnist_like("mnist", "MNIST", DIGITS, 0.3, ("fmnist", "kmnist")),
+            _mnist_like(
+                "fashion_mnist", "Fashion-MNIST", FASHION_MNIST_CLASSES, 0.1, ("mnist", "kmnist")
             ),
-            DatasetProfile(
-                "fashion_mnist",
-                "Fashion-MNIST",
-                classes=FASHION_MNIST_CLASSES,
-                loader=_idx_loader("fashion_mnist"),
-                epsilons={"linf": MNIST_LINF, "l2": MNIST_L2},
-                headline=0.1,
-                ood_sets=("mnist", "kmnist", *NOISE_SETS),
-                corruptions="mnist_c",
-                channels=1,
-                height=28,
-                width=28,
-            ),
-            DatasetProfile(
-                "kmnist",
-                "Kuzushiji-MNIST",
-                classes=KMNIST_CLASSES,
-                loader=_idx_loader("kmnist"),
-                epsilons={"linf": MNIST_LINF, "l2": MNIST_L2},
-                headline=0.1,
-                ood_sets=("mnist", "fmnist", *NOISE_SETS),
-                corruptions="mnist_c",
-                channels=1,
-                height=28,
-                width=28,
-            ),
-            DatasetProfile(
-                "cifar10",
-                "CIFAR-10",
-                classes=CIFAR10_CLASSES,
-                loader=_format_loader("load_cifar10", "cifar10"),
-                epsilons={"linf": CIFAR_LINF, "l2": CIFAR_L2},
-                headline=8 / 255,
-                ood_sets=("svhn", *NOISE_SETS),
-                channels=3,
-                height=32,
-                width=32,
-            ),
-            DatasetProfile(
-                "svhn",
-                "SVHN",
-                classes=DIGITS,
-                loader=_format_loader("load_svhn", "svhn"),
-                epsilons={"linf": CIFAR_LINF, "l2": CIFAR_L2},
-                headline=8 / 255,
-                ood_sets=("cifar10", *NOISE_SETS),
-                channels=3,
-                height=32,
-                width=32,
-            ),
+            _mnist_like("kmnist", "Kuzushiji-MNIST", KMNIST_CLASSES, 0.1, ("mnist", "fmnist")),
+            _cifar_like("cifar10", "CIFAR-10", CIFAR10_CLASSES, "load_cifar10", "svhn"),
+            _cifar_like("svhn", "SVHN", DIGITS, "load_svhn", "cifar10"),
         )
     }
 )

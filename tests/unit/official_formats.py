@@ -17,18 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-CIFAR10_CLASSES = (
-    "airplane",
-    "automobile",
-    "bird",
-    "cat",
-    "deer",
-    "dog",
-    "frog",
-    "horse",
-    "ship",
-    "truck",
-)
+from safetycheck.io.profiles import CIFAR10_CLASSES
 
 
 def _py2_str(data: bytes) -> bytes:
