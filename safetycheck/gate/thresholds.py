@@ -16,6 +16,12 @@ A threshold file is TOML: either a standalone file (``--safety-thresholds PATH``
     [models.lenet.thresholds]         # overrides for the model named "lenet"
     "pgd_linf[eps=0.3]" = 0.0
 
+    [datasets.cifar10.thresholds]     # bounds for every model run on one dataset
+    clean_accuracy = 0.85
+
+    [models.lenet.datasets.fashion_mnist.thresholds]   # one model on one dataset (most specific)
+    clean_accuracy = 0.88
+
     [ood]                             # OOD sets and scores (safetycheck.measures.ood)
     sets = ["fmnist", "kmnist"]
     scores = ["msp", "energy"]
@@ -58,7 +64,8 @@ DATASET_KEYS = {
 }
 TOP_LEVEL_KEYS = set(SETTING_KEYS) | {"thresholds", "models", "datasets", "ood"}
 OOD_KEYS = {"sets": list, "scores": list, "user_sets": dict}
-MODEL_KEYS = {"thresholds"}
+MODEL_KEYS = {"thresholds", "datasets"}
+DATASET_SECTION_KEYS = {"thresholds"}
 _CHECK_KEY = re.compile(r"^(?P<family>[A-Za-z_][A-Za-z0-9_]*)(?:\[(?P<params>[^\]]*)\])?$")
 
 
@@ -82,14 +89,20 @@ class SafetyConfig:
     thresholds: dict[str, float] = field(default_factory=dict)
     model_thresholds: dict[str, dict[str, float]] = field(default_factory=dict)
     dataset_thresholds: dict[str, dict[str, float]] = field(default_factory=dict)
+    # model -> dataset -> bounds: [models.<model>.datasets.<dataset>.thresholds]
+    model_dataset_thresholds: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
 
     def threshold(self, model: str, family: str, check: str, dataset: str = "mnist") -> Threshold:
-        """The most specific bound: this model's check, this model's family, the dataset's check,
-        the dataset's family, the file's check, the file's family, the built-in check, the
-        built-in family."""
+        """The most specific bound: this model's check on this dataset, this model's family on
+        this dataset, this model's check, this model's family, the dataset's check, the dataset's
+        family, the file's check, the file's family, the built-in check, the built-in family."""
         where = self.path.name if self.path else ""
         built_in = default_profile()
         for table, label in (
+            (
+                self.model_dataset_thresholds.get(model, {}).get(dataset, {}),
+                f"{where}: models.{model}.datasets.{dataset}.thresholds",
+            ),
             (self.model_thresholds.get(model, {}), f"{where}: models.{model}.thresholds"),
             (self.dataset_thresholds.get(dataset, {}), f"{where}: datasets.{dataset}.thresholds"),
             (self.thresholds, f"{where}: thresholds"),
@@ -175,29 +188,50 @@ def _parse(table: dict, path: Path, prefix: str) -> SafetyConfig:
             config.settings[key] = _setting(path, f"{prefix}{key}", key, value)
     config.thresholds = _thresholds(table.get("thresholds", {}), path, f"{prefix}thresholds")
     config.ood = _ood(table.get("ood", {}), path, f"{prefix}ood")
-    config.model_thresholds = _sections(table, "models", path, prefix)
-    config.dataset_thresholds = _sections(table, "datasets", path, prefix)
-    for name in config.dataset_thresholds:
-        try:
-            profile(name)
-        except ConfigError as error:
-            raise ConfigError(f"{path}: {prefix}datasets.{name}: {error}") from None
+    config.model_thresholds = _sections(table, "models", path, prefix, MODEL_KEYS)
+    config.dataset_thresholds = _sections(table, "datasets", path, prefix, DATASET_SECTION_KEYS)
+    for model, section in table.get("models", {}).items():
+        where = f"{prefix}models.{model}."
+        nested = _sections(section, "datasets", path, where, DATASET_SECTION_KEYS)
+        if nested:
+            config.model_dataset_thresholds[model] = nested
     return config
 
 
-def _sections(table: dict, kind: str, path: Path, prefix: str) -> dict[str, dict[str, float]]:
-    """``[models.<name>.thresholds]`` or ``[datasets.<name>.thresholds]``, validated."""
+def _dataset_section_name(name: str, path: Path, where: str) -> None:
+    """A ``datasets.<name>`` section names a built-in profile or a user's dataset (the slug of
+    its file or folder name, as results records name it); a near miss of a built-in name is a
+    typo that would silently never apply, so it is refused with the nearest name."""
+    if name in PROFILES:
+        return
+    nearest = difflib.get_close_matches(name, list(PROFILES), n=1, cutoff=0.75)
+    if nearest or not re.fullmatch(r"[a-z0-9_]+", name):
+        hint = f"did you mean {nearest[0]!r}? " if nearest else ""
+        raise ConfigError(
+            f"{path}: {where}: {name!r} is not a dataset name; {hint}use a built-in profile "
+            f"({', '.join(PROFILES)}) or the lower-case name results records give your own "
+            "dataset (its file or folder name, e.g. 'defects' for defects.npz)."
+        )
+
+
+def _sections(
+    table: dict, kind: str, path: Path, prefix: str, keys: set[str]
+) -> dict[str, dict[str, float]]:
+    """``[models.<name>.thresholds]``, ``[datasets.<name>.thresholds]`` or, inside a model's
+    table, ``[models.<model>.datasets.<name>.thresholds]``, validated."""
     sections = table.get(kind, {})
     if not isinstance(sections, dict):
         raise ConfigError(f"{path}: {prefix}{kind} must be a table of per-{kind[:-1]} sections.")
     parsed = {}
     for name, section in sections.items():
         where = f"{prefix}{kind}.{name}"
+        if kind == "datasets":
+            _dataset_section_name(name, path, where)
         if not isinstance(section, dict):
             raise ConfigError(f"{path}: {where} must be a table, e.g. [{where}.thresholds].")
         for key in section:
-            if key not in MODEL_KEYS:
-                _unknown(path, f"{where}.{key}", key, MODEL_KEYS)
+            if key not in keys:
+                _unknown(path, f"{where}.{key}", key, keys)
         parsed[name] = _thresholds(section.get("thresholds", {}), path, f"{where}.thresholds")
     return parsed
 

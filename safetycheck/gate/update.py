@@ -10,6 +10,19 @@ there is, the key ``"<check id>" = <bound>`` in that model's table::
 
     [tool.safetycheck.models.lenet.thresholds]   # the same in pyproject.toml
 
+A model's bounds belong to the dataset it was measured on. Records of the dataset the file
+selects (its ``dataset`` setting; MNIST when it names none) go into the model's table as above;
+records of another dataset (``--safety-dataset``, a ``safety_dataset`` fixture) go into that
+model's table for that dataset, so that they never apply to the model's runs on the file's
+dataset::
+
+    [models.lenet.datasets.fashion_mnist.thresholds]
+    clean_accuracy = 0.8991
+
+and a model that already has a table for the record's dataset is written there, whichever
+dataset the file selects. The shared ``[datasets.<name>.thresholds]`` tables are policy for every
+model of a dataset and are never written from one model's measurements.
+
 The new bound is the measured value less ``margin`` for a lower bound (``bound="min"``), plus
 ``margin`` for an upper bound (``"max"``), kept inside the metric's range (``value_range`` of the
 check family: 0 is the floor of every accuracy) and rounded *outwards* to 4 decimals (down for a
@@ -42,6 +55,7 @@ from tomlkit.items import InlineTable, SingleKey
 
 from safetycheck.core.errors import ConfigError
 from safetycheck.core.files import write_atomic
+from safetycheck.io.profiles import DEFAULT_PROFILE, dataset_name
 
 MARGIN_OPTION = "--safety-threshold-margin"
 DECIMALS = 4
@@ -75,6 +89,9 @@ class ThresholdChange:
         The margin subtracted (``"min"``) or added (``"max"``).
     added : bool, default=False
         The model's table had no key for this check before.
+    dataset : str or None, default=None
+        The dataset of ``[models.<model>.datasets.<dataset>.thresholds]`` when the bound went
+        there; None for the model's own table.
     """
 
     model: str
@@ -85,14 +102,23 @@ class ThresholdChange:
     bound: str
     margin: float = 0.0
     added: bool = False
+    dataset: str | None = None
+
+    @property
+    def table(self) -> tuple[str, ...]:
+        """The key path of the table written, below the file's base table."""
+        if self.dataset is None:
+            return ("models", self.model, "thresholds")
+        return ("models", self.model, "datasets", self.dataset, "thresholds")
 
     def describe(self) -> str:
         """One line, e.g. ``lenet pgd_linf[eps=0.1]: 0.7200 -> 0.7560 (measured 0.7660, margin
-        0.01)``."""
+        0.01)``; ``lenet on fashion_mnist clean_accuracy: ...`` for a per-dataset table."""
         old = "(none)" if self.old is None else f"{self.old:.4f}"
         note = "; new key" if self.added else ""
+        where = self.model if self.dataset is None else f"{self.model} on {self.dataset}"
         return (
-            f"{self.model} {self.check}: {old} -> {self.new:.4f} "
+            f"{where} {self.check}: {old} -> {self.new:.4f} "
             f"(measured {self.value:.4f}, margin {self.margin:g}{note})"
         )
 
@@ -170,9 +196,10 @@ def update_threshold_file(
         ``pyproject.toml`` (which must exist; the bounds go under ``[tool.safetycheck]``).
     records : list of dict
         Results records (``model``, ``check``, ``family``, ``value``, ``bound``, optionally
-        ``threshold``, ``skipped``). Skipped records and records whose value is None or not finite
-        are ignored. When one (model, check) appears more than once, the worst value is used, so
-        that every one of them passes.
+        ``dataset``, ``threshold``, ``skipped``). Skipped records and records whose value is None
+        or not finite are ignored. When one (model, dataset, check) appears more than once, the
+        worst value is used, so that every one of them passes. A record without ``dataset`` was
+        measured on MNIST (results files before dataset profiles).
     margin : float
         In [0, 1), in the metric's units.
     pyproject : bool
@@ -208,9 +235,12 @@ def update_threshold_file(
     in_tool_table = "safetycheck" in document.get("tool", {})
     base = ("tool", "safetycheck") if pyproject or in_tool_table else ()
     root = _table(document, base, path)
+    home = _file_dataset(root, path, base)
     changes = []
-    for (model, check), (value, bound, family, applied) in measured.items():
-        table = _table(root, ("models", model, "thresholds"), path, base, created)
+    for (model, dataset, check), (value, bound, family, applied) in measured.items():
+        own = _own_table(root, model, dataset, home)
+        keys = ("models", model, "thresholds") if own is None else own
+        table = _table(root, keys, path, base, created)
         key = _existing_key(table, check)
         new = new_threshold(value, bound, margin, _value_range(family))
         if key is not None:
@@ -225,7 +255,17 @@ def update_threshold_file(
             old = applied
             table[check] = new
         changes.append(
-            ThresholdChange(model, check, old, new, value, bound, margin, added=key is None)
+            ThresholdChange(
+                model,
+                check,
+                old,
+                new,
+                value,
+                bound,
+                margin,
+                added=key is None,
+                dataset=None if own is None else dataset,
+            )
         )
     if changes:
         result = _separate_new_tables(tomlkit.dumps(document), created)
@@ -255,8 +295,36 @@ def format_changes(changes: list[ThresholdChange], path: Path | str | None = Non
     return "\n".join(lines)
 
 
+def _file_dataset(root, path: Path, base: tuple) -> str:
+    """The name of the dataset the file selects (its ``dataset`` setting), MNIST when none."""
+    spec = root.get("dataset")
+    if isinstance(spec, dict):
+        spec = spec.get("name") or spec.get("path")
+    if spec is None:
+        return DEFAULT_PROFILE.name
+    if not isinstance(spec, str):
+        where = ".".join((*base, "dataset"))
+        raise ConfigError(f"{path}: {where} must be a dataset name or path; fix it and re-run.")
+    return dataset_name(spec)
+
+
+def _own_table(root, model: str, dataset: str, home: str) -> tuple[str, ...] | None:
+    """The key path of the per-dataset table a (model, dataset) bound belongs in, None for the
+    model's own table (the dataset the file selects, and no per-dataset table for it yet)."""
+    nested = ("models", model, "datasets", dataset, "thresholds")
+    container = root
+    for key in nested[:-1]:
+        container = container.get(key) if isinstance(container, dict) else None
+        if container is None:
+            break
+    if container is None and dataset == home:
+        return None
+    return nested
+
+
 def _worst_values(records: list[dict]) -> dict:
-    """(model, check) -> (worst finite value, bound, family, threshold the run applied)."""
+    """(model, dataset, check) -> (worst finite value, bound, family, threshold the run
+    applied)."""
     measured: dict = {}
     for record in records:
         if record.get("skipped"):
@@ -269,16 +337,17 @@ def _worst_values(records: list[dict]) -> dict:
         ):
             continue
         model, check, bound = record["model"], record["check"], record["bound"]
+        dataset = record.get("dataset") or DEFAULT_PROFILE.name  # files before profiles: MNIST
         family = record.get("family") or check.partition("[")[0]
         applied = record.get("threshold")
         applied = (
             float(applied) if isinstance(applied, (int, float)) and math.isfinite(applied) else None
         )
-        previous = measured.get((model, check))
+        previous = measured.get((model, dataset, check))
         if previous is not None:
             worse = min if bound == "min" else max
             value = worse(value, previous[0])
-        measured[(model, check)] = (float(value), bound, family, applied)
+        measured[(model, dataset, check)] = (float(value), bound, family, applied)
     return measured
 
 
@@ -385,7 +454,9 @@ def _verify(text: str, path: Path, base: tuple, changes: list[ThresholdChange]) 
     for key in base:
         data = data[key]
     for change in changes:
-        written = data["models"][change.model]["thresholds"]
+        written = data
+        for key in change.table:
+            written = written[key]
         key = _existing_key(written, change.check)
         if key is None or float(written[key]) != change.new:
             raise ConfigError(

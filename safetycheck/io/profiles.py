@@ -307,7 +307,7 @@ def profile_from_data(
     radii = _user_radii(channels, height, width)
     if epsilons:
         radii["linf"] = tuple(sorted(epsilons))
-    slug = re.sub(r"[^a-z0-9_]+", "_", name.lower()).strip("_") or "user"
+    slug = dataset_slug(name)
 
     def load(root: Any, split: str, download: bool) -> LabelledImages:
         if split != "test":
@@ -327,6 +327,19 @@ def profile_from_data(
         ood_sets=NOISE_SETS,
         note=str(getattr(data, "note", "") or ""),
     )
+
+
+def dataset_slug(name: str) -> str:
+    """The name results records and threshold tables give a user's dataset: ``name`` (its file or
+    folder name without the suffix) lower-case, runs of other characters turned into ``_``
+    (``"My Defects"`` -> ``"my_defects"``)."""
+    return re.sub(r"[^a-z0-9_]+", "_", name.lower()).strip("_") or "user"
+
+
+def dataset_name(name_or_path: str) -> str:
+    """The name a run on ``name_or_path`` (a built-in profile or a path) records, without reading
+    the data."""
+    return name_or_path if name_or_path in PROFILES else dataset_slug(Path(name_or_path).stem)
 
 
 def resolve_profile(

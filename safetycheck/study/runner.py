@@ -67,6 +67,11 @@ def settings_fingerprint(
         "thresholds": repr(
             (file_config.thresholds, file_config.model_thresholds)
             + ((file_config.dataset_thresholds,) if file_config.dataset_thresholds else ())
+            + (
+                (file_config.model_dataset_thresholds,)
+                if file_config.model_dataset_thresholds
+                else ()
+            )
         ),
     }
     return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()

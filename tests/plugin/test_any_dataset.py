@@ -69,8 +69,9 @@ def safety_model():
 """
 
 
-def run_plugin(tmp_path: Path, *args: str) -> tuple[int, str, dict | None]:
-    (tmp_path / "gate.toml").write_text(PERMISSIVE)
+def run_plugin(tmp_path: Path, *args: str, keep_gate: bool = False) -> tuple[int, str, dict | None]:
+    if not keep_gate:
+        (tmp_path / "gate.toml").write_text(PERMISSIVE)
     out = tmp_path / "results.json"
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
     result = subprocess.run(
@@ -193,6 +194,38 @@ def test_an_image_folder_runs_every_family(tmp_path):
     assert document is not None
     assert_every_family_ran(document, "photos", corruptions_apply=False)
     assert document["metadata"]["dataset"]["classes"] == ["flower", "temple"]  # ImageFolder's order
+
+
+def test_updated_thresholds_of_a_users_dataset_land_in_the_models_table_for_it(tmp_path):
+    """--safety-update-thresholds on a dataset other than the file's writes
+    [models.<model>.datasets.<dataset>.thresholds]; the next run applies exactly those bounds."""
+    import tomllib
+
+    x, y = photo_patches(20)
+    np.savez(tmp_path / "defects.npz", x=x, y=y, classes=np.array(["temple", "flower"]))
+    (tmp_path / "model.py").write_text(RGB_MODEL.format(classes=2))
+    args = (
+        "--safety-model=model.py",
+        "--safety-dataset=defects.npz",
+        "--safety-checks=clean_accuracy,fgsm",
+    )
+    code, output, first = run_plugin(tmp_path, *args, "--safety-update-thresholds")
+    assert code == 0, output[-4000:]
+    written = tomllib.loads((tmp_path / "gate.toml").read_text())
+    bounds = written["models"]["model"]["datasets"]["defects"]["thresholds"]
+    assert first is not None and set(bounds) == {r["check"] for r in first["results"]}
+    assert "thresholds" not in written["models"]["model"]  # nothing leaks to the file's dataset
+    assert "model on defects clean_accuracy: 0.0000 ->" in output  # the terminal names the table
+
+    (tmp_path / "results.json").unlink()
+    gate = (tmp_path / "gate.toml").read_text()
+    code, output, second = run_plugin(tmp_path, *args, keep_gate=True)
+    assert code == 0, output[-4000:]
+    assert (tmp_path / "gate.toml").read_text() == gate
+    assert second is not None
+    for record in second["results"]:
+        assert record["threshold"] == bounds[record["check"]]
+        assert "models.model.datasets.defects.thresholds" in record["threshold_source"]
 
 
 def test_a_model_for_another_number_of_classes_is_a_usage_error(tmp_path):

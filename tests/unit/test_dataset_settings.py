@@ -79,10 +79,44 @@ def test_thresholds_per_dataset_sit_between_the_models_and_the_files(tmp_path):
     )
 
 
-def test_thresholds_for_an_unknown_dataset_are_refused(tmp_path):
+def test_a_model_on_a_dataset_is_the_most_specific_table(tmp_path):
     path = tmp_path / "thresholds.toml"
-    path.write_text("[datasets.fmnist.thresholds]\nclean_accuracy = 0.9\n")
-    with pytest.raises(ConfigError, match=r"datasets.fmnist: unknown dataset 'fmnist'"):
+    path.write_text(
+        "[datasets.fashion_mnist.thresholds]\nclean_accuracy = 0.90\n"
+        "[models.m.thresholds]\nclean_accuracy = 0.5\npgd_linf = 0.1\n"
+        "[models.m.datasets.fashion_mnist.thresholds]\nclean_accuracy = 0.88\n"
+        "[models.m.datasets.defects.thresholds]\nclean_accuracy = 0.7\n"
+    )
+    config = load_config(path)
+    found = config.threshold("m", "clean_accuracy", "clean_accuracy", "fashion_mnist")
+    assert (found.value, found.source) == (
+        0.88,
+        "thresholds.toml: models.m.datasets.fashion_mnist.thresholds.clean_accuracy",
+    )
+    # a user's own dataset is named by its file's stem, as the results records name it
+    assert config.threshold("m", "clean_accuracy", "clean_accuracy", "defects").value == 0.7
+    # the model's own table still applies on every dataset, below the per-dataset table
+    assert config.threshold("m", "clean_accuracy", "clean_accuracy", "mnist").value == 0.5
+    assert config.threshold("m", "pgd_linf", "pgd_linf[eps=0.1]", "fashion_mnist").value == 0.1
+    assert config.threshold("other", "clean_accuracy", "clean_accuracy", "fashion_mnist").value == (
+        0.90
+    )
+
+
+@pytest.mark.parametrize(
+    ("section", "nearest"),
+    [
+        ("datasets.fashion_mnst", "fashion_mnist"),
+        ("datasets.cifar", "cifar10"),
+        ("models.m.datasets.kmnst", "kmnist"),
+        ('datasets."Fashion-MNIST"', None),
+    ],
+)
+def test_thresholds_for_a_mistyped_dataset_are_refused(tmp_path, section, nearest):
+    path = tmp_path / "thresholds.toml"
+    path.write_text(f"[{section}.thresholds]\nclean_accuracy = 0.9\n")
+    hint = f"did you mean '{nearest}'" if nearest else "use a built-in profile"
+    with pytest.raises(ConfigError, match=rf"is not a dataset name; {hint}"):
         load_config(path)
 
 

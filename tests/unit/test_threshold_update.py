@@ -359,6 +359,85 @@ def test_every_written_bound_reads_back_and_passes(tmp_path, values, margin, bou
         assert compare(r["value"], config.threshold(r["model"], family, r["check"]).value, bound)
 
 
+# Where a bound belongs: the model's table on the file's dataset, else its per-dataset table --
+
+
+def test_bounds_of_another_dataset_go_into_the_models_table_for_that_dataset(tmp_path):
+    path = write(tmp_path / "pyproject.toml", PYPROJECT)
+    records = [
+        record(),  # no dataset: MNIST, the file's (it names none)
+        record(check="clean_accuracy", value=0.9091, threshold=0.99, dataset="fashion_mnist"),
+        record(check="clean_accuracy", value=0.71, threshold=0.99, dataset="my_defects"),
+    ]
+    changes = update_threshold_file(path, records, margin=0.01, pyproject=True)
+    assert [(c.dataset, c.check, c.new) for c in changes] == [
+        (None, "pgd_linf[eps=0.1]", 0.756),
+        ("fashion_mnist", "clean_accuracy", 0.8991),
+        ("my_defects", "clean_accuracy", 0.7),
+    ]
+    assert changes[1].describe().startswith("lenet on fashion_mnist clean_accuracy: 0.9900 ->")
+    config = load_config(pyproject=path)
+    # the model's MNIST bound is untouched by its Fashion-MNIST measurement, and the other way
+    assert config.model_thresholds["lenet"]["clean_accuracy"] == 0.99
+    on_fashion = config.threshold("lenet", "clean_accuracy", "clean_accuracy", "fashion_mnist")
+    assert on_fashion.value == 0.8991
+    assert on_fashion.source.endswith(
+        "models.lenet.datasets.fashion_mnist.thresholds.clean_accuracy"
+    )
+    assert config.threshold("lenet", "clean_accuracy", "clean_accuracy", "my_defects").value == 0.7
+    text = path.read_text()
+    assert "[tool.safetycheck.models.lenet.datasets.fashion_mnist.thresholds]" in text
+    assert "[tool.safetycheck.datasets" not in text  # the shared per-dataset tables are policy
+
+
+@pytest.mark.parametrize(
+    "setting",
+    ['dataset = "fashion_mnist"', 'dataset = { name = "fashion_mnist" }'],
+)
+def test_the_files_own_dataset_goes_into_the_models_table(tmp_path, setting):
+    path = write(tmp_path / "thresholds.toml", f"{setting}\n\n[models.cnn.thresholds]\n")
+    fashion = record(model="cnn", check="clean_accuracy", value=0.9091, dataset="fashion_mnist")
+    mnist = record(model="cnn", check="clean_accuracy", value=0.9931, dataset="mnist")
+    changes = update_threshold_file(path, [fashion, mnist], margin=0.0, pyproject=False)
+    assert [(c.dataset, c.new) for c in changes] == [(None, 0.9091), ("mnist", 0.9931)]
+    data = tomllib.loads(path.read_text())
+    assert data["models"]["cnn"]["thresholds"] == {"clean_accuracy": 0.9091}
+    assert data["models"]["cnn"]["datasets"]["mnist"]["thresholds"] == {"clean_accuracy": 0.9931}
+
+
+def test_a_user_dataset_path_in_the_file_is_named_as_its_records_are(tmp_path):
+    path = write(tmp_path / "thresholds.toml", 'dataset = "data/My Defects.npz"\n')
+    records = [record(check="clean_accuracy", value=0.8, dataset="my_defects")]
+    changes = update_threshold_file(path, records, margin=0.0, pyproject=False)
+    assert changes[0].dataset is None
+    assert tomllib.loads(path.read_text())["models"]["lenet"]["thresholds"] == {
+        "clean_accuracy": 0.8
+    }
+
+
+def test_an_existing_per_dataset_table_is_written_whatever_the_files_dataset(tmp_path):
+    text = "[models.lenet.datasets.mnist.thresholds]\nclean_accuracy = 0.9  # by hand\n"
+    path = write(tmp_path / "thresholds.toml", text)
+    changes = update_threshold_file(
+        path, [record(check="clean_accuracy", value=0.9927)], margin=0.01, pyproject=False
+    )
+    assert (changes[0].dataset, changes[0].old, changes[0].added) == ("mnist", 0.9, False)
+    assert path.read_text() == text.replace("0.9  #", "0.9827  #")
+
+
+def test_the_same_check_on_two_datasets_is_two_bounds(tmp_path):
+    path = tmp_path / "thresholds.toml"
+    records = [
+        record(check="clean_accuracy", value=0.99, dataset="mnist"),
+        record(check="clean_accuracy", value=0.91, dataset="kmnist"),
+        record(check="clean_accuracy", value=0.93, dataset="kmnist"),  # worst of the two kept
+    ]
+    update_threshold_file(path, records, margin=0.0, pyproject=False)
+    config = load_config(path)
+    assert config.model_thresholds["lenet"] == {"clean_accuracy": 0.99}
+    assert config.model_dataset_thresholds["lenet"] == {"kmnist": {"clean_accuracy": 0.91}}
+
+
 # Reporting -------------------------------------------------------------------------------------
 
 
