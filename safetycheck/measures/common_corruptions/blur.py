@@ -1,0 +1,5 @@
+"""Placeholder: the blur corruptions are being written."""
+
+from __future__ import annotations
+
+CORRUPTIONS: tuple = ()

@@ -1,0 +1,5 @@
+"""Placeholder: the digital corruptions are being written."""
+
+from __future__ import annotations
+
+CORRUPTIONS: tuple = ()
