@@ -1,7 +1,8 @@
 """The 19 common corruptions, their parameter sets, and :func:`corrupt`.
 
 A corruption is one :class:`CommonCorruption`, declared in the module of its kind (:mod:`.noise`,
-:mod:`.blur`, :mod:`.weather`, :mod:`.digital`) next to its five levels for each parameter set.
+:mod:`.blur`, :mod:`.weather`, :mod:`.digital`, and :mod:`.warp` for the elastic transform) next
+to its five levels for each parameter set.
 This module only gathers them in the benchmark's order and checks the input.
 """
 
@@ -90,9 +91,10 @@ class CommonCorruption:
 
 
 def _registry() -> dict[str, CommonCorruption]:
-    from safetycheck.measures.common_corruptions import blur, digital, noise, weather
+    from safetycheck.measures.common_corruptions import blur, digital, noise, warp, weather
 
-    found = {c.name: c for module in (noise, blur, weather, digital) for c in module.CORRUPTIONS}
+    modules = (noise, blur, weather, digital, warp)
+    found = {c.name: c for module in modules for c in module.CORRUPTIONS}
     missing = [name for name in NAMES if name not in found]
     if missing or len(found) != len(NAMES):
         raise RuntimeError(f"common corruptions not declared: {missing or sorted(found)}")
