@@ -81,3 +81,15 @@ class _MovedModuleFinder(importlib.abc.MetaPathFinder):
 
 if not any(isinstance(finder, _MovedModuleFinder) for finder in sys.meta_path):
     sys.meta_path.append(_MovedModuleFinder())
+
+
+def __getattr__(name: str):
+    # The public functions load torch on first use, not when pytest loads the plugin.
+    if name == "corrupt":
+        from safetycheck.measures.common_corruptions import corrupt
+
+        return corrupt
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = ["corrupt"]

@@ -31,10 +31,14 @@ def _applicable(evaluation: ModelEvaluation) -> None:
     dataset = evaluation.settings.dataset
     if dataset.corruptions != "mnist_c":
         shape = "x".join(map(str, dataset.input_shape))
+        instead = (
+            " (the common corruptions, the corruptions family, apply instead)"
+            if dataset.corruptions == "common"
+            else ""
+        )
         raise CheckSkipped(
             f"not applicable: the MNIST-C corruptions are for 28x28 grayscale images; "
-            f"{dataset.title} images are {shape} (common corruptions for any image are a "
-            "later issue)"
+            f"{dataset.title} images are {shape}{instead}"
         )
 
 

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TypeVar, cast
+from typing import Any, TypeVar, cast
 
 import torch
 from torch import nn
@@ -50,6 +50,9 @@ class RunSettings:
     # What is tested: the contract, the test split and the families' defaults (MNIST's by
     # default). ``epsilons`` above is MNIST's default; build_settings gives another profile's.
     dataset: DatasetProfile = DEFAULT_PROFILE
+    # The baseline model's errors that mCE normalises by (--safety-corruption-baseline), a
+    # safetycheck.checks.common_corruptions.CorruptionBaseline; None: no mCE checks.
+    corruption_baseline: Any = None
 
 
 class ModelEvaluation:

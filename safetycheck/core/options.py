@@ -114,6 +114,13 @@ OPTIONS: tuple[Option, ...] = (
         engine=True,
     ),
     Option(
+        "corruption-baseline",
+        "results JSON (--safety-json) of a baseline model on the same dataset: adds the mean "
+        "corruption error (corruptions_mce) and its relative form, the baseline's errors = 1.",
+        metavar="PATH",
+        engine=True,
+    ),
+    Option(
         "device",
         "cpu (default), cuda or cuda:N.",
         default="cpu",

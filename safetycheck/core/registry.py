@@ -27,7 +27,15 @@ if TYPE_CHECKING:  # type-only: the evaluation layer sits above this one
 
 # The report's plot sections a family can join (see :mod:`safetycheck.report.plots`);
 # "reference" is the clean accuracy drawn at eps 0 and above the corruptions.
-PLOTS = ("reference", "linf_attacks", "l2_attacks", "corruptions", "ood", "calibration")
+PLOTS = (
+    "reference",
+    "linf_attacks",
+    "l2_attacks",
+    "corruptions",
+    "common_corruptions",
+    "ood",
+    "calibration",
+)
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -81,6 +89,9 @@ class CheckFamily:
     # Positional ids read better where a parameter names a thing: "mnist_c[fog]" rather than
     # "mnist_c[corruption=fog]"; values are then joined with "-" in param_names order.
     positional: bool = False
+    # Optional parameters of a positional family, written name=value after the positional values:
+    # "corruptions[fog]" and "corruptions[fog,severity=5]" are two checks of one family.
+    keyword_params: tuple[str, ...] = ()
     param_choices: Mapping[str, tuple] = field(default_factory=dict)  # name -> the valid values
     # In the default suite; families too costly for a CPU gate (AutoAttack-grade cascades) are
     # opt-in through the ``checks`` setting.
@@ -112,6 +123,12 @@ class CheckFamily:
         low, high = self.value_range
         if not low < high:
             raise FamilyDefinitionError(f"{where}: value_range {self.value_range} is empty.")
+        if not set(self.keyword_params) <= set(self.param_names) or (
+            self.keyword_params and not self.positional
+        ):
+            raise FamilyDefinitionError(
+                f"{where}: keyword_params must be parameters (param_names) of a positional family."
+            )
         if self.plot is not None and self.plot not in PLOTS:
             raise FamilyDefinitionError(
                 f"{where}: plot {self.plot!r} is not one of {', '.join(PLOTS)}."
@@ -133,7 +150,10 @@ class CheckFamily:
         if not params:
             return self.name
         if self.positional:
-            return f"{self.name}[{'-'.join(format_param(params[n]) for n in self.param_names)}]"
+            named = [n for n in self.param_names if n not in self.keyword_params]
+            parts = ["-".join(format_param(params[n]) for n in named)]
+            parts += [f"{k}={format_param(params[k])}" for k in self.keyword_params if k in params]
+            return f"{self.name}[{','.join(parts)}]"
         return f"{self.name}[{','.join(f'{k}={format_param(v)}' for k, v in params.items())}]"
 
     @property

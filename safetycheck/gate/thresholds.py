@@ -61,6 +61,8 @@ DATASET_KEYS = {
     "epsilons": list,
     "ood_sets": dict,
     "mean_std": list,  # display only: the normalisation the model applies inside itself
+    "corruption_params": str,  # the common corruptions' parameter set: "imagenet" or "cifar"
+    "corrupted": str,  # a published corrupted set (CIFAR-10-C or ImageNet-C layout)
 }
 TOP_LEVEL_KEYS = set(SETTING_KEYS) | {"thresholds", "models", "datasets", "ood"}
 OOD_KEYS = {"sets": list, "scores": list, "user_sets": dict}
@@ -288,6 +290,17 @@ def _mean_std(path: Path, where: str, value) -> tuple | None:
     return (tuple(float(x) for x in parts[0]), tuple(float(x) for x in parts[1]))
 
 
+def _corruption_params(path: Path, where: str, value) -> str | None:
+    if value is None or value in ("imagenet", "cifar"):
+        return value
+    nearest = difflib.get_close_matches(str(value), ["imagenet", "cifar"], n=1, cutoff=0.3)
+    hint = f"did you mean {nearest[0]!r}? " if nearest else ""
+    raise ConfigError(
+        f'{path}: {where}.corruption_params = {value!r}; {hint}use "imagenet" (ImageNet-C\'s '
+        'parameters) or "cifar" (CIFAR-10-C\'s).'
+    )
+
+
 def _dataset(path: Path, where: str, value) -> dict:
     """``dataset = "cifar10"`` or ``"data/mine.npz"``, or a ``[dataset]`` table with ``name`` or
     ``path`` and optional ``classes`` and ``epsilons``; paths resolve against the file's folder.
@@ -320,6 +333,12 @@ def _dataset(path: Path, where: str, value) -> dict:
         "epsilons": tuple(_setting(path, f"{where}.epsilons", "epsilons", table["epsilons"]))
         if "epsilons" in table
         else (),
+        "corruption_params": _corruption_params(path, where, table.get("corruption_params")),
+        "corrupted": (
+            str((path.resolve().parent / table["corrupted"]).resolve())
+            if "corrupted" in table
+            else None
+        ),
     }
     name = table.get("name")
     if name is not None and name in PROFILES:
@@ -402,28 +421,27 @@ def parse_check_key(key: str, path: Path | str, where: str) -> tuple[str, str]:
     family = registry[family_name]
     if match["params"] is None:
         return family_name, family_name
+    params: dict = {}
+    parts = [p.strip() for p in match["params"].split(",")]
     if family.positional:
-        values = match["params"].split("-") if len(family.param_names) > 1 else [match["params"]]
-        if len(values) != len(family.param_names):
+        named = [n for n in family.param_names if n not in family.keyword_params]
+        head, parts = parts[0], parts[1:]
+        values = head.split("-") if len(named) > 1 else [head]
+        if len(values) != len(named):
             raise ConfigError(
-                f"{path}: {where}: {key!r} needs {len(family.param_names)} values joined by '-' "
-                f"({', '.join(family.param_names)})."
+                f"{path}: {where}: {key!r} needs {len(named)} values joined by '-' "
+                f"({', '.join(named)})."
             )
-        params = {
-            name: value.strip() for name, value in zip(family.param_names, values, strict=True)
-        }
+        params = {name: value.strip() for name, value in zip(named, values, strict=True)}
         for name, value in params.items():
             if name in family.param_choices and value not in family.param_choices[name]:
                 _unknown(path, where, value, family.param_choices[name])
-        return family_name, check_id(family_name, params)
-    params = {}
-    for part in filter(None, (p.strip() for p in match["params"].split(","))):
+    allowed = family.keyword_params if family.positional else family.param_names
+    for part in filter(None, parts):
         name, _, raw = part.partition("=")
         name = name.strip()
-        if name not in family.param_names:
-            _unknown(
-                path, where, name, family.param_names or ["(none: this family takes no parameters)"]
-            )
+        if name not in allowed:
+            _unknown(path, where, name, allowed or ["(none: this family takes no parameters)"])
         raw = raw.strip()
         if name in family.param_choices:
             # Choices may be numbers (a third party's thresholds): match them as ids print them.

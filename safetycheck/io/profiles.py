@@ -59,6 +59,8 @@ CIFAR10_CLASSES = (
     "truck",
 )
 DIGITS = tuple(str(digit) for digit in range(10))
+# The common corruptions need images of at least this side (their blur and zoom kernels).
+COMMON_MIN_SIDE = 16
 KMNIST_CLASSES = ("o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo")
 
 # (root, split, download) -> the split; root is a DataRoot, a path or None (the default root).
@@ -72,7 +74,10 @@ class DatasetProfile:
     ``epsilons`` maps a norm (``"linf"``, ``"l2"``) to its radii, ascending; ``headline`` is the
     Linf radius a report leads with. ``ood_sets`` names the default OOD sets (other datasets'
     test splits and the noise sets, generated at this profile's shape). ``corruptions`` names the
-    corruption set that applies (``"mnist_c"``), None where none does yet.
+    corruption set that applies: ``"mnist_c"`` (28x28 grayscale), ``"common"`` (the 19 common
+    corruptions with the ``corruption_params`` parameter set), None where none does.
+    ``corrupted`` is where a published corrupted set may be (a folder relative to the data root,
+    or an absolute path): used instead of generating when present.
     """
 
     name: str
@@ -86,6 +91,8 @@ class DatasetProfile:
     headline: float | None = None
     ood_sets: tuple[str, ...] = NOISE_SETS
     corruptions: str | None = None
+    corruption_params: str = "imagenet"
+    corrupted: str | None = None
     note: str = ""  # what was done to the pixels (a user's uint8 file: divided by 255)
     # The normalisation the model applies inside itself, as the user states it: reports only.
     mean_std: tuple[tuple[float, ...], tuple[float, ...]] | None = field(
@@ -209,6 +216,9 @@ def _cifar_like(name: str, title: str, classes: tuple[str, ...], function: str, 
         epsilons={"linf": CIFAR_LINF, "l2": CIFAR_L2},
         headline=8 / 255,
         ood_sets=(ood, *NOISE_SETS),
+        corruptions="common",
+        corruption_params="cifar",  # Hendrycks' make_cifar_c.py, made for 32x32 images
+        corrupted="CIFAR-10-C" if name == "cifar10" else None,
     )
 
 
@@ -325,6 +335,9 @@ def profile_from_data(
         epsilons=radii,
         headline=radii["linf"][-1],
         ood_sets=NOISE_SETS,
+        corruptions=(
+            "common" if channels in (1, 3) and min(height, width) >= COMMON_MIN_SIDE else None
+        ),
         note=str(getattr(data, "note", "") or ""),
     )
 

@@ -38,6 +38,7 @@ class Options:
     device: str = option_default("device")
     allow_randomized: bool = option_default("allow_randomized")
     mnist_c: str = option_default("mnist_c")
+    corruption_baseline: str | None = option_default("corruption_baseline")
     precision: str = option_default("precision")
     channels_last: bool = option_default("channels_last")
     compile: bool = option_default("compile")
@@ -94,7 +95,18 @@ def build_settings(
         acceleration=_acceleration(options, prefix),
         ood=_ood(dataset, file_config),
         checks=_families(options.checks, prefix) or tuple(file_config.settings.get("checks", ())),
+        corruption_baseline=_corruption_baseline(options.corruption_baseline, dataset),
     )
+
+
+def _corruption_baseline(path: str | None, dataset: DatasetProfile):
+    """The baseline model's corruption errors, read now so that a bad file fails before any
+    model runs."""
+    if not path:
+        return None
+    from safetycheck.checks.common_corruptions import load_corruption_baseline
+
+    return load_corruption_baseline(path, dataset.name)
 
 
 def _dataset(
@@ -113,7 +125,12 @@ def _dataset(
     chosen = resolve_profile(
         spec.get("name") or spec["path"], classes=spec["classes"] or None, epsilons=spec["epsilons"]
     )
-    return dataclasses.replace(chosen, mean_std=spec["mean_std"]) if spec["mean_std"] else chosen
+    changes = {
+        key: spec[key]
+        for key in ("mean_std", "corruption_params", "corrupted")
+        if spec.get(key) is not None
+    }
+    return dataclasses.replace(chosen, **changes) if changes else chosen
 
 
 def _ood(dataset: DatasetProfile, file_config: SafetyConfig) -> OODSettings:

@@ -63,6 +63,7 @@ def settings_fingerprint(
             and not (f.name == "acceleration" and not settings.acceleration.active)
             # MNIST is what every run before datasets measured: its keys stay as they were
             and not (f.name == "dataset" and settings.dataset == DEFAULT_PROFILE)
+            and not (f.name == "corruption_baseline" and settings.corruption_baseline is None)
         },
         "thresholds": repr(
             (file_config.thresholds, file_config.model_thresholds)

@@ -10,19 +10,18 @@ from __future__ import annotations
 
 import difflib
 import math
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
 
 import torch
 
 from safetycheck.core.errors import ConfigError
+from safetycheck.io.profiles import COMMON_MIN_SIDE
 from safetycheck.measures.common_corruptions._filters import rgb_to_gray
 from safetycheck.measures.common_corruptions._random import SampleRandom, sample_keys
+from safetycheck.measures.common_corruptions._types import CommonCorruption, CorruptionUnavailable
 
 PARAMS = ("imagenet", "cifar")
 SEVERITIES = (1, 2, 3, 4, 5)
-MIN_SIDE = 16
+MIN_SIDE = COMMON_MIN_SIDE
 
 # Hendrycks & Dietterich 2019, "Benchmarking Neural Network Robustness to Common Corruptions and
 # Perturbations" (ICLR): the 15 benchmark corruptions in the paper's order, then the 4 held out for
@@ -46,48 +45,6 @@ BENCHMARK = (
 )
 HELD_OUT = ("speckle_noise", "gaussian_blur", "spatter", "saturate")
 NAMES = BENCHMARK + HELD_OUT
-
-
-class CorruptionUnavailable(ConfigError):
-    """A corruption that needs a resource this machine lacks (frost's photographs)."""
-
-
-@dataclass(frozen=True)
-class CommonCorruption:
-    """One corruption.
-
-    Attributes
-    ----------
-    name : str
-        As in imagecorruptions, e.g. ``"gaussian_noise"``.
-    kind : {"noise", "blur", "weather", "digital"}
-    function : callable
-        ``function(images, level, random, variant) -> images``: float32 (N, 3, H, W) in [0, 1]
-        in (RGB; grayscale is handled by :func:`corrupt`), the level's parameters, a
-        :class:`~safetycheck.measures.common_corruptions._random.SampleRandom` with one key per
-        image, and ``"imagenet"`` or ``"cifar"``; out (N, 3, H, W) in the input's units, not yet
-        clipped.
-    levels : dict
-        ``{"imagenet": (5 parameter values), "cifar": (5 parameter values)}``, severities 1..5.
-    deterministic : bool
-        No randomness: the output depends on the image and severity only.
-    needs : callable or None
-        Returns None when the corruption can run here, else the reason it cannot.
-    """
-
-    name: str
-    kind: str
-    function: Callable[[torch.Tensor, Any, SampleRandom, str], torch.Tensor]
-    levels: dict[str, tuple]
-    deterministic: bool = False
-    needs: Callable[[], str | None] | None = None
-
-    def level(self, severity: int, params: str) -> Any:
-        return self.levels[params][severity - 1]
-
-    def unavailable(self) -> str | None:
-        """Why this corruption cannot run here, or None."""
-        return self.needs() if self.needs is not None else None
 
 
 def _registry() -> dict[str, CommonCorruption]:
@@ -127,7 +84,8 @@ def get_corruption(name: str) -> CommonCorruption:
 def _check_images(images) -> None:
     if not isinstance(images, torch.Tensor):
         raise ConfigError(
-            f"images must be a float torch tensor (N, C, H, W) in [0, 1]; got {type(images).__name__}."
+            "images must be a float torch tensor (N, C, H, W) in [0, 1]; got "
+            f"{type(images).__name__}."
         )
     if not images.is_floating_point():
         raise ConfigError(
