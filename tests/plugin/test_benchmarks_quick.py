@@ -42,5 +42,6 @@ def test_benchmark_suite_runs_in_quick_mode(data_root):
         "MNIST-C, all 15 corruptions",
         "quick: {",
         "dataset loading, CIFAR-10 batch",
+        "common corruptions, all 19 x 5 at 32x32",
     ):
         assert figure in result.stdout, f"{figure!r} missing from the benchmark output"

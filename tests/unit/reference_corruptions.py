@@ -18,6 +18,7 @@ import math
 import os
 import sys
 import types
+import warnings
 
 import numpy as np
 import pytest
@@ -40,8 +41,10 @@ def load_reference():
         sys.modules["pkg_resources"] = shim
     if not hasattr(np, "float_"):
         np.float_ = np.float64  # type: ignore[attr-defined]
-    import imagecorruptions
-    import imagecorruptions.corruptions as corruptions
+    with warnings.catch_warnings():  # its scipy.ndimage.interpolation import is deprecated
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import imagecorruptions
+        import imagecorruptions.corruptions as corruptions
 
     original = corruptions.gaussian
     if not getattr(original, "_multichannel_shim", False):
