@@ -74,7 +74,7 @@ class Outputs:
             settings.data_root,
             seed=settings.seed,
             download=settings.download,
-            dataset=settings.dataset.name,
+            dataset=settings.dataset,
         )
         if self.json_path:
             from safetycheck.run.results import write_document

@@ -275,9 +275,9 @@ def _measure_one(evaluation: ModelEvaluation, params: dict) -> Measurement:
         return accuracy_measurement(
             correct, f"{name} at severity {severity}; {_details(evaluation, source)}"
         )
-    correct = [corrupted_correct(evaluation, name, s)[0] for s in SEVERITIES]
-    pooled = torch.cat(correct)
-    by_severity = {s: accuracy(values) for s, values in zip(SEVERITIES, correct, strict=True)}
+    per_severity = [corrupted_correct(evaluation, name, s)[0] for s in SEVERITIES]
+    pooled = torch.cat(per_severity)
+    by_severity = {s: accuracy(v) for s, v in zip(SEVERITIES, per_severity, strict=True)}
     return Measurement(
         sum(by_severity.values()) / len(by_severity),
         int(pooled.numel()),

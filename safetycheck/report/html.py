@@ -91,6 +91,23 @@ footer{color:#9aa1a9;font-size:12px;text-align:center;margin-top:24px}
 .matrix thead th{position:static}}
 """
 
+# Added to the page only with the common-corruption section, so that a page without it is the
+# same as before that section existed.
+_COMMON_CSS = """
+figure.plot.mini{width:220px}figure.plot.mini figcaption{white-space:nowrap;overflow:hidden;
+text-overflow:ellipsis;font-weight:500}
+.plots.minis{gap:10px 14px}
+.cgallery-wrap{overflow-x:auto}
+table.cgallery{border-collapse:collapse;font-size:12px}
+.cgallery th,.cgallery td{padding:4px 10px;border-bottom:1px solid #edf0f3;text-align:center;\
+vertical-align:top}
+.cgallery thead th{border-bottom:2px solid #c3c9d0}
+.cgallery th[scope=row]{text-align:left;font-weight:500;white-space:nowrap;vertical-align:middle}
+.cgallery img{image-rendering:pixelated;border:1px solid #c3c9d0;border-radius:3px;display:block;\
+margin:0 auto 3px}
+.cgallery .acc{display:block;color:#616e7c;font-size:10.5px}.cgallery td.none{color:#9aa1a9}
+"""
+
 _YES = "yes \u26a0"
 _SYMBOL = {"pass": "\u2713", "fail": "\u2717", "skip": "\u2013", "absent": "\u00b7"}
 
@@ -452,13 +469,21 @@ def _decoded_gallery(encoded: dict) -> dict[str, bytes]:
     return pictures
 
 
-def render_html(document: dict, gallery: dict[str, bytes] | None = None) -> str:
+def render_html(
+    document: dict,
+    gallery: dict[str, bytes] | None = None,
+    common_gallery: dict[str, bytes] | None = None,
+) -> str:
     """The whole report as one HTML string. ``gallery``: ``{corruption name: PNG bytes}`` shown
     with the MNIST-C plot (``identity`` first), by default the document's own ``"gallery"``
-    (base64 PNGs, as the JSON results carry it); missing or malformed parts are left out."""
+    (base64 PNGs, as the JSON results carry it); ``common_gallery``: ``{"clean": PNG,
+    "<corruption>@<severity>": PNG}`` shown with the common corruptions, by default the
+    document's ``"common_gallery"``; missing or malformed parts are left out."""
     document = document if isinstance(document, dict) else {}
     if gallery is None and isinstance(document.get("gallery"), dict):
         gallery = _decoded_gallery(document["gallery"])
+    if common_gallery is None and isinstance(document.get("common_gallery"), dict):
+        common_gallery = _decoded_gallery(document["common_gallery"])
     raw_metadata, raw_results = document.get("metadata"), document.get("results")
     metadata: dict = raw_metadata if isinstance(raw_metadata, dict) else {}
     results: list = raw_results if isinstance(raw_results, list) else []
@@ -468,16 +493,18 @@ def render_html(document: dict, gallery: dict[str, bytes] | None = None) -> str:
     sections = [
         plots.robustness_section(records, styles),
         plots.corruption_section(records, styles, gallery),
+        plots.common_corruption_section(records, styles, common_gallery),
         plots.ood_section(records, styles),
         plots.calibration_section(records, styles),
     ]
+    css = _CSS + (_COMMON_CSS if sections[2] else "")
     anchors = (
         [("matrix", "Matrix")]
         + [
             (a, t)
             for a, t, s in zip(
-                ("robustness", "corruptions", "ood", "calibration"),
-                ("Robustness", "MNIST-C", "OOD", "Calibration"),
+                ("robustness", "corruptions", "common-corruptions", "ood", "calibration"),
+                ("Robustness", "MNIST-C", "Common corruptions", "OOD", "Calibration"),
                 sections,
                 strict=True,
             )
@@ -502,7 +529,7 @@ def render_html(document: dict, gallery: dict[str, bytes] | None = None) -> str:
         [
             '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">',
             '<meta name="viewport" content="width=device-width, initial-scale=1">',
-            f"<title>{escape(title)}</title><style>{_CSS}</style></head><body><main>",
+            f"<title>{escape(title)}</title><style>{css}</style></head><body><main>",
             f'<header><h1>Safety report</h1><p class="subtitle">{escape(subtitle)}</p></header>',
             _verdict(records, metadata, models),
             '<nav class="toc">' + "".join(f'<a href="#{a}">{t}</a>' for a, t in anchors) + "</nav>",
@@ -516,8 +543,13 @@ def render_html(document: dict, gallery: dict[str, bytes] | None = None) -> str:
     )
 
 
-def write_html(path: str | Path, document: dict, gallery: dict[str, bytes] | None = None) -> None:
+def write_html(
+    path: str | Path,
+    document: dict,
+    gallery: dict[str, bytes] | None = None,
+    common_gallery: dict[str, bytes] | None = None,
+) -> None:
     """Render :func:`render_html` to ``path`` (UTF-8), creating its folder."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, render_html(document, gallery))
+    write_atomic(path, render_html(document, gallery, common_gallery))

@@ -3,8 +3,9 @@
 
 Every artifact is optional: a section draws what the records carry and says what is missing,
 and a malformed artifact (wrong type, unequal lengths, non-numbers) is skipped, never fatal.
-Artifact keys read: ``per_corruption`` (``mnist_c_mean``), ``roc.fpr``/``roc.tpr``
-(``ood_auroc``), ``reliability.bin_lower/bin_upper/confidence/accuracy/count`` (``calibration``).
+Artifact keys read: ``per_corruption`` (``mnist_c_mean``, ``corruptions_mean``), ``by_severity``
+(``corruptions``), ``roc.fpr``/``roc.tpr`` (``ood_auroc``),
+``reliability.bin_lower/bin_upper/confidence/accuracy/count`` (``calibration``).
 """
 
 from __future__ import annotations
@@ -250,6 +251,280 @@ def corruption_section(
         "MNIST-C: accuracy per corruption",
         "Accuracy on the whole test set under each of the MNIST-C corruptions (Mu &amp; "
         "Gilmer 2019); the top row is the uncorrupted accuracy for reference.",
+        body + pictures,
+    )
+
+
+# Common corruptions (Hendrycks & Dietterich 2019) ---------------------------------------------
+
+_COMMON_SEVERITIES = (1, 2, 3, 4, 5)
+_GALLERY_SEVERITIES = (1, 3, 5)
+_COMMON_SUMMARY = (
+    ("corruptions_mean", "mean"),
+    ("corruptions_drop", "drop from clean"),
+    ("corruptions_mce", "mCE"),
+    ("corruptions_relative_mce", "relative mCE"),
+)
+
+
+def _severity(value) -> int | None:
+    """A severity 1..5 from a record parameter or an artifact key (JSON makes keys strings)."""
+    if isinstance(value, bool):
+        return None
+    try:
+        severity = int(value)
+    except (TypeError, ValueError):
+        return None
+    return severity if severity in _COMMON_SEVERITIES and str(severity) == str(value) else None
+
+
+def _common_accuracies(
+    records: list[dict],
+) -> tuple[dict[str, dict[str, float | None]], dict[str, dict[str, dict[int, float | None]]]]:
+    """({model: {corruption: mean accuracy over severities}}, {model: {corruption: {severity:
+    accuracy}}}), corruptions in the order the records first name them. The mean is the
+    ``corruptions[fog]`` value, else the ``per_corruption`` artifact of ``corruptions_mean``,
+    else the mean of the five ``corruptions[fog,severity=s]``; the severities are those records,
+    else the ``by_severity`` artifact of ``corruptions[fog]``."""
+    order: dict[str, None] = {}
+    means: dict[str, dict[str, float | None]] = {}
+    curves: dict[str, dict[str, dict[int, float | None]]] = {}
+    fallback: dict[str, dict[str, float | None]] = {}
+    for r in plot_records(records, "common_corruptions"):
+        model, p = str(r["model"]), params(r)
+        if family(r) == "corruptions_mean":
+            per = artifacts(r).get("per_corruption")
+            if isinstance(per, dict):
+                for key, value in per.items():
+                    order.setdefault(str(key))
+                    fallback.setdefault(model, {}).setdefault(str(key), num(value))
+            continue
+        if family(r) != "corruptions" or p.get("corruption") is None:
+            continue
+        name = str(p["corruption"])
+        order.setdefault(name)
+        curve = curves.setdefault(model, {}).setdefault(name, {})
+        if "severity" in p:
+            severity = _severity(p["severity"])
+            if severity is not None:
+                curve[severity] = num(r.get("value"))  # the record itself wins
+            continue
+        means.setdefault(model, {})[name] = num(r.get("value"))
+        by_severity = artifacts(r).get("by_severity")
+        if isinstance(by_severity, dict):
+            for key, value in by_severity.items():
+                severity = _severity(key)
+                if severity is not None:
+                    curve.setdefault(severity, num(value))
+    for model, values in fallback.items():
+        for name, value in values.items():
+            means.setdefault(model, {}).setdefault(name, value)
+    for model, named in curves.items():
+        for name, curve in named.items():
+            present = [v for s in _COMMON_SEVERITIES if (v := curve.get(s)) is not None]
+            if name not in means.get(model, {}) and len(present) == len(_COMMON_SEVERITIES):
+                means.setdefault(model, {})[name] = sum(present) / len(present)
+    ordered = {m: {n: v[n] for n in order if n in v} for m, v in means.items()}
+    return ordered, curves
+
+
+def _common_gallery_names(gallery: dict) -> list[str]:
+    """The corruptions a ``{"clean": PNG, "fog@3": PNG, ...}`` gallery shows, in its order."""
+    names = []
+    for key in gallery:
+        name, _, severity = str(key).rpartition("@")
+        if name and _severity(severity) is not None:
+            names.append(name)
+    return list(dict.fromkeys(names))
+
+
+def _png_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from a PNG's header, None for anything else."""
+    if data[:8] != b"\x89PNG\r\n\x1a\n" or data[12:16] != b"IHDR" or len(data) < 24:
+        return None
+    width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    return (width, height) if width > 0 and height > 0 else None
+
+
+def _picture(data, alt: str, scores: str, width: int = 80) -> str:
+    if isinstance(data, (bytearray, memoryview)):
+        data = bytes(data)
+    if not isinstance(data, bytes) or not data:
+        return '<td class="none">\u2013</td>'
+    uri = f"data:{_image_mime(data)};base64,{base64.b64encode(data).decode('ascii')}"
+    size = _png_size(data)
+    height = f' height="{max(1, round(width * size[1] / size[0]))}"' if size is not None else ""
+    return f'<td><img src="{uri}" alt="{escape(alt)}" width="{width}"{height}>{scores}</td>'
+
+
+def common_gallery_html(
+    gallery: dict | None,
+    curves: dict[str, dict[str, dict[int, float | None]]],
+    clean: dict[str, float | None],
+) -> str:
+    """The gallery as a table: a row per corruption, columns clean and severities 1, 3, 5, each
+    picture captioned with the models' accuracy there (up to three models)."""
+    if not isinstance(gallery, dict):
+        return ""
+    names = _common_gallery_names(gallery)
+    if not names:
+        return ""
+    show = len(curves) <= 3
+
+    def scores(values: dict[str, float | None]) -> str:
+        if not show:
+            return ""
+        return "".join(
+            f'<span class="acc">{escape(m)} {v:.3f}</span>'
+            for m, v in values.items()
+            if v is not None
+        )
+
+    clean_scores = scores({m: clean.get(m) for m in curves})
+    rows = []
+    for name in names:
+        cells = [_picture(gallery.get("clean"), "clean", clean_scores)]
+        for severity in _GALLERY_SEVERITIES:
+            at = {m: named.get(name, {}).get(severity) for m, named in curves.items()}
+            cells.append(
+                _picture(
+                    gallery.get(f"{name}@{severity}"),
+                    f"{name}, severity {severity}",
+                    scores(at),
+                )
+            )
+        rows.append(f'<tr><th scope="row">{escape(name)}</th>{"".join(cells)}</tr>')
+    head = "".join(
+        f'<th scope="col">{escape(text)}</th>'
+        for text in ("corruption", "clean", *(f"severity {s}" for s in _GALLERY_SEVERITIES))
+    )
+    return (
+        '<h3>Corruption gallery</h3><p class="intro">The first test image, clean and under each '
+        "corruption at severities 1, 3 and 5, exactly as the models saw it (same seed and image "
+        "index as the generated sets)"
+        + ("; beneath each picture, each model's accuracy on the whole set there" if show else "")
+        + '.</p><div class="cgallery-wrap"><table class="cgallery"><thead><tr>'
+        + head
+        + "</tr></thead><tbody>"
+        + "".join(rows)
+        + "</tbody></table></div>"
+    )
+
+
+def _common_summary(records: list[dict]) -> str:
+    """One line per model: its corruption mean, drop, mCE and relative mCE, where measured."""
+    lines = []
+    found: dict[str, list[str]] = {}
+    for fam, text in _COMMON_SUMMARY:
+        for r in measured(records, fam):
+            value = num(r.get("value"))
+            if value is not None:
+                found.setdefault(str(r["model"]), []).append(f"{text} {value:.3f}")
+    for model, parts in found.items():
+        lines.append(f"<strong>{escape(model)}</strong>: " + escape(" \u00b7 ".join(parts)))
+    return '<p class="note">' + "<br>".join(lines) + "</p>" if lines else ""
+
+
+def common_corruption_section(
+    records: list[dict], styles: dict[str, tuple[str, str]], gallery: dict | None
+) -> str:
+    """The common corruptions: accuracy per corruption (mean over severities, clean on top), the
+    accuracy-by-severity curve of each corruption, and the gallery."""
+    means, curves = _common_accuracies(records)
+    clean = _clean_accuracy(records)
+    pictures = common_gallery_html(gallery, curves, clean)
+    summary = _common_summary(records)
+    if not means and not curves and not pictures and not summary:
+        return ""
+    body = summary
+    if means:
+        benchmark = next(
+            (
+                set(map(str, per))
+                for r in measured(records, "corruptions_mean")
+                if isinstance(per := artifacts(r).get("per_corruption"), dict) and per
+            ),
+            None,
+        )
+        categories = list(dict.fromkeys(c for values in means.values() for c in values))
+        labels = {
+            c: f"{c} (held out)" if benchmark is not None and c not in benchmark else c
+            for c in categories
+        }
+        has_clean = any(clean.get(m) is not None for m in means)
+        series, keys = [], []
+        headline = {
+            str(r["model"]): num(r.get("value")) for r in measured(records, "corruptions_mean")
+        }
+        for model, values in means.items():
+            c, m = styles[model]
+            mean = headline.get(model)
+            text = model + (f" \u2014 mean {mean:.3f}" if mean is not None else "")
+            vals = {labels[k]: v for k, v in values.items()}
+            if has_clean:
+                vals["clean (none)"] = clean.get(model)
+            series.append({"label": model, "values": vals, "colour": c, "marker": m})
+            keys.append((text, c, m, ""))
+        rows = (["clean (none)"] if has_clean else []) + [labels[c] for c in categories]
+        body += (
+            '<figure class="plot wide">'
+            + svg.dot_rows_chart(
+                rows,
+                series,
+                x_label="accuracy (mean over severities 1\u20135)",
+                label="accuracy per common corruption",
+                width=640,
+            )
+            + legend(keys)
+            + "</figure>"
+        )
+    names = list(dict.fromkeys(n for named in curves.values() for n in named))
+    charts = []
+    for name in names:
+        lines: list[dict[str, Any]] = []
+        for model, named in curves.items():
+            curve = named.get(name)
+            if not curve or all(v is None for v in curve.values()):
+                continue
+            c, m = styles[model]
+            points: list[tuple[float, float | None]] = [
+                (float(s), curve.get(s)) for s in _COMMON_SEVERITIES
+            ]
+            if clean.get(model) is not None:
+                points.insert(0, (0.0, clean[model]))
+            lines.append({"label": model, "points": points, "colour": c, "marker": m, "dash": ""})
+        if not lines:
+            continue
+        chart = svg.line_chart(
+            lines,
+            x_domain=(0.0, 5.0),
+            y_domain=(0.0, 1.0),
+            x_label="severity (0: clean)",
+            y_label="accuracy",
+            label=f"accuracy vs severity, {name}",
+            x_ticks=[0, 1, 2, 3, 4, 5],
+            y_ticks=[0, 0.25, 0.5, 0.75, 1],
+            width=220,
+            height=180,
+        )
+        charts.append(
+            f'<figure class="plot mini"><figcaption>{escape(name)}</figcaption>{chart}</figure>'
+        )
+    if charts:
+        keys = [(model, *styles[model], "") for model in curves]
+        body += (
+            "<h3>Accuracy by severity</h3>"
+            '<div class="plots minis">' + "".join(charts) + "</div>" + legend(keys)
+        )
+    if not means and not charts and plot_records(records, "common_corruptions"):
+        body += '<p class="note">No per-corruption accuracies were recorded.</p>'
+    return _section(
+        "common-corruptions",
+        "Common corruptions: accuracy per corruption and severity",
+        "Accuracy under the 19 common corruptions of Hendrycks &amp; Dietterich (2019): the 15 of "
+        "the ImageNet-C / CIFAR-10-C benchmark, whose mean is the headline, and 4 held out; five "
+        "severities each. The top row is the uncorrupted accuracy for reference; in the curves, "
+        "severity 0 is the clean accuracy.",
         body + pictures,
     )
 

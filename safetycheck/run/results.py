@@ -22,8 +22,12 @@ import sys
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from safetycheck.core.files import write_atomic
+
+if TYPE_CHECKING:
+    from safetycheck.io.profiles import DatasetProfile
 
 FORMAT_VERSION = 1
 
@@ -148,21 +152,47 @@ def results_document(records: list[dict], metadata: dict) -> dict:
 
 
 def add_gallery(
-    document: dict, root, seed: int = 0, download: bool = False, dataset: str = "mnist"
+    document: dict,
+    root,
+    seed: int = 0,
+    download: bool = False,
+    dataset: str | DatasetProfile = "mnist",
 ) -> dict[str, bytes] | None:
     """When the document holds measured MNIST-C results, put the corruption gallery (one test
     image of ``dataset`` under each corruption, PNG, base64) into it under ``"gallery"``, so that
     the JSON carries all the HTML report shows; returns the PNG bytes by corruption name (None
-    without such results)."""
+    without such results).
+
+    When it holds measured common-corruption results (the ``corruptions*`` families), it also
+    puts the common-corruption gallery under ``"common_gallery"``: the profile's first test image
+    clean and under every common corruption at severities 1, 3 and 5 (``"clean"``,
+    ``"fog@3"``, ...; :func:`~safetycheck.measures.common_corruptions.gallery.common_gallery`).
+    ``dataset`` is the run's profile, or the name of a built-in one.
+    """
+    import base64
+
+    name = dataset if isinstance(dataset, str) else dataset.name
+    if any(
+        r["family"].startswith("corruptions") and not r.get("skipped") for r in document["results"]
+    ):
+        from safetycheck.io.profiles import profile
+
+        described = profile(dataset) if isinstance(dataset, str) else dataset
+        if described.corruptions == "common":  # what the measured records were made on
+            from safetycheck.measures.common_corruptions.gallery import profile_gallery
+
+            common = profile_gallery(described, root, seed=seed, download=download)
+            document["common_gallery"] = {
+                key: base64.b64encode(png).decode("ascii") for key, png in common.items()
+            }
     if not any(
         r["family"].startswith("mnist_c") and not r.get("skipped") for r in document["results"]
     ):
         return None
-    import base64
 
     from safetycheck.measures.corruptions.gallery import test_set_gallery
 
-    pictures = test_set_gallery(root, seed=seed, download=download, dataset=dataset)
+    pictures = test_set_gallery(root, seed=seed, download=download, dataset=name)
     document["gallery"] = {
         name: base64.b64encode(png).decode("ascii") for name, png in pictures.items()
     }

@@ -180,7 +180,7 @@ def _write_reports(
         settings.data_root,
         seed=settings.seed,
         download=settings.download,
-        dataset=settings.dataset.name,
+        dataset=settings.dataset,
     )
     write_document(out_dir / "results.json", document)
     write_html(out_dir / "report.html", document, gallery=gallery)

@@ -11,6 +11,7 @@ import sys
 from html.parser import HTMLParser
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -496,3 +497,446 @@ def test_screenshot_script_writes_png(tmp_path, document, gallery):
     assert len(data) > 20_000  # a rendered page, not a blank image
     width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
     assert (width, height) == (1000, 1400)
+
+
+# The common corruptions (Hendrycks & Dietterich 2019): corruptions_mean, corruptions[...],
+# corruptions_drop, corruptions_mce, and their gallery ---------------------------------------
+
+COMMON_MODELS = ("resnet", XSS)
+
+
+def _common_accuracy(model_index: int, k: int, severity: int) -> float:
+    return round(0.93 - 0.025 * severity * (1 + k / 19) - 0.04 * model_index, 6)
+
+
+def make_common_document(json_keys: bool = True) -> dict:
+    """Records shaped like the common-corruption families write them (as read back from JSON:
+    ``by_severity`` keys are strings when ``json_keys``)."""
+    from safetycheck.measures.common_corruptions import BENCHMARK, NAMES, SEVERITIES
+
+    records = []
+    for i, model in enumerate(COMMON_MODELS):
+        own = [_record(model, "clean_accuracy", {}, 0.95 - i * 0.04, 0.9, n=10000)]
+        means = {}
+        for k, name in enumerate(NAMES):
+            by = {s: _common_accuracy(i, k, s) for s in SEVERITIES}
+            means[name] = sum(by.values()) / 5
+            own.append(
+                _record(
+                    model,
+                    "corruptions",
+                    {"corruption": name},
+                    means[name],
+                    0.3,
+                    n=50000,
+                    artifacts={
+                        "by_severity": {str(s) if json_keys else s: v for s, v in by.items()}
+                    },
+                )
+            )
+        for k, name in enumerate(NAMES):
+            for s in SEVERITIES:
+                own.append(
+                    _record(
+                        model,
+                        "corruptions",
+                        {"corruption": name, "severity": s},
+                        _common_accuracy(i, k, s),
+                        0.3,
+                        n=10000,
+                    )
+                )
+        per = {name: means[name] for name in BENCHMARK}
+        mean = sum(per.values()) / len(per)
+        own.insert(
+            1,  # the families' order: clean_accuracy, corruptions_mean, corruptions, ...
+            _record(
+                model,
+                "corruptions_mean",
+                {},
+                mean,
+                0.5,
+                n=750000,
+                artifacts={"per_corruption": per},
+            ),
+        )
+        own.append(
+            _record(model, "corruptions_drop", {}, 0.95 - i * 0.04 - mean, 0.25, bound="max")
+        )
+        own.append(_record(model, "corruptions_mce", {}, 0.9 + i / 10, 1.0, bound="max"))
+        records += own
+    document = make_document()
+    document["results"] = records
+    document["metadata"]["models"] = [
+        {"name": m, "source": f"{m}.py", "randomized": False} for m in COMMON_MODELS
+    ]
+    document["metadata"]["dataset"] = {
+        "name": "cifar10",
+        "title": "CIFAR-10",
+        "input_shape": [3, 32, 32],
+        "classes": [str(k) for k in range(10)],
+    }
+    return document
+
+
+def _fake_png(key: str) -> bytes:
+    """A valid 8x4 grayscale PNG whose bytes differ by ``key`` (a trailing chunk-less tail)."""
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("L", (8, 4), color=len(key) % 256).save(buffer, format="PNG")
+    return buffer.getvalue() + key.encode()
+
+
+@pytest.fixture(scope="module")
+def common_pictures():
+    """A gallery as :func:`common_gallery` makes it, frost left out (unavailable)."""
+    from safetycheck.measures.common_corruptions import NAMES
+
+    keys = ["clean"] + [f"{n}@{s}" for n in NAMES if n != "frost" for s in (1, 3, 5)]
+    return {key: _fake_png(key) for key in keys}
+
+
+@pytest.fixture(scope="module")
+def common_page(common_pictures):
+    return render_html(make_common_document(), common_gallery=common_pictures)
+
+
+def _section_of(page: str, anchor: str) -> str:
+    match = re.search(rf'<section class="card" id="{anchor}">(.*?)</section>', page, re.DOTALL)
+    assert match, anchor
+    return match.group(1)
+
+
+def test_common_section_shows_every_corruption_row_and_curve(common_page):
+    from safetycheck.measures.common_corruptions import HELD_OUT, NAMES
+
+    collector = parse(common_page)
+    assert not collector.errors and collector.stack == []
+    assert '<a href="#common-corruptions">Common corruptions</a>' in common_page
+    section = _section_of(common_page, "common-corruptions")
+    charts = re.findall(r'<svg class="chart".*?</svg>', section, re.DOTALL)
+    assert len(charts) == 1 + len(NAMES)  # the dot rows, then one curve per corruption
+    rows = charts[0]
+    assert "clean (none)" in rows
+    assert rows.index("clean (none)") < rows.index(">gaussian_noise<")  # clean on top
+    for name in NAMES:
+        shown = f"{name} (held out)" if name in HELD_OUT else name
+        assert f">{shown}<" in rows, name
+    # Each row carries both models' mean over the severities (one tooltip per model).
+    fog = NAMES.index("fog")
+    fog_mean = sum(_common_accuracy(0, fog, s) for s in range(1, 6)) / 5
+    assert f"resnet \u00b7 fog: {fog_mean:.4f}" in rows
+    assert "resnet \u2014 mean" in section  # the legend gives the headline mean
+    # The curves: one small multiple per corruption, x = 0 (clean) then severities 1..5.
+    captions = re.findall(r'<figure class="plot mini"><figcaption>(.*?)</figcaption>', section)
+    assert captions == list(NAMES)
+    curve = next(c for c in charts[1:] if "accuracy vs severity, fog" in c)
+    assert "resnet: severity (0: clean) 0 \u2192 0.9500" in curve
+    for s in range(1, 6):
+        assert f"resnet: severity (0: clean) {s} \u2192 {_common_accuracy(0, fog, s):.4f}" in curve
+    assert curve.count("<title>") == 1 + 2 * 6  # the chart's title, 6 points x 2 models
+    # The summary line: mean, drop and mCE per model.
+    assert "mCE 0.900" in section and "drop from clean" in section
+
+
+def test_common_section_gallery_table(common_page, common_pictures):
+    import base64
+
+    from safetycheck.measures.common_corruptions import NAMES
+
+    section = _section_of(common_page, "common-corruptions")
+    table = re.search(r'<table class="cgallery">(.*?)</table>', section, re.DOTALL).group(1)
+    head = re.findall(r'<th scope="col">(.*?)</th>', table)
+    assert head == ["corruption", "clean", "severity 1", "severity 3", "severity 5"]
+    rows = re.findall(r'<tr><th scope="row">(.*?)</th>(.*?)</tr>', table, re.DOTALL)
+    assert [name for name, _ in rows] == [n for n in NAMES if n != "frost"]
+    clean_uri = base64.b64encode(common_pictures["clean"]).decode()
+    for name, cells in rows:
+        assert cells.count("<img ") == 4
+        assert f"data:image/png;base64,{clean_uri}" in cells
+        for s in (1, 3, 5):
+            data = base64.b64encode(common_pictures[f"{name}@{s}"]).decode()
+            assert f'src="data:image/png;base64,{data}" alt="{name}, severity {s}"' in cells
+    # The picture keeps its aspect ratio (8x4 PNG at 80 px wide) and, with two models, each
+    # model's accuracy at that severity is written beneath it.
+    assert 'width="80" height="40"' in table
+    fog = NAMES.index("fog")
+    fog_row = dict(rows)["fog"]
+    assert f'<span class="acc">resnet {_common_accuracy(0, fog, 5):.3f}</span>' in fog_row
+    assert '<span class="acc">resnet 0.950</span>' in fog_row  # clean accuracy under clean
+
+
+def test_common_gallery_is_read_from_the_document(common_pictures):
+    import base64
+
+    document = make_common_document()
+    document["common_gallery"] = {
+        key: base64.b64encode(png).decode("ascii") for key, png in common_pictures.items()
+    }
+    document["common_gallery"]["fog@3"] = "not base64!"  # a damaged picture is left out
+    page = render_html(document)
+    assert page.count("<img ") == 4 * 18 - 1
+    assert '<td class="none">' in page
+    assert page == render_html(
+        document, common_gallery={k: v for k, v in common_pictures.items() if k != "fog@3"}
+    )
+
+
+def test_common_section_from_severity_records_or_artifacts_alone():
+    document = make_common_document(json_keys=False)
+    only_records = copy.deepcopy(document)
+    for record in only_records["results"]:
+        record["artifacts"] = {}
+    only_artifacts = copy.deepcopy(document)
+    only_artifacts["results"] = [
+        r for r in only_artifacts["results"] if "severity" not in (r.get("params") or {})
+    ]
+    for variant in (document, only_records, only_artifacts):
+        section = _section_of(render_html(variant), "common-corruptions")
+        assert section.count('<figure class="plot mini">') == 19
+        assert "resnet: severity (0: clean) 5 \u2192" in section
+    # The mean alone (no per-corruption records): the dot rows from its artifact, no curves.
+    headline = copy.deepcopy(document)
+    headline["results"] = [r for r in headline["results"] if r["family"] != "corruptions"]
+    section = _section_of(render_html(headline), "common-corruptions")
+    assert '<figure class="plot mini">' not in section and ">fog<" in section
+    assert "(held out)" not in section  # only the 15 of the mean are known
+
+
+def test_common_section_absent_without_measured_records(page, document):
+    assert 'id="common-corruptions"' not in page and "cgallery" not in page
+    assert "Common corruptions" not in page
+    skipped = copy.deepcopy(document)
+    skipped["results"].append(
+        {
+            "model": "lenet",
+            "check": "corruptions[fog]",
+            "family": "corruptions",
+            "params": {"corruption": "fog"},
+            "value": None,
+            "skipped": "not applicable: MNIST-C applies",
+        }
+    )
+    assert 'id="common-corruptions"' not in render_html(skipped)
+
+
+def test_common_section_leaves_the_rest_of_the_page_alone(document, gallery, page):
+    """Adding common-corruption records changes nothing outside their section, the matrix and the
+    verdict: the MNIST-C section, the other plots and the head are as before."""
+    mixed = copy.deepcopy(document)
+    common = make_common_document()
+    mixed["results"] += [
+        {**r, "model": "lenet"}
+        for r in common["results"]
+        if r["model"] == "resnet" and r["family"].startswith("corruptions")
+    ]
+    mixed_page = render_html(mixed, gallery)
+    for anchor in ("robustness", "corruptions", "ood", "calibration"):
+        assert _section_of(mixed_page, anchor) == _section_of(page, anchor)
+    style = re.search(r"<style>(.*?)</style>", page, re.DOTALL).group(1)
+    mixed_style = re.search(r"<style>(.*?)</style>", mixed_page, re.DOTALL).group(1)
+    assert mixed_style.startswith(style) and "cgallery" in mixed_style[len(style) :]
+    toc = re.search(r'<nav class="toc">(.*?)</nav>', mixed_page).group(1)
+    assert toc.index("MNIST-C") < toc.index("Common corruptions") < toc.index("OOD")
+    assert mixed_page.index('id="corruptions"') < mixed_page.index('id="common-corruptions"')
+
+
+def test_common_section_escapes_names():
+    document = make_common_document()
+    for record in document["results"]:
+        if record["params"].get("corruption") == "fog":
+            record["params"]["corruption"] = XSS
+    pictures = {"clean": _fake_png("clean"), f"{XSS}@3": _fake_png("x"), "<b>@1": b"\x89PNG"}
+    page = render_html(document, common_gallery=pictures)
+    collector = parse(page)
+    assert not collector.errors and collector.stack == []
+    assert not any(tag == "script" for tag, _ in collector.tags)
+    section = _section_of(page, "common-corruptions")
+    assert "<script>" not in section and "<b>" not in section
+    escaped = "evil&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;&amp;net"
+    assert f"<figcaption>{escaped}</figcaption>" in section  # its curve
+    assert f'<th scope="row">{escaped}</th>' in section  # its gallery row
+    assert '<th scope="row">&lt;b&gt;</th>' in section
+
+
+@pytest.mark.parametrize(
+    "junk",
+    [
+        {"by_severity": {"0": 0.5, "6": 0.1, "x": "y", "1.0": 0.2, True: 0.3}},
+        {"by_severity": [0.1, 0.2]},
+        {"per_corruption": "fog"},
+    ],
+)
+def test_common_section_malformed_artifacts_are_skipped(junk):
+    document = make_common_document()
+    for record in document["results"]:
+        record["artifacts"] = dict(junk)
+        if record["params"].get("severity"):
+            record["value"] = None
+    page = render_html(document, common_gallery={"clean": b"", "fog@1": None, "fog@9": b"x"})
+    assert not parse(page).errors
+    section = _section_of(page, "common-corruptions")
+    assert "<img" not in section
+    assert '<figure class="plot mini">' not in section  # no severity is known anywhere
+
+
+# The gallery itself and how the results document carries it -------------------------------
+
+
+def _fake_corrupt(calls):
+    def corrupt(images, name, severity, seed=0, params="imagenet", indices=None):
+        calls.append((name, severity, seed, params, tuple(indices.tolist())))
+        return (images * (1 - severity / 10)).clamp(0, 1)
+
+    return corrupt
+
+
+def test_common_gallery_pictures_every_corruption_at_1_3_5(monkeypatch):
+    import io
+
+    import torch
+    from PIL import Image
+
+    from safetycheck.measures.common_corruptions import NAMES
+    from safetycheck.measures.common_corruptions import gallery as module
+
+    calls: list = []
+    monkeypatch.setattr(module, "corrupt", _fake_corrupt(calls))
+    original = module.get_corruption
+
+    class Unavailable:
+        def unavailable(self):
+            return "no photographs"
+
+    monkeypatch.setattr(
+        module,
+        "get_corruption",
+        lambda name: Unavailable() if name == "frost" else original(name),
+    )
+    image = torch.linspace(0, 1, 3 * 20 * 24).reshape(3, 20, 24)
+    pictures = module.common_gallery(image, "cifar", seed=4, index=17)
+    expected = ["clean"] + [f"{n}@{s}" for n in NAMES if n != "frost" for s in (1, 3, 5)]
+    assert list(pictures) == expected
+    assert {c[2:] for c in calls} == {(4, "cifar", (17,))}  # seed, params, the image's index
+    clean = Image.open(io.BytesIO(pictures["clean"]))
+    assert clean.mode == "RGB" and clean.size == (4 * 24, 4 * 20)  # enlarged to >= 64 a side
+    pixels = torch.from_numpy(np.array(clean))  # (80, 96, 3)
+    quantised = (image * 255).round().to(torch.uint8).permute(1, 2, 0)
+    assert torch.equal(pixels[::4, ::4], quantised)  # nearest-neighbour, quantised as the sets
+    gray = module.common_gallery(torch.rand(1, 64, 320), "imagenet")
+    shown = Image.open(io.BytesIO(gray["fog@5"]))
+    assert shown.mode == "L" and shown.size == (256, 51)  # large ones reduced
+
+
+def test_common_gallery_of_real_corruptions_is_what_the_set_holds():
+    import io
+
+    import torch
+    from PIL import Image
+
+    from safetycheck.measures.common_corruptions import corrupt, get_corruption
+    from safetycheck.measures.common_corruptions.dataset import to_uint8
+    from safetycheck.measures.common_corruptions.gallery import common_gallery
+
+    torch.manual_seed(0)
+    images = torch.rand(3, 3, 16, 16)
+    pictures = common_gallery(images[2], "cifar", seed=1, index=2)
+    available = [n for n in ("gaussian_noise", "glass_blur", "frost") if f"{n}@5" in pictures]
+    assert "gaussian_noise" in available
+    for name in available:
+        whole = to_uint8(corrupt(images, name, 5, seed=1, params="cifar"))[2]
+        shown = Image.open(io.BytesIO(pictures[f"{name}@5"]))
+        assert shown.size == (64, 64)
+        pixels = torch.from_numpy(np.array(shown))  # (64, 64, 3)
+        assert torch.equal(pixels[::4, ::4], whole.permute(1, 2, 0)), name
+    assert ("frost@1" in pictures) == (get_corruption("frost").unavailable() is None)
+
+
+def _common_profile(channels=3, side=32):
+    import torch
+
+    from safetycheck.io.data import LabelledImages
+    from safetycheck.io.profiles import profile_from_data
+
+    torch.manual_seed(0)
+    data = LabelledImages(
+        torch.rand(6, channels, side, side), torch.tensor([0, 1, 0, 1, 0, 1]), "mine"
+    )
+    return data, profile_from_data(data, "mine", "mine (test)")
+
+
+def test_add_gallery_stores_the_common_gallery_of_the_profiles_first_image(monkeypatch):
+    import base64
+
+    from safetycheck.measures.common_corruptions import gallery as module
+    from safetycheck.run.results import add_gallery
+
+    seen = []
+    monkeypatch.setattr(
+        module,
+        "common_gallery",
+        lambda image, params, seed=0, index=0: (
+            seen.append((image, params, seed, index))
+            or {"clean": b"png-clean", "fog@3": b"png-fog"}
+        ),
+    )
+    data, profile = _common_profile()
+    document = make_common_document()
+    returned = add_gallery(document, None, seed=3, dataset=profile)
+    assert returned is None  # the MNIST-C pictures only: none here
+    assert "gallery" not in document
+    assert document["common_gallery"] == {
+        "clean": base64.b64encode(b"png-clean").decode(),
+        "fog@3": base64.b64encode(b"png-fog").decode(),
+    }
+    ((image, params, seed, index),) = seen
+    assert image.equal(data.images[0]) and (params, seed, index) == (
+        profile.corruption_params,
+        3,
+        0,
+    )
+    # Skipped records only, or a profile the common corruptions do not apply to: no gallery.
+    skipped = {"results": [{**r, "skipped": "not applicable"} for r in document["results"]]}
+    assert add_gallery(skipped, None, dataset=profile) is None
+    elsewhere = {"results": copy.deepcopy(document["results"])}
+    assert add_gallery(elsewhere, None, dataset="mnist") is None
+    assert "common_gallery" not in skipped and "common_gallery" not in elsewhere
+    assert len(seen) == 1
+
+
+def test_add_gallery_keeps_the_mnist_gallery_as_before(monkeypatch):
+    """An MNIST-C document gets the ``"gallery"`` of the same call as before (the dataset's name),
+    whether the profile or its name is passed, and no common gallery."""
+    import base64
+    import importlib
+
+    from safetycheck.io.profiles import profile
+    from safetycheck.measures.common_corruptions import gallery as common
+    from safetycheck.run.results import add_gallery
+
+    # The package re-exports the function gallery(), which hides the module of that name.
+    mnist_c = importlib.import_module("safetycheck.measures.corruptions.gallery")
+    calls = []
+
+    def test_set_gallery(root, seed=0, download=False, batch=16, dataset="mnist"):
+        calls.append((root, seed, download, batch, dataset))
+        return {"identity": b"png-identity", "fog": b"png-fog"}
+
+    monkeypatch.setattr(mnist_c, "test_set_gallery", test_set_gallery)
+    monkeypatch.setattr(common, "common_gallery", lambda *a, **k: pytest.fail("not MNIST-C"))
+    document = make_document()
+    by_name, by_profile = copy.deepcopy(document), copy.deepcopy(document)
+    pictures = add_gallery(by_name, "root", seed=2, download=True, dataset="kmnist")
+    assert add_gallery(by_profile, "root", seed=2, download=True, dataset=profile("kmnist")) == (
+        pictures
+    )
+    assert pictures == {"identity": b"png-identity", "fog": b"png-fog"}
+    assert calls == [("root", 2, True, 16, "kmnist")] * 2
+    assert by_name == by_profile and set(by_name) == set(document) | {"gallery"}
+    assert by_name["gallery"] == {
+        "identity": base64.b64encode(b"png-identity").decode(),
+        "fog": base64.b64encode(b"png-fog").decode(),
+    }
