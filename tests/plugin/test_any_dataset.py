@@ -28,6 +28,9 @@ calibration = 1000.0
 mnist_c_mean = 0.0
 mnist_c = 0.0
 mnist_c_drop = 1.0
+corruptions_mean = 0.0
+corruptions = 0.0
+corruptions_drop = 1.0
 ood_auroc = 0.0
 attack_trust = 0.0
 attack_invariants = 0.0
@@ -99,22 +102,30 @@ def photo_patches(per_photo: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray
     return np.stack(patches).astype(np.uint8), np.array(labels)
 
 
-def assert_every_family_ran(document: dict, dataset: str, corruptions_apply: bool) -> None:
+def assert_every_family_ran(document: dict, dataset: str, common_corruptions: bool) -> None:
+    """Every family has records naming ``dataset``; MNIST-C is skipped as not applicable (these
+    are not 28x28 grayscale sets), and the common corruptions ran (every corruption at every
+    severity) or, on images too small for them, are skipped as not applicable too."""
     records = document["results"]
     assert document["metadata"]["dataset"]["name"] == dataset
     assert {r["dataset"] for r in records} == {dataset}
     families = {r["family"] for r in records}
     assert families >= {
         "clean_accuracy", "pgd_linf", "fgsm", "calibration", "mnist_c_mean", "mnist_c",
-        "mnist_c_drop", "ood_auroc", "attack_trust", "attack_invariants",
+        "mnist_c_drop", "ood_auroc", "attack_trust", "attack_invariants", "corruptions_mean",
+        "corruptions", "corruptions_drop",
     }  # fmt: skip
-    corruption = [r for r in records if r["family"].startswith("mnist_c")]
-    if corruptions_apply:
-        assert not any(r["skipped"] for r in corruption)
+    not_applicable = [r for r in records if r["family"].startswith("mnist_c")]
+    common = [r for r in records if r["family"].startswith("corruptions")]
+    if common_corruptions:
+        assert not any(r["skipped"] for r in common), [r["skipped"] for r in common]
+        # the mean, the drop, 19 corruptions and 19 x 5 (corruption, severity) checks
+        assert len({r["check"] for r in common}) == 2 + 19 + 19 * 5
     else:
-        assert all("not applicable" in (r["skipped"] or "") for r in corruption)
-        assert all(r["passed"] is False for r in corruption)  # a skip is never a pass
-    measured = [r for r in records if not r["family"].startswith("mnist_c")]
+        not_applicable += common
+    assert all("not applicable" in (r["skipped"] or "") for r in not_applicable)
+    assert all(r["passed"] is False for r in not_applicable)  # a skip is never a pass
+    measured = [r for r in records if r not in not_applicable and r not in common]
     assert all(r["skipped"] is None or "training" in r["skipped"] for r in measured), [
         (r["check"], r["skipped"]) for r in measured if r["skipped"]
     ]
@@ -138,7 +149,7 @@ def test_cifar10_and_svhn_format_files_run_every_family(tmp_path):
         )
         assert code == 0, output[-4000:]
         assert document is not None
-        assert_every_family_ran(document, dataset, corruptions_apply=False)
+        assert_every_family_ran(document, dataset, common_corruptions=True)
         sets = {r["params"]["set"] for r in document["results"] if r["family"] == "ood_auroc"}
         assert sets == {other, "uniform", "gaussian"}
         eps = sorted({r["params"]["eps"] for r in document["results"] if r["family"] == "pgd_linf"})
@@ -165,7 +176,7 @@ def test_a_users_own_npz_runs_every_family(tmp_path, kind):
     )
     assert code == 0, output[-4000:]
     assert document is not None
-    assert_every_family_ran(document, "mine", corruptions_apply=False)
+    assert_every_family_ran(document, "mine", common_corruptions=kind != "digits_8x8")
     described = document["metadata"]["dataset"]
     assert described["classes"] == classes
     assert described["input_shape"] == ([1, 8, 8] if kind == "digits_8x8" else [3, 32, 32])
@@ -192,7 +203,7 @@ def test_an_image_folder_runs_every_family(tmp_path):
     )
     assert code == 0, output[-4000:]
     assert document is not None
-    assert_every_family_ran(document, "photos", corruptions_apply=False)
+    assert_every_family_ran(document, "photos", common_corruptions=True)
     assert document["metadata"]["dataset"]["classes"] == ["flower", "temple"]  # ImageFolder's order
 
 

@@ -176,8 +176,6 @@ def shift_blur(x: torch.Tensor, radius: int, sigma: float, angles: torch.Tensor)
     sin, cos = torch.sin(radians), torch.cos(radians)
     rows = torch.arange(height, device=x.device)
     cols = torch.arange(width, device=x.device)
-    batch = torch.arange(count, device=x.device)[:, None, None, None]
-    channel = torch.arange(x.shape[1], device=x.device)[None, :, None, None]
     out = torch.zeros_like(x)
     alive = torch.ones(count, dtype=torch.bool, device=x.device)
     for tap, weight in enumerate(weights):
@@ -188,7 +186,9 @@ def shift_blur(x: torch.Tensor, radius: int, sigma: float, angles: torch.Tensor)
             break
         source_rows = (rows[None, :] + dy[:, None]).clamp(0, height - 1)
         source_cols = (cols[None, :] + dx[:, None]).clamp(0, width - 1)
-        shifted = x[batch, channel, source_rows[:, None, :, None], source_cols[:, None, None, :]]
+        # Two 1-D gathers (rows, then columns): half the cost of one 4-D advanced index.
+        shifted = x.gather(2, source_rows[:, None, :, None].expand(x.shape))
+        shifted = shifted.gather(3, source_cols[:, None, None, :].expand(x.shape))
         scale = alive.to(x.dtype).reshape(count, 1, 1, 1) * float(weight)
         out = out + scale * shifted
     return out

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from safetycheck.measures.common_corruptions._random import SampleRandom
-from safetycheck.measures.common_corruptions.catalogue import CommonCorruption
+from safetycheck.measures.common_corruptions._types import CommonCorruption
 
 # ---------------------------------------------------------------------------------------------
 # 8-bit levels
