@@ -193,7 +193,11 @@ GOOD = torch.rand(2, 3, 20, 24)
         ((GOOD * 255).to(torch.uint8), {}, "divide 8-bit images by 255"),
         (GOOD[0], {}, r"rank 4.*images\[None\]"),
         (torch.rand(2, 2, 20, 20), {}, "1 \\(grayscale\\) or 3 \\(RGB\\) channels"),
-        (torch.rand(2, 3, 15, 40), {}, "at least 16x16 pixels; got 15x40"),
+        (
+            torch.rand(2, 3, 15, 40),
+            {},
+            "at least 16x16 pixels for the common corruptions; got 15x40",
+        ),
         (GOOD * 2, {}, r"must lie in \[0, 1\]; these span"),
         (GOOD - 0.5, {}, r"must lie in \[0, 1\]"),
         (torch.full((1, 3, 16, 16), float("nan")), {}, r"must lie in \[0, 1\]"),
