@@ -72,21 +72,39 @@ def gaussian_kernel(sigma: float, truncate: float = 4.0) -> np.ndarray:
     return weights / weights.sum()
 
 
+@functools.lru_cache(maxsize=256)
+def _filter_matrix(size: int, kernel: tuple[float, ...], mode: str) -> np.ndarray:
+    """(size, size) float64: correlation with the centred ``kernel`` along an axis of ``size``
+    samples, the border folded in (``out = matrix @ in``)."""
+    radius = len(kernel) // 2
+    index = border_index(size, radius, mode)
+    matrix = np.zeros((size, size))
+    for out in range(size):
+        for tap, weight in enumerate(kernel):
+            source = index[out + tap]
+            if source >= 0:
+                matrix[out, source] += weight
+    return matrix
+
+
 def separable(
     x: torch.Tensor, rows: np.ndarray, cols: np.ndarray, mode: str = "nearest"
 ) -> torch.Tensor:
     """Correlate the last two dimensions with the 1-D kernels ``rows`` (along H) and ``cols``
-    (along W), centred (odd lengths), with border ``mode``."""
-    shape = x.shape
-    flat = x.reshape(-1, 1, *shape[-2:])
-    ry, rx = len(rows) // 2, len(cols) // 2
-    if ry:
-        kernel = torch.as_tensor(rows, dtype=x.dtype, device=x.device).reshape(1, 1, -1, 1)
-        flat = F.conv2d(pad(flat, ry, ry, 0, 0, mode), kernel)
-    if rx:
-        kernel = torch.as_tensor(cols, dtype=x.dtype, device=x.device).reshape(1, 1, 1, -1)
-        flat = F.conv2d(pad(flat, 0, 0, rx, rx, mode), kernel)
-    return flat.reshape(shape)
+    (along W), centred (odd lengths), with border ``mode``.
+
+    Computed as ``A_rows @ x @ A_cols.T`` with the kernels and borders folded into two small
+    matrices: on a CPU several times faster than one-channel convolutions, and the same for an
+    image whatever the batch around it."""
+    height, width = x.shape[-2:]
+    out = x
+    if len(rows) > 1:
+        matrix = _filter_matrix(height, tuple(float(w) for w in rows), mode)
+        out = torch.as_tensor(matrix, dtype=x.dtype, device=x.device) @ out
+    if len(cols) > 1:
+        matrix = _filter_matrix(width, tuple(float(w) for w in cols), mode)
+        out = out @ torch.as_tensor(matrix.T.copy(), dtype=x.dtype, device=x.device)
+    return out
 
 
 def gaussian_filter(
