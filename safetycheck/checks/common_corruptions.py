@@ -191,12 +191,22 @@ def corrupted_correct(
                 device=settings.device,
             )
             images, labels, source = generated.images, generated.labels, generated.source
-        predictions = predict(
-            ev.model,
-            images,
-            batch_size=settings.batch_size * 4,
-            device=settings.device,
-            transform=lambda logits: logits.argmax(dim=1),
+        step = settings.batch_size * 4
+        predictions = (
+            torch.cat(
+                [
+                    predict(
+                        ev.model,
+                        images[start : start + step].to(torch.float32).div_(255.0),
+                        batch_size=step,
+                        device=settings.device,
+                        transform=lambda logits: logits.argmax(dim=1),
+                    )
+                    for start in range(0, len(images), step)
+                ]
+            )
+            if len(images)
+            else torch.zeros(0, dtype=torch.int64)
         )
         return predictions == labels, source
 

@@ -305,8 +305,8 @@ def test_cifar_c_files_are_read_one_severity_at_a_time(tmp_path):
     assert has_published(folder, "fog") and not has_published(folder, "frost")
     raw = np.load(folder / "fog.npy")
     third = load_cifar_c(folder, "fog", 3)
-    assert third.images.shape == (4, 3, 32, 32) and third.images.dtype == torch.float32
-    expected = torch.from_numpy(raw[8:12]).permute(0, 3, 1, 2).float() / 255
+    assert third.images.shape == (4, 3, 32, 32) and third.images.dtype == torch.uint8
+    expected = torch.from_numpy(raw[8:12]).permute(0, 3, 1, 2)
     assert torch.equal(third.images, expected)
     assert third.labels.tolist() == [0, 1, 2, 3] and third.source.startswith("published: ")
     assert torch.equal(load_published(folder, "fog", 3).images, third.images)
@@ -342,7 +342,7 @@ def test_imagenet_c_folders_are_read_as_image_folders(tmp_path):
     folder = tmp_path / "ImageNet-C"
     assert published_layout(folder) == "imagenet_c" and has_published(folder, "fog")
     loaded = load_imagenet_c(folder, "fog", 4)
-    assert loaded.images.shape == (4, 3, 20, 24)
+    assert loaded.images.shape == (4, 3, 20, 24) and loaded.images.dtype == torch.uint8
     assert sorted(loaded.labels.tolist()) == [0, 0, 1, 1]
     with pytest.raises(DataError, match="snow/2 not found"):
         load_imagenet_c(folder, "snow", 2)

@@ -49,7 +49,8 @@ class CorruptedSet:
     Attributes
     ----------
     images : torch.Tensor
-        float32 (N, C, H, W) in [0, 1] (multiples of 1/255).
+        uint8 (N, C, H, W): 8-bit images, as stored (a quarter of float32's bytes; the family
+        converts a batch at a time, so that one set and one batch are in memory).
     labels : torch.Tensor
         int64 (N,).
     source : str
@@ -135,7 +136,7 @@ def load_generated(
     if array is None:
         array = generate(images, name, severity, seed, params, indices, device).numpy()
         _write_cache(path, array)
-    tensor = torch.from_numpy(np.ascontiguousarray(array)).to(torch.float32).div_(255.0)
+    tensor = torch.from_numpy(np.ascontiguousarray(array))
     return CorruptedSet(tensor, labels, f"generated (seed {seed}, {params} parameters)")
 
 
@@ -241,7 +242,7 @@ def load_cifar_c(folder: Path, name: str, severity: int) -> CorruptedSet:
     part = slice((severity - 1) * per, severity * per)
     tensor = torch.from_numpy(np.array(images[part])).permute(0, 3, 1, 2).contiguous()
     return CorruptedSet(
-        tensor.to(torch.float32).div_(255.0),
+        tensor,
         torch.from_numpy(np.array(labels[part]).astype(np.int64)),
         f"published: {images_file}",
     )
@@ -258,7 +259,7 @@ def load_imagenet_c(folder: Path, name: str, severity: int) -> CorruptedSet:
             f"{where} not found: an ImageNet-C style folder holds <corruption>/<severity>/<class>/."
         )
     loaded = load_image_folder(where)
-    return CorruptedSet(loaded.images, loaded.labels, f"published: {where}")
+    return CorruptedSet(to_uint8(loaded.images), loaded.labels, f"published: {where}")
 
 
 def load_published(folder: Path, name: str, severity: int) -> CorruptedSet:
