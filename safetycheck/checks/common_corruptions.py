@@ -330,38 +330,49 @@ def _corruption_errors(evaluation: ModelEvaluation) -> tuple[CorruptionBaseline,
     return baseline, errors, 1.0 - accuracy(evaluation.clean_correct)
 
 
+def _mean_ratio(
+    evaluation: ModelEvaluation, ratios: dict[str, float | None], what: str, baseline
+) -> Measurement:
+    """The mean of the per-corruption ratios that are defined; a corruption whose baseline
+    denominator is not positive (the baseline makes no error there, or, for the relative form,
+    no more than on clean images) has no ratio and is left out, and the details say so."""
+    defined = {name: value for name, value in ratios.items() if value is not None}
+    if not defined:
+        raise CheckSkipped(
+            f"{what} is undefined: the baseline {baseline.model} ({baseline.path}) has no "
+            "corruption error to normalise by"
+        )
+    left_out = sorted(set(ratios) - set(defined))
+    note = (
+        f"; left out (no baseline error to normalise by): {', '.join(left_out)}" if left_out else ""
+    )
+    return Measurement(
+        sum(defined.values()) / len(defined),
+        sum(int(v.numel()) for v in _accuracies(evaluation, BENCHMARK).values()),
+        f"{what} against model {baseline.model} ({baseline.path}){note}; "
+        + _details(evaluation, _sources(evaluation, BENCHMARK)),
+        artifacts={"ratios": ratios},
+    )
+
+
 def _measure_mce(evaluation: ModelEvaluation, params: dict) -> Measurement:
     baseline, errors, _ = _corruption_errors(evaluation)
-    ratios = {}
+    ratios: dict[str, float | None] = {}
     for name in BENCHMARK:
         base = sum(baseline.error(name, s) or 0.0 for s in SEVERITIES)
         ours = sum(errors[(name, s)] for s in SEVERITIES)
-        ratios[name] = ours / base if base > 0 else math.inf
-    value = sum(ratios.values()) / len(ratios)
-    return Measurement(
-        value,
-        sum(int(v.numel()) for v in _accuracies(evaluation, BENCHMARK).values()),
-        f"mean corruption error against {baseline.model} ({baseline.path}); "
-        + _details(evaluation, _sources(evaluation, BENCHMARK)),
-        artifacts={"ce": ratios},
-    )
+        ratios[name] = ours / base if base > 0 else None
+    return _mean_ratio(evaluation, ratios, "mean corruption error", baseline)
 
 
 def _measure_relative_mce(evaluation: ModelEvaluation, params: dict) -> Measurement:
     baseline, errors, clean_error = _corruption_errors(evaluation)
-    ratios = {}
+    ratios: dict[str, float | None] = {}
     for name in BENCHMARK:
         base = sum((baseline.error(name, s) or 0.0) - baseline.clean_error for s in SEVERITIES)
         ours = sum(errors[(name, s)] - clean_error for s in SEVERITIES)
-        ratios[name] = ours / base if base > 0 else math.inf
-    value = sum(ratios.values()) / len(ratios)
-    return Measurement(
-        value,
-        sum(int(v.numel()) for v in _accuracies(evaluation, BENCHMARK).values()),
-        f"relative mean corruption error against {baseline.model} ({baseline.path}); "
-        + _details(evaluation, _sources(evaluation, BENCHMARK)),
-        artifacts={"relative_ce": ratios},
-    )
+        ratios[name] = ours / base if base > 0 else None
+    return _mean_ratio(evaluation, ratios, "relative mean corruption error", baseline)
 
 
 # Families -----------------------------------------------------------------------------------

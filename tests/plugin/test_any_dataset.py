@@ -281,3 +281,47 @@ def test_a_safety_dataset_fixture_gives_the_test_images(tmp_path):
     assert described["note"] == "uint8 pixels divided by 255"
     clean = next(r for r in document["results"] if r["check"] == "clean_accuracy")
     assert clean["n"] == 30 and clean["dataset"] == "safety_dataset"
+
+
+def test_mce_against_a_baseline_model_and_bad_baselines(tmp_path):
+    """A model measured against its own results has mCE and relative mCE 1; a baseline of another
+    dataset, of no model or a file that is not results is one usage error before any model runs."""
+    photos_patches_npz(tmp_path / "defects.npz")
+    model = TRAINED_MODEL.format(path=str(tmp_path / "defects.npz"), classes=2)
+    (tmp_path / "model.py").write_text(model)  # trained: the corruptions hurt it
+    checks = "--safety-checks=clean_accuracy,corruptions_mean,corruptions,corruptions_drop"
+    args = ("--safety-model=model.py", "--safety-dataset=defects.npz", checks)
+    code, output, first = run_plugin(tmp_path, *args)
+    assert code == 0, output[-4000:]
+    (tmp_path / "base.json").write_text((tmp_path / "results.json").read_text())
+    with_mce = checks + ",corruptions_mce,corruptions_relative_mce"
+    code, output, second = run_plugin(
+        tmp_path, args[0], args[1], with_mce, "--safety-corruption-baseline=base.json"
+    )
+    assert code == 0, output[-4000:]
+    assert second is not None
+    values = {r["check"]: r["value"] for r in second["results"]}
+    assert values["corruptions_mce"] == pytest.approx(1.0)
+    assert values["corruptions_relative_mce"] == pytest.approx(1.0)
+    assert "against model" in next(
+        r["details"] for r in second["results"] if r["check"] == "corruptions_mce"
+    )
+    (tmp_path / "bad.json").write_text("{}")
+    for baseline, message in (
+        ("bad.json", "not a readable results JSON"),
+        ("missing.json", "not a readable results JSON"),
+    ):
+        code, output, _ = run_plugin(tmp_path, *args, f"--safety-corruption-baseline={baseline}")
+        assert code != 0 and message in output, output[-3000:]
+        assert "INTERNALERROR" not in output and "Traceback" not in output
+    other = json.loads((tmp_path / "base.json").read_text())
+    other["metadata"]["dataset"]["name"] = "cifar10"
+    (tmp_path / "other.json").write_text(json.dumps(other))
+    code, output, _ = run_plugin(tmp_path, *args, "--safety-corruption-baseline=other.json")
+    assert code != 0 and "measured on the cifar10 dataset and this run tests defects" in output
+
+
+def photos_patches_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    x, y = photo_patches(20)
+    np.savez(path, x=x, y=y, classes=np.array(["temple", "flower"]))
+    return x, y
