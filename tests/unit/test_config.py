@@ -177,3 +177,21 @@ def test_standalone_file_may_hold_a_tool_safetycheck_table(tmp_path):
 def test_missing_threshold_file(tmp_path):
     with pytest.raises(ConfigError, match="threshold file .* not found"):
         load_config(tmp_path / "nope.toml")
+
+
+def test_common_corruption_keys_take_a_corruption_and_an_optional_severity():
+    assert parse_check_key("corruptions[fog]", "t.toml", "k") == ("corruptions", "corruptions[fog]")
+    for spelled in ("corruptions[fog,severity=5]", "corruptions[fog, severity=5.0]"):
+        assert parse_check_key(spelled, "t.toml", "k") == (
+            "corruptions",
+            "corruptions[fog,severity=5]",
+        )
+    assert check_id("corruptions", {"corruption": "fog", "severity": 5}) == (
+        "corruptions[fog,severity=5]"
+    )
+    with pytest.raises(ConfigError, match="did you mean 'fog'"):
+        parse_check_key("corruptions[fgo]", "t.toml", "k")
+    with pytest.raises(ConfigError, match="valid keys here: severity"):
+        parse_check_key("corruptions[fog,level=5]", "t.toml", "k")
+    with pytest.raises(ConfigError, match="valid keys here: 1, 2, 3, 4, 5"):
+        parse_check_key("corruptions[fog,severity=6]", "t.toml", "k")
