@@ -35,6 +35,7 @@ from safetycheck.core.stats import wilson_interval
 from safetycheck.io.predict import predict
 from safetycheck.measures.common_corruptions import BENCHMARK, NAMES, SEVERITIES, get_corruption
 from safetycheck.measures.common_corruptions.dataset import (
+    content_digest,
     has_published,
     load_generated,
     load_published,
@@ -189,6 +190,9 @@ def corrupted_correct(
                 params=settings.dataset.corruption_params,
                 indices=ev.test_indices,
                 device=settings.device,
+                content=ev.cached(
+                    "corruptions/content", lambda e: content_digest(e.test_set.images), False
+                ),
             )
             images, labels, source = generated.images, generated.labels, generated.source
         step = settings.batch_size * 4

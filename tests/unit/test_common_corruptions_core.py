@@ -34,6 +34,7 @@ from safetycheck.measures.common_corruptions._random import (
 )
 from safetycheck.measures.common_corruptions.dataset import (
     cache_path,
+    content_digest,
     generate,
     has_published,
     load_cifar_c,
@@ -255,6 +256,9 @@ def test_cache_paths_name_everything_that_shapes_the_images(tmp_path):
         cache_path(root, "cifar10", "fog", 3, 0, "cifar", torch.tensor([1, 6])),
     }
     assert path not in others and len(others) == 6
+    content = content_digest(torch.zeros(2, 3, 16, 16))
+    assert content != content_digest(torch.ones(2, 3, 16, 16))
+    assert cache_path(root, "cifar10", "fog", 3, 0, "cifar", None, content) != path
 
 
 def test_a_subset_is_the_whole_sets_images(tmp_path):
@@ -273,7 +277,7 @@ def test_generated_sets_are_cached_and_a_corrupt_cache_is_regenerated(tmp_path, 
         root=root, dataset="mine", name="impulse_noise", severity=1, seed=0, params="imagenet"
     )
     first = load_generated(images, labels, **arguments)
-    path = cache_path(root, "mine", "impulse_noise", 1, 0, "imagenet")
+    path = cache_path(root, "mine", "impulse_noise", 1, 0, "imagenet", None, content_digest(images))
     assert path.is_file() and first.source == "generated (seed 0, imagenet parameters)"
     assert torch.equal(load_generated(images, labels, **arguments).images, first.images)
     path.write_bytes(b"not an npy file")

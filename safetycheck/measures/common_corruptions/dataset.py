@@ -3,9 +3,12 @@ cached on disk, or read from the published sets when they are present.
 
 Generated sets live in the cache folder (:func:`safetycheck.io.data.cache_dir`)::
 
-    <cache>/common_corruptions/<dataset>/v<IMPLEMENTATION_VERSION>/<params>/
+    <cache>/common_corruptions/<dataset>-<content>/v<IMPLEMENTATION_VERSION>/<params>/
         <corruption>-s<severity>-seed<seed>.npy            uint8 (N, C, H, W), the whole test set
         <corruption>-s<severity>-seed<seed>-<digest>.npy   a subset (--safety-samples, a shard)
+
+``<content>`` is a digest of the clean images (:func:`content_digest`), so that a user's file
+edited in place, under the same name and shape, never reads another file's corrupted images.
 
 Every image's randomness depends on its index in the test set only (:func:`corrupt`'s
 ``indices``), so a subset's images are exactly the whole set's; the digest names the subset's
@@ -70,15 +73,26 @@ def cache_path(
     seed: int,
     params: str,
     indices: torch.Tensor | None = None,
+    content: str = "",
 ) -> Path:
-    """Where a generated set is cached; ``indices`` (into the test set) name a subset."""
+    """Where a generated set is cached; ``indices`` (into the test set) name a subset, ``content``
+    (:func:`content_digest`) the clean images."""
     get_corruption(name)
     stem = f"{name}-s{severity}-seed{seed}"
     if indices is not None:
         digest = hashlib.sha256(indices.to(torch.int64).numpy().tobytes()).hexdigest()[:16]
         stem += f"-{digest}"
-    folder = cache_dir(root) / "common_corruptions" / dataset / f"v{IMPLEMENTATION_VERSION}"
+    images = f"{dataset}-{content}" if content else dataset
+    folder = cache_dir(root) / "common_corruptions" / images / f"v{IMPLEMENTATION_VERSION}"
     return folder / params / f"{stem}.npy"
+
+
+def content_digest(images: torch.Tensor) -> str:
+    """16 hex digits of SHA-256 over the images' shape, dtype and bytes."""
+    array = images.detach().cpu().contiguous().numpy()
+    digest = hashlib.sha256(f"{array.shape}{array.dtype}".encode())
+    digest.update(array.tobytes())
+    return digest.hexdigest()[:16]
 
 
 def to_uint8(images: torch.Tensor) -> torch.Tensor:
@@ -127,10 +141,13 @@ def load_generated(
     params: str,
     indices: torch.Tensor | None = None,
     device: torch.device | str = "cpu",
+    content: str | None = None,
 ) -> CorruptedSet:
     """A generated set of the evaluated test images (``indices`` into the test set, None for the
-    whole set), read from the cache or made and cached."""
-    path = cache_path(root, dataset, name, severity, seed, params, indices)
+    whole set), read from the cache or made and cached. ``content``: the images'
+    :func:`content_digest`, if the caller has it already (it is computed otherwise)."""
+    digest = content_digest(images) if content is None else content
+    path = cache_path(root, dataset, name, severity, seed, params, indices, digest)
     expected = tuple(images.shape)
     array = _read_cache(path, expected)
     if array is None:
