@@ -23,10 +23,11 @@ from reference_corruptions import (
     to_tensor,
     to_uint8,
 )
+from scipy import stats
 
 from safetycheck.measures.common_corruptions import corrupt
 from safetycheck.measures.common_corruptions._random import SampleRandom, sample_keys
-from safetycheck.measures.common_corruptions.noise import poisson
+from safetycheck.measures.common_corruptions.noise import _poisson_by_table, poisson
 from safetycheck.measures.common_corruptions.warp import bilinear, elastic_transform
 
 NOISE = ("gaussian_noise", "shot_noise", "impulse_noise", "speckle_noise")
@@ -356,6 +357,58 @@ def test_shot_noise_mean_and_variance(params, severity, rate, values):
         var_se = ((lam + 2 * lam**2) / n) ** 0.5 / rate**2
         assert abs(sample.mean().item() - value) < 5 * mean_se, (value, sample.mean().item())
         assert abs(sample.var().item() - value / rate) < 5 * var_se, (value, sample.var().item())
+
+
+@pytest.mark.parametrize("rate", [60.0, 3.0, 500.0])
+def test_shot_noise_table_draws_the_exact_poisson_law(rate):
+    # 8-bit images take the guide-table inversion: its counts follow Poisson(k / 255 * rate)
+    # exactly, checked against scipy's pmf by a chi-square test per mean (cells of expected count
+    # >= 5 pooled); a wrong table row, an off-by-one in the search or a bad guide cell fails.
+    codes = torch.tensor([0, 1, 37, 128, 200, 255], dtype=torch.float64)
+    random = SampleRandom(sample_keys(0, "shot_noise", 1, torch.arange(len(codes)), "cpu"))
+    grid = codes.reshape(-1, 1).expand(-1, 40_000).contiguous()
+    counts = _poisson_by_table(random, grid, rate, 100)
+    assert counts.dtype == grid.dtype and torch.equal(counts, counts.round())
+    for row, code in enumerate(codes.tolist()):
+        lam = code / 255 * rate
+        sample = counts[row].to(torch.int64).numpy()
+        if lam == 0:
+            assert (sample == 0).all()
+            continue
+        top = int(sample.max()) + 1
+        expected = stats.poisson.pmf(np.arange(top), lam) * sample.size
+        expected[-1] += stats.poisson.sf(top - 1, lam) * sample.size
+        observed = np.bincount(sample, minlength=top).astype(float)
+        keep = expected >= 5
+        pooled_obs = np.append(observed[keep], observed[~keep].sum())
+        pooled_exp = np.append(expected[keep], expected[~keep].sum())
+        if pooled_exp[-1] < 5:  # fold a small remainder into the last kept cell
+            pooled_obs[-2] += pooled_obs[-1]
+            pooled_exp[-2] += pooled_exp[-1]
+            pooled_obs, pooled_exp = pooled_obs[:-1], pooled_exp[:-1]
+        pooled_exp *= pooled_obs.sum() / pooled_exp.sum()
+        assert stats.chisquare(pooled_obs, pooled_exp).pvalue > 1e-4, (rate, code)
+
+
+def test_shot_noise_8bit_and_other_images_in_one_batch():
+    # an 8-bit image takes the table, any other the rejection sampler: per image, so an image's
+    # noise never depends on the batch it came in
+    generator = torch.Generator().manual_seed(4)
+    eight_bit = torch.randint(0, 256, (2, 3, 20, 20), generator=generator).float() / 255
+    other = torch.rand(2, 3, 20, 20, generator=generator)
+    batch = torch.cat([eight_bit[:1], other[:1], eight_bit[1:], other[1:]])
+    together = corrupt(batch, "shot_noise", 2, seed=5)
+    for k in range(len(batch)):
+        alone = corrupt(batch[k : k + 1], "shot_noise", 2, seed=5, indices=torch.tensor([k]))
+        assert torch.equal(alone[0], together[k])
+    # both paths keep the mean and the Poisson variance of each pixel value
+    for image in (eight_bit, other):
+        flat = image[:1].mean().expand(1, 3, 200, 200).contiguous()
+        flat = (flat * 255).round() / 255 if image is eight_bit else flat
+        out = corrupt(flat, "shot_noise", 1, seed=0).double()
+        value, n = float(flat.flatten()[0]), out.numel()
+        assert abs(out.mean().item() - value) < 5 * (value / 60 / n) ** 0.5
+        assert abs(out.var().item() / (value / 60) - 1) < 0.05
 
 
 @pytest.mark.parametrize("params, amount", [("imagenet", 0.27), ("cifar", 0.07)])

@@ -16,6 +16,7 @@ reference's ``np.clip(..., 0, 1)`` does).
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -245,8 +246,83 @@ def shot_noise(x: torch.Tensor, rate: float, random: SampleRandom, variant: str)
         float32 (N, 3, H, W), not clipped (counts above ``rate`` exceed 1).
     """
     rate = float(rate)
-    counts = poisson(random, x.to(torch.float64) * rate, stream=_POISSON_STREAM)
-    return (counts / rate).to(torch.float32)
+    levels = x * LEVELS
+    codes = levels.round()
+    on_grid = (levels - codes).abs_().flatten(1).amax(dim=1) <= _GRID_TOLERANCE
+    if bool(on_grid.all()):
+        counts = _poisson_by_table(random, codes, rate, _POISSON_STREAM)
+    else:
+        counts = torch.empty_like(x)
+        rows = torch.nonzero(on_grid, as_tuple=True)[0]
+        if rows.numel():
+            table = _poisson_by_table(random.subset(rows), codes[rows], rate, _POISSON_STREAM)
+            counts[rows] = table
+        rows = torch.nonzero(~on_grid, as_tuple=True)[0]
+        exact = poisson(random.subset(rows), x[rows].to(torch.float64) * rate, _POISSON_STREAM)
+        counts[rows] = exact.to(counts.dtype)
+    return counts.div_(rate)
+
+
+# An image whose every value lies within this many steps of the 8-bit grid takes shot noise's
+# table path (float32's k / 255, times 255, is off by a few 1e-5 steps), every other image
+# the rejection sampler; the two give the same distribution.
+LEVELS = 255
+_GRID_TOLERANCE = 1e-3
+
+
+_GUIDE_BINS = 1024  # guide-table cells per mean: about one in 20 draws takes a second step
+
+
+@functools.lru_cache(maxsize=16)
+def _poisson_tables(rate: float, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """The Poisson CDFs of the means ``k / 255 * rate``, k = 0..255, and their guide tables.
+
+    Returns ``(cdf, guide, length)``: ``cdf`` (256 * length,) float64, row k the CDF of mean
+    ``k / 255 * rate`` at counts 0..length-1, running to ``rate + 12 sqrt(rate) + 20`` (past which
+    every row's mass is below 1e-30) and ending in exactly 1, so that every uniform finds a count
+    inside its row; ``guide`` (256 * _GUIDE_BINS,) int16, cell j of row k the first count whose
+    CDF reaches ``j / _GUIDE_BINS`` (Chen & Asau 1974, "On generating random variates from an
+    empirical distribution", AIIE Transactions 6).
+    """
+    means = torch.arange(LEVELS + 1, dtype=torch.float64) / LEVELS * rate
+    length = int(math.ceil(rate + 12 * math.sqrt(rate) + 20)) + 1
+    counts = torch.arange(length, dtype=torch.float64)
+    log_pmf = torch.xlogy(counts, means[:, None]) - means[:, None] - torch.lgamma(counts + 1)
+    cdf = log_pmf.exp().cumsum(dim=1).clamp_(max=1.0)
+    cdf[:, -1] = 1.0
+    cells = torch.arange(_GUIDE_BINS, dtype=torch.float64) / _GUIDE_BINS
+    guide = torch.searchsorted(cdf, cells.expand(LEVELS + 1, -1).contiguous())
+    guide = guide.to(torch.int16)  # counts below 2**15; a quarter of the memory to look up
+    return cdf.flatten().to(device), guide.flatten().to(device), length
+
+
+def _poisson_by_table(
+    random: SampleRandom, codes: torch.Tensor, rate: float, stream: int
+) -> torch.Tensor:
+    """Poisson counts of means ``codes / 255 * rate`` (codes: integers 0..255, float) by
+    inversion: the count is the first k with ``u <= P(X <= k)``, one uniform per element, looked
+    up in the precomputed CDF of the element's mean from the guide table's start
+    (:func:`_poisson_tables`; the search steps up from there on the few draws that need it).
+
+    Exact in distribution (to float64's resolution of the CDF), and several times faster than
+    rejection sampling: an 8-bit image has at most 256 distinct means, so their CDFs are computed
+    once per rate, not per element.
+
+    Returns the counts in ``codes``' dtype and shape.
+    """
+    cdf, guide, length = _poisson_tables(rate, codes.device)
+    u = random.uniform(tuple(codes.shape[1:]), stream, dtype=torch.float64).flatten()
+    rows = codes.flatten().to(torch.int64)
+    cell = (u * _GUIDE_BINS).to(torch.int64)
+    cell += rows * _GUIDE_BINS
+    count = guide.index_select(0, cell).to(torch.int64)  # index_select: 4x plain indexing
+    base = rows.mul_(length)
+    pending = torch.nonzero(cdf.index_select(0, base + count) < u, as_tuple=True)[0]
+    while pending.numel():  # ends: each row's CDF ends in 1 > u
+        count[pending] += 1
+        at = base[pending] + count[pending]
+        pending = pending[cdf.index_select(0, at) < u[pending]]
+    return count.reshape(codes.shape).to(codes.dtype)
 
 
 @chunked
