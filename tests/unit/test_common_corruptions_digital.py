@@ -199,3 +199,19 @@ def test_grayscale_images(name, batch):
     # Treated as the reference treats them: three equal channels, corrupted, back to gray.
     rgb = corrupt(gray.expand(-1, 3, -1, -1).contiguous(), name, 4)
     assert torch.equal(out, rgb_to_gray(rgb).clamp(0, 1))
+
+
+@pytest.mark.parametrize("shape", [(32, 32), (37, 45), (64, 64), (17, 23)])
+def test_jpeg_code_is_pillows_bit_for_bit(shape):
+    """The integer islow JPEG round trip equals Pillow's (libjpeg-turbo) on every sample, at the
+    qualities of both parameter sets and the extremes (the int32 DCTs never overflow there)."""
+    from safetycheck.measures.common_corruptions.digital import jpeg_code
+
+    images = non_square(*shape, 3) if shape[0] != shape[1] else photos(shape[0], 6, seed=3)
+    levels = torch.from_numpy(images).permute(0, 3, 1, 2).to(torch.int64)
+    for quality in (1, 7, 25, 50, 80, 95, 100):
+        ours = jpeg_code(levels, quality).permute(0, 2, 3, 1).numpy()
+        for image, our in zip(images, ours, strict=True):
+            buffer = io.BytesIO()
+            Image.fromarray(image).save(buffer, "JPEG", quality=quality)
+            assert np.array_equal(np.array(Image.open(buffer)), our), (shape, quality)
