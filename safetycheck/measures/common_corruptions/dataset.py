@@ -42,7 +42,7 @@ from safetycheck.io.data import DataRoot, cache_dir
 from safetycheck.measures.common_corruptions.catalogue import corrupt, get_corruption
 
 IMPLEMENTATION_VERSION = 1
-BATCH = 256  # images corrupted at once: one batch of float32 work beside the uint8 set
+BATCH = 256
 
 
 @dataclass(frozen=True)

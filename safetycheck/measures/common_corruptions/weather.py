@@ -488,15 +488,20 @@ def canny(image: torch.Tensor, low: float, high: float) -> torch.Tensor:
     peak = torch.where(horizontal, peak_h, torch.where(vertical, peak_v, peak_d))
     weak = peak & (m > low)
     edges = weak & (m > high)
-    flat_weak = weak.reshape(-1, 1, height, width)
+    flat_weak = weak.reshape(-1, 1, height, width).to(torch.float32)
     grown = edges.reshape(-1, 1, height, width).to(torch.float32)
-    while True:
-        before = grown
+    # Only the images whose edges still grow are dilated again: most settle in a few rounds,
+    # and one long chain of weak pixels would otherwise keep the whole batch busy.
+    active = torch.arange(len(grown), device=grown.device)
+    while len(active):
+        before = grown.index_select(0, active)
+        within = flat_weak.index_select(0, active)
+        after = before
         for _ in range(4):  # a few dilations between checks for convergence
-            grown = F.max_pool2d(grown, 3, stride=1, padding=1) * flat_weak
-        grown = torch.maximum(grown, before)
-        if torch.equal(grown, before):
-            break
+            after = F.max_pool2d(after, 3, stride=1, padding=1).mul_(within)
+        after = torch.maximum(after, before)
+        grown.index_copy_(0, active, after)
+        active = active[(after != before).flatten(1).any(1)]
     return grown.reshape(image.shape) > 0
 
 
