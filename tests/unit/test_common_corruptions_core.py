@@ -33,6 +33,7 @@ from safetycheck.measures.common_corruptions._random import (
     sample_keys,
 )
 from safetycheck.measures.common_corruptions.dataset import (
+    IMPLEMENTATION_VERSION,
     cache_path,
     content_digest,
     generate,
@@ -109,6 +110,22 @@ def test_normal_has_unit_moments():
     random = SampleRandom(sample_keys(0, "gaussian_noise", 1, torch.arange(200), "cpu"))
     z = random.normal((500,), 0)
     assert abs(float(z.mean())) < 0.01 and abs(float(z.std()) - 1) < 0.01
+
+
+def test_normal_draws_are_standard_normal_and_the_two_halves_independent():
+    """Box-Muller gives a cosine and a sine normal per pair of uniforms: each half of the draws is
+    N(0, 1) (Kolmogorov-Smirnov), and draw k of the first half is uncorrelated with draw k of the
+    second, also in the squares (the pair shares its radius)."""
+    from scipy import stats
+
+    random = SampleRandom(sample_keys(3, "snow", 2, torch.arange(100), "cpu"))
+    z = random.normal((2, 1001), 4).reshape(100, -1).to(torch.float64)
+    first, second = z[:, :1001].flatten().numpy(), z[:, 1001:].flatten().numpy()
+    for half in (first, second, z.flatten().numpy()):
+        assert stats.kstest(half, "norm").pvalue > 1e-3
+    n = first.size
+    assert abs(np.corrcoef(first, second)[0, 1]) < 5 / math.sqrt(n)
+    assert abs(np.corrcoef(first**2, second**2)[0, 1]) < 5 / math.sqrt(n)
 
 
 # Filters against SciPy and OpenCV --------------------------------------------------------------
@@ -246,7 +263,8 @@ def test_cache_paths_name_everything_that_shapes_the_images(tmp_path):
     root = DataRoot(tmp_path, "test")
     path = cache_path(root, "cifar10", "fog", 3, 0, "cifar")
     relative = path.relative_to(cache_dir(root)).parts
-    assert relative == ("common_corruptions", "cifar10", "v1", "cifar", "fog-s3-seed0.npy")
+    version = f"v{IMPLEMENTATION_VERSION}"
+    assert relative == ("common_corruptions", "cifar10", version, "cifar", "fog-s3-seed0.npy")
     others = {
         cache_path(root, "svhn", "fog", 3, 0, "cifar"),
         cache_path(root, "cifar10", "fog", 4, 0, "cifar"),

@@ -144,10 +144,15 @@ class SampleRandom:
         scale: float = 1.0,
         dtype: torch.dtype = torch.float64,
     ) -> torch.Tensor:
-        """Normal by Box-Muller from two uniform streams (``stream`` and ``stream + 1``)."""
-        radius = self.uniform(shape, stream).log_().mul_(-2.0).sqrt_()
-        angle = self.uniform(shape, stream + 1).mul_(2.0 * math.pi).cos_()
-        z = radius.mul_(angle)
+        """Normal by Box-Muller from two uniform streams (``stream`` and ``stream + 1``): each
+        pair of uniforms gives two independent normals (the cosine one for the first half of the
+        draws, the sine one for the second), half the hashing of one normal per pair."""
+        count = math.prod(shape)
+        pairs = (count + 1) // 2
+        radius = self.uniform((pairs,), stream).log_().mul_(-2.0).sqrt_()
+        angle = self.uniform((pairs,), stream + 1).mul_(2.0 * math.pi)
+        z = torch.cat((torch.cos(angle).mul_(radius), angle.sin_().mul_(radius)), dim=1)
+        z = z[:, :count].reshape(len(self), *shape)
         if (loc, scale) != (0.0, 1.0):
             z.mul_(scale).add_(loc)
         return z.to(dtype)

@@ -41,7 +41,7 @@ from safetycheck.core.files import atomic_writer
 from safetycheck.io.data import DataRoot, cache_dir
 from safetycheck.measures.common_corruptions.catalogue import corrupt, get_corruption
 
-IMPLEMENTATION_VERSION = 1
+IMPLEMENTATION_VERSION = 2
 BATCH = 256
 
 

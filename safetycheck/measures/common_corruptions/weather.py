@@ -628,9 +628,8 @@ def spatter(x: torch.Tensor, level: tuple, random: SampleRandom, variant: str) -
     float32 distances may differ from OpenCV's in the last bit, from another order of additions
     along equally short paths). Simplifications: hysteresis by repeated dilation instead of
     OpenCV's stack, the chamfer distance by parallel relaxation instead of two raster passes (the
-    same sets and minima); the 8-bit liquid is clipped to 255 where the reference's
-    ``astype(np.uint8)`` would wrap around (a liquid above 1, which its parameters make all but
-    impossible).
+    same sets and minima). The 8-bit liquid wraps around above 255, as the reference's
+    ``astype(np.uint8)`` does on x86 (a liquid above 1, seen in image corners).
 
     Parameters
     ----------
@@ -660,7 +659,9 @@ def spatter(x: torch.Tensor, level: tuple, random: SampleRandom, variant: str) -
         m = torch.where(m < 0.8, 0.0, m)[:, None]
         color = torch.tensor(_MUD, dtype=torch.float32, device=x.device).reshape(1, 3, 1, 1)
         return x * (1.0 - m) + color * m
-    liquid8 = torch.floor(liquid * 255.0).clamp(0, 255).to(torch.float32)
+    # The reference's astype(np.uint8) wraps a liquid above 1 around (the Gaussian blur with
+    # repeated borders leaves a corner nearly unaveraged, so it does happen there): so do we.
+    liquid8 = torch.floor(liquid * 255.0).remainder_(256).to(torch.float32)
     edges = canny(liquid8, 50, 150)
     dist = chamfer_distance(edges, 20.0)
     dist = torch.floor(box_blur(dist, eight_bit=False))  # then astype(np.uint8) truncates
