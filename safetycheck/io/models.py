@@ -318,6 +318,7 @@ def check_contract(
     identical calls in eval mode agree (else the model is randomised, refused unless
     ``allow_randomized``, in which case ``mut.randomized`` is set for the reports).
     """
+    initialise_lazy_modules(mut.module, f"model {mut.name!r}", device, profile)
     members: Iterable[nn.Module] = mut.module.members if isinstance(mut.module, Ensemble) else []
     for index, member in enumerate(members):
         _check_outputs(member, f"model {mut.name!r} (ensemble member {index})", device, profile)
@@ -332,6 +333,42 @@ def check_contract(
                 "--safety-allow-randomized to evaluate it anyway (reports will say so)."
             )
         mut.randomized = True
+
+
+def uninitialised_parameters(model: nn.Module) -> list[str]:
+    """The names of the parameters and buffers a lazy module (``nn.LazyLinear``, ...) has not
+    materialised yet."""
+    tensors = [*model.named_parameters(), *model.named_buffers()]
+    return [name for name, tensor in tensors if nn.parameter.is_lazy(tensor)]
+
+
+def initialise_lazy_modules(
+    model: nn.Module, label: str, device: torch.device, profile: DatasetProfile = DEFAULT_PROFILE
+) -> None:
+    """Materialise the parameters of lazy modules by one call on the probe batch, before anything
+    reads a parameter; a model that still has uninitialised ones after it is refused.
+
+    The call runs in eval mode without touching the parameters (eval mode's usual freezing of
+    ``requires_grad`` would itself fail on an uninitialised parameter); modes are restored.
+    """
+    if not uninitialised_parameters(model):
+        return
+    modes = [(module, module.training) for module in model.modules()]
+    try:
+        model.eval()
+        with torch.no_grad():
+            _call(model, probe_batch(shape=profile.input_shape).to(device), label, profile)
+    finally:
+        for module, training in modes:
+            module.training = training
+    left = uninitialised_parameters(model)
+    if left:
+        shown = ", ".join(left[:5]) + (f" and {len(left) - 5} more" if len(left) > 5 else "")
+        raise ModelContractError(
+            f"{label} still has uninitialised lazy parameters after a call on a probe batch "
+            f"({shown}); call the model once on a batch of the input shape inside its factory, "
+            "or use modules with explicit sizes."
+        )
 
 
 def _check_outputs(

@@ -195,7 +195,26 @@ BAD_MODELS = {
         "x = 1",
         "defines none of safety_model(), build_model() or a module-level `model`",
     ),
+    "lazyleft": (
+        "import torch\nclass M(torch.nn.Module):\n    def __init__(self):\n"
+        "        super().__init__()\n        self.head = torch.nn.Linear(784, 10)\n"
+        "        self.spare = torch.nn.LazyLinear(3)\n    def forward(self, x):\n"
+        "        return self.head(x.flatten(1))\nmodel = M()",
+        "still has uninitialised lazy parameters after a call on a probe batch (spare.weight",
+    ),
 }
+
+
+def test_a_lazy_model_is_initialised_by_the_probe_and_runs(pytester, data_root):
+    pytester.makepyfile(
+        lazy="import torch\nfrom torch import nn\ndef safety_model():\n"
+        "    torch.manual_seed(0)\n"
+        "    return nn.Sequential(nn.Flatten(), nn.LazyLinear(10))\n"
+    )
+    result = run(pytester, "--safety-model=lazy.py")
+    output = result.stdout.str() + result.stderr.str()
+    assert "INTERNALERROR" not in output and "uninitialized" not in output
+    assert result.parseoutcomes().get("passed", 0) + result.parseoutcomes().get("failed", 0) >= 3
 
 
 @pytest.mark.parametrize("name", sorted(BAD_MODELS))

@@ -228,3 +228,31 @@ def test_trained_example_model_honours_the_contract(lenet):
     check_contract(ModelUnderTest("lenet", lenet, "example"), CPU)
     with torch.no_grad():
         assert not math.isnan(float(lenet(torch.zeros(1, 1, 28, 28)).sum()))
+
+
+def test_lazy_modules_are_initialised_by_the_probe():
+    """A model built with lazy modules gets its parameters from one probe call (no
+    INTERNALERROR on "uninitialized parameter"), in whatever mode it came, and then honours the
+    contract."""
+    model = nn.Sequential(nn.Flatten(), nn.LazyLinear(16), nn.ReLU(), nn.LazyLinear(10)).train()
+    check_contract(ModelUnderTest("lazy", model, "test"), CPU)
+    assert model[1].weight.shape == (16, 784) and model[3].weight.shape == (10, 16)
+    assert model.training
+    with evaluation_mode(model):  # the parameters can now be frozen and restored
+        assert not model[1].weight.requires_grad
+
+
+class _NeverCalledLazy(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.used = nn.Sequential(nn.Flatten(), nn.Linear(784, 10))
+        self.spare = nn.LazyLinear(4)  # never reached by forward: stays uninitialised
+
+    def forward(self, x):
+        return self.used(x)
+
+
+def test_a_model_left_with_uninitialised_parameters_is_refused_in_one_line():
+    message = contract_error(_NeverCalledLazy())
+    assert "uninitialised lazy parameters" in message and "spare.weight" in message
+    assert "\n" not in message
