@@ -23,3 +23,8 @@ class ModelContractError(SafetyCheckError):
 
 class ConfigError(SafetyCheckError):
     """A setting or threshold is invalid (unknown key, wrong type, impossible bound)."""
+
+
+class NotCertifiable(SafetyCheckError):
+    """A model holds a layer the certified bounds cannot relax (a tanh, a softmax in the middle,
+    attention) or cannot be traced by ``torch.fx``; the message is ``not certifiable: <layer>``."""
