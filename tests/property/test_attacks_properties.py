@@ -14,9 +14,10 @@ import torch.nn.functional as F
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from safetycheck.measures.attacks import APGD, FGSM, PGD, Square
+from safetycheck.measures.attacks import APGD, FAB, FGSM, PGD, Square
 from safetycheck.measures.attacks.apgd import dlr_loss
 from safetycheck.measures.attacks.cascades import cascade
+from safetycheck.measures.attacks.fab import project_l2, project_linf
 from safetycheck.measures.robustness import robust_accuracy_sweep
 
 FAST = settings(
@@ -94,10 +95,24 @@ def _attack(kind: str, eps: float, steps: int, seed: int):
         "apgd_dlr_l2": lambda: APGD(eps * 8, norm="L2", loss="dlr", steps=steps * 3, seed=seed),
         "apgd_t": lambda: APGD(eps, targeted=True, n_target_classes=2, steps=steps * 2, seed=seed),
         "square": lambda: Square(eps, n_queries=steps * 8, seed=seed),
+        "fab_t": lambda: FAB(eps, n_target_classes=2, steps=steps * 2, restarts=2, seed=seed),
+        "fab_l2": lambda: FAB(
+            eps * 8, norm="L2", targeted=False, steps=steps * 2, restarts=2, seed=seed
+        ),
     }[kind]()
 
 
-KINDS = ["fgsm", "pgd_linf", "pgd_l2", "apgd_ce", "apgd_dlr_l2", "apgd_t", "square"]
+KINDS = [
+    "fgsm",
+    "pgd_linf",
+    "pgd_l2",
+    "apgd_ce",
+    "apgd_dlr_l2",
+    "apgd_t",
+    "square",
+    "fab_t",
+    "fab_l2",
+]
 cases = st.fixed_dictionaries(
     {
         "kind": st.sampled_from(KINDS),
@@ -154,8 +169,24 @@ def _dlr(model, x, y):
         return dlr_loss(model(x), y)
 
 
+def _negative_margin(model, x, y):
+    # FAB's survivors return their in-ball point of lowest margin z_y - max_{i != y} z_i.
+    with torch.no_grad():
+        logits = model(x)
+    others = logits.scatter(1, y[:, None], -math.inf).amax(dim=1)
+    return others - logits.gather(1, y[:, None]).squeeze(1)
+
+
 @pytest.mark.parametrize(
-    "kind,loss", [("pgd_linf", _ce), ("pgd_l2", _ce), ("apgd_ce", _ce), ("apgd_dlr_l2", _dlr)]
+    "kind,loss",
+    [
+        ("pgd_linf", _ce),
+        ("pgd_l2", _ce),
+        ("apgd_ce", _ce),
+        ("apgd_dlr_l2", _dlr),
+        ("fab_t", _negative_margin),
+        ("fab_l2", _negative_margin),
+    ],
 )
 @FAST
 @given(case=cases)
@@ -168,7 +199,9 @@ def test_loss_at_the_returned_point_is_not_below_the_clean_loss(kind, loss, case
     assert torch.all(attacked[survivors] >= clean[survivors] - 1e-5)
 
 
-@pytest.mark.parametrize("kind", ["pgd_linf", "pgd_l2", "apgd_ce", "apgd_t", "square"])
+@pytest.mark.parametrize(
+    "kind", ["pgd_linf", "pgd_l2", "apgd_ce", "apgd_t", "square", "fab_t", "fab_l2"]
+)
 @FAST
 @given(case=cases)
 def test_same_seed_same_result_and_permuted_batch_permuted_result(kind, case):
@@ -246,3 +279,44 @@ def test_dlr_loss_is_invariant_to_shifting_and_scaling_the_logits():
             dlr_loss(scale * logits + shift, labels, targets), dlr_loss(logits, labels, targets)
         )
     assert math.isfinite(float(dlr_loss(logits, labels).sum()))
+
+
+def _hyperplane_cases():
+    """Sizes and a seed for hyperplane problems: N points in [0, 1]^D, a share ``faces`` of their
+    coordinates at the box's faces, normals with a share ``zeros`` of zero entries."""
+    return st.fixed_dictionaries(
+        {
+            "n": st.integers(1, 5),
+            "d": st.integers(1, 40),
+            "seed": st.integers(0, 2**16),
+            "zeros": st.floats(0.0, 0.5),
+            "faces": st.floats(0.0, 0.6),
+        }
+    )
+
+
+@pytest.mark.parametrize("norm", ["Linf", "L2"])
+@FAST
+@given(case=_hyperplane_cases())
+def test_fab_projection_is_feasible_and_no_longer_than_a_known_feasible_step(norm, case):
+    generator = torch.Generator().manual_seed(case["seed"])
+    n, d = case["n"], case["d"]
+    points = torch.rand(n, d, generator=generator, dtype=torch.float64)
+    at_face = torch.rand(n, d, generator=generator, dtype=torch.float64) < case["faces"]
+    points = torch.where(at_face, points.round(), points)
+    normals = torch.randn(n, d, generator=generator, dtype=torch.float64)
+    normals[torch.rand(n, d, generator=generator) < case["zeros"]] = 0.0
+    target = torch.rand(n, d, generator=generator, dtype=torch.float64)  # a box point on it
+    offsets = (normals * target).sum(dim=1)
+    project = project_linf if norm == "Linf" else project_l2
+    delta = project(points, normals, offsets)
+    moved = points + delta
+    assert float(moved.min()) >= 0.0 and float(moved.max()) <= 1.0
+    scale = 1.0 + normals.abs().sum(dim=1)
+    torch.testing.assert_close((normals * moved).sum(dim=1) / scale, offsets / scale)
+    assert torch.all(delta[normals == 0] == 0), "a coordinate the hyperplane ignores moved"
+    # Minimal: no longer than the step to the known point of the hyperplane in the box.
+    size = delta.abs().amax(dim=1) if norm == "Linf" else delta.norm(dim=1)
+    known = target - points
+    known_size = known.abs().amax(dim=1) if norm == "Linf" else known.norm(dim=1)
+    assert torch.all(size <= known_size + 1e-9)

@@ -4,6 +4,8 @@ model, called as ``attack(model, images, labels) -> AttackResult``.
 - :class:`FGSM`: one signed gradient step (Linf);
 - :class:`PGD`: projected gradient descent with random starts and restarts (Linf, L2);
 - :class:`APGD`: Auto-PGD with the CE or DLR loss, untargeted or targeted (Linf, L2);
+- :class:`FAB`: the fast adaptive boundary attack, minimal perturbations, targeted (FAB-T) or
+  untargeted (Linf, L2);
 - :class:`Square`: the gradient-free Square attack (Linf).
 
 Named cascades of them for robust-accuracy sweeps live in
@@ -13,8 +15,9 @@ Named cascades of them for robust-accuracy sweeps live in
 
 from safetycheck.measures.attacks.apgd import APGD
 from safetycheck.measures.attacks.base import AttackResult
+from safetycheck.measures.attacks.fab import FAB
 from safetycheck.measures.attacks.fgsm import FGSM
 from safetycheck.measures.attacks.pgd import PGD
 from safetycheck.measures.attacks.square import Square
 
-__all__ = ["APGD", "AttackResult", "FGSM", "PGD", "Square"]
+__all__ = ["APGD", "AttackResult", "FAB", "FGSM", "PGD", "Square"]
