@@ -1,5 +1,6 @@
 """Robust accuracy under attack, per epsilon, from one shared sweep per model and attack."""
 
+import dataclasses
 import math
 
 from safetycheck.checks.evaluation import ModelEvaluation
@@ -34,11 +35,12 @@ def attack_sweep(
 def pgd_sweep(evaluation: ModelEvaluation, norm: str) -> SweepResult:
     """The PGD sweep over the run's epsilons on the attacked subset, computed once per model."""
     seed = evaluation.settings.seed
-    return attack_sweep(
-        evaluation,
-        f"pgd_{norm.lower()}",
-        [(f"pgd_{norm.lower()}", lambda eps: PGD(eps=eps, norm=norm, seed=seed))],
+    attacks = (
+        pgd_linf_attacks(seed)
+        if norm == "Linf"
+        else [(f"pgd_{norm.lower()}", lambda eps: PGD(eps=eps, norm=norm, seed=seed))]
     )
+    return attack_sweep(evaluation, f"pgd_{norm.lower()}", attacks)
 
 
 def sweep_measurement(sweep: SweepResult, eps: float, details: str) -> Measurement:
@@ -52,6 +54,29 @@ def sweep_measurement(sweep: SweepResult, eps: float, details: str) -> Measureme
         ci=wilson_interval(robust, sweep.n),
         artifacts={"broken_by": {name: int(count) for name, count in sweep.broken_by[eps].items()}},
     )
+
+
+def attack_params(
+    measurement: Measurement,
+    attacks: list,
+    budget: str,
+    evaluation: ModelEvaluation,
+) -> Measurement:
+    """``measurement`` with its threat model in its params: the attacks of the cascade in order
+    (``(name, factory)`` pairs), the budget ("standard", "fast", or "fixed" for the attack sets
+    with one budget) and the device, so that a result says what it measured on every machine (the
+    full parameters of every attack are in the run metadata's ``threat_models``)."""
+    params = {
+        "attacks": ", ".join(name for name, _ in attacks),
+        "budget": budget,
+        "device": str(evaluation.settings.device),
+    }
+    return dataclasses.replace(measurement, params=params)
+
+
+def pgd_linf_attacks(seed: int) -> list:
+    """The ``pgd_linf`` family's one attack: Madry's PGD-40 (no FGSM before it)."""
+    return [("pgd_linf", lambda eps: PGD(eps=eps, norm="Linf", seed=seed))]
 
 
 def attacked_subset(evaluation: ModelEvaluation) -> str:
@@ -79,8 +104,11 @@ def attack_column(name: str):
 def _measure_pgd_linf(evaluation: ModelEvaluation, params: dict) -> Measurement:
     sweep = pgd_sweep(evaluation, "Linf")
     eps = float(params["eps"])
-    return sweep_measurement(
+    measurement = sweep_measurement(
         sweep, eps, f"{'; '.join(sweep.descriptions[eps])}; {attacked_subset(evaluation)}"
+    )
+    return attack_params(
+        measurement, pgd_linf_attacks(evaluation.settings.seed), "fixed", evaluation
     )
 
 
@@ -97,7 +125,10 @@ PGD_LINF = CheckFamily(
     # et al.: 0.89 at 0.3). An undefended model therefore fails the large-eps checks, as it should:
     # a project records its own, lower bounds in its threshold file, as this repository does.
     default_bounds={"pgd_linf": 0.50, "pgd_linf[eps=0.05]": 0.80, "pgd_linf[eps=0.1]": 0.50},
-    note="robust accuracy under PGD (L\u221e)",
+    note=(
+        "robust accuracy under PGD-40 (L\u221e); an upper bound of the true robust accuracy, "
+        "and PGD alone is not a worst case (use autoattack)"
+    ),
     plot="linf_attacks",
     plot_rank=1,
     proportion=True,

@@ -63,6 +63,9 @@ class Measurement:
     # JSON-serialisable data the reports plot (ROC curve, reliability bins, per-corruption
     # accuracy).
     artifacts: dict = field(default_factory=dict)
+    # What else shaped the value (an attack family's cascade, budget and device): recorded in the
+    # result's params beside the check id's own, without changing the id.
+    params: dict = field(default_factory=dict)
 
 
 def format_param(value: object) -> str:

@@ -92,6 +92,7 @@ def run_metadata(settings, models: list) -> dict:
     import torch
 
     from safetycheck import __version__
+    from safetycheck.checks.attacks import threat_models
     from safetycheck.io.data import data_checksums
 
     return {
@@ -116,6 +117,8 @@ def run_metadata(settings, models: list) -> dict:
             ),
         },
         "attack_acceleration": settings.acceleration.describe(),
+        # Every planned attack family's cascade and budget, the same on every device.
+        "threat_models": threat_models(settings),
         "seed": settings.seed,
         "attack_samples": settings.attack_samples,
         # None: whole test sets; N: every family saw a stratified, seeded subset of N MNIST test

@@ -41,6 +41,8 @@ def run_check(
         return CheckResult(
             value=math.nan, passed=False, n=0, details="", skipped=skipped.reason, **common
         )
+    if measurement.params:
+        common["params"] = {**planned.params, **measurement.params}
     result = CheckResult(
         value=measurement.value,
         passed=compare(measurement.value, threshold.value, family.bound),

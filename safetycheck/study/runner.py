@@ -49,12 +49,17 @@ def model_fingerprint(model: torch.nn.Module) -> str:
 def settings_fingerprint(
     settings: RunSettings, check_ids: list[str], file_config: SafetyConfig
 ) -> str:
-    """What makes two runs' numbers comparable: every setting but the device, the data root's
-    location and a default (inactive) attack acceleration, the planned checks, the thresholds and
-    the safetycheck version."""
+    """What makes two runs' numbers comparable: every setting but the data root's location and a
+    default (inactive) attack acceleration, the planned checks with every attack family's threat
+    model (cascade, budget, attack parameters) and the device they ran on, the thresholds and the
+    safetycheck version."""
+    from safetycheck.checks.attacks import threat_models
+
     described = {
         "version": __version__,
         "checks": check_ids,
+        "threat_models": threat_models(settings),
+        "device": str(settings.device),
         "settings": {
             f.name: repr(getattr(settings, f.name))
             for f in dataclasses.fields(settings)

@@ -83,10 +83,16 @@ def test_pass_and_fail_follow_the_thresholds_and_json_records_them(pytester, tin
         assert {"model", "check", "params", "value", "threshold", "passed", "n"} <= set(record)
         assert record["model"] == "tiny"
     assert records["clean_accuracy"]["passed"] and records["clean_accuracy"]["n"] == 10_000
-    assert (
-        records["pgd_linf[eps=0.1]"]["params"] == {"eps": 0.1}
-        and not records["pgd_linf[eps=0.1]"]["passed"]
-    )
+    # The threat model is in the params beside the id's eps: the attacks, budget and device.
+    assert records["pgd_linf[eps=0.1]"]["params"] == {
+        "eps": 0.1,
+        "attacks": "pgd_linf",
+        "budget": "fixed",
+        "device": "cpu",
+    }
+    assert not records["pgd_linf[eps=0.1]"]["passed"]
+    attacks = document["metadata"]["threat_models"]["pgd_linf"]["attacks"]
+    assert attacks[0]["attack"] == "PGD" and attacks[0]["steps"] == 40
     # Robust accuracy is a per-sample worst case over an ascending sweep: monotone, below clean.
     assert records["pgd_linf[eps=0.3]"]["value"] <= records["pgd_linf[eps=0.1]"]["value"] <= 1.0
 

@@ -7,7 +7,7 @@ from safetycheck.core.errors import ConfigError
 from safetycheck.measures.attacks import APGD, FAB, FGSM, PGD, Square
 from safetycheck.measures.attacks.apgd import checkpoints
 from safetycheck.measures.attacks.base import loss_gradient
-from safetycheck.measures.attacks.cascades import BUDGETS, CASCADES, cascade
+from safetycheck.measures.attacks.cascades import BUDGETS, CASCADES, cascade, threat_model
 from safetycheck.measures.attacks.fab import project_l2, project_linf
 from safetycheck.measures.attacks.square import margin, square_fraction
 
@@ -68,8 +68,12 @@ def _batch(n=5, seed=0):
         (lambda: FAB(0.1, beta=1.0), "beta=1.0", "(0, 1)"),
         (lambda: FAB(0.1, beta=0), "beta=0", "(0, 1)"),
         (lambda: Square(0.1, p_init=1.5), "p_init=1.5", "(0, 1]"),
-        (lambda: cascade("pgd"), "'pgd'", "fgsm, pgd_linf, pgd_l2, fast_linf, apgd, autoattack"),
-        (lambda: cascade("autoattack", budget="huge"), "'huge'", "standard, fast"),
+        (
+            lambda: cascade("pgd"),
+            "'pgd'",
+            "fgsm, pgd_linf, pgd_l2, fast_linf, apgd, apgd_fast, autoattack, autoattack_fast",
+        ),
+        (lambda: cascade("autoattack", seed=-1), "seed=-1", "non-negative"),
     ],
 )
 def test_bad_parameters_raise_config_error_naming_parameter_and_range(make, parameter, valid_range):
@@ -215,20 +219,45 @@ def test_a_non_differentiable_model_gets_a_zero_gradient_not_an_autograd_error()
 
 def test_every_cascade_builds_attacks_cheapest_first():
     for name in CASCADES:
-        for budget in BUDGETS:
-            pairs = cascade(name, seed=3, budget=budget)
-            names = [attack_name for attack_name, _ in pairs]
-            assert len(names) == len(set(names)) and names
-            attacks = [factory(0.5 if name == "pgd_l2" else 0.1) for _, factory in pairs]
-            assert all(callable(attack) and attack.describe() for attack in attacks)
-    assert [n for n, _ in cascade("autoattack")] == ["apgd_ce", "apgd_t", "square"]
+        pairs = cascade(name, seed=3)
+        names = [attack_name for attack_name, _ in pairs]
+        assert len(names) == len(set(names)) and names
+        attacks = [factory(0.5 if name == "pgd_l2" else 0.1) for _, factory in pairs]
+        assert all(callable(attack) and attack.describe() for attack in attacks)
     assert [n for n, _ in cascade("pgd_linf")] == ["fgsm", "pgd_linf"]
-    standard = [f(0.1) for _, f in cascade("autoattack")]
-    assert (
-        standard[0].steps == 100
-        and standard[1].n_target_classes == 9
-        and standard[2].n_queries == 5000
+
+
+def test_autoattack_is_the_standard_protocol_and_the_fast_variant_has_its_own_name():
+    """One meaning per name (Croce & Hein 2020's standard AutoAttack): APGD-CE 100 steps, APGD-T
+    and FAB-T on 9 targets x 100 steps, Square 5000 queries; ``*_fast`` is the cheap budget."""
+    for name in ("autoattack", "autoattack_fast"):
+        assert [n for n, _ in cascade(name)] == ["apgd_ce", "apgd_t", "fab_t", "square"]
+    for name in ("apgd", "apgd_fast"):
+        assert [n for n, _ in cascade(name)] == ["apgd_ce", "apgd_t"]
+    apgd_ce, apgd_t, fab_t, square = [f(0.1) for _, f in cascade("autoattack")]
+    assert apgd_ce.steps == 100 and not apgd_ce.targeted and apgd_ce.loss == "ce"
+    assert apgd_t.steps == 100 and apgd_t.targeted and apgd_t.n_target_classes == 9
+    assert fab_t.steps == 100 and fab_t.targeted and fab_t.n_target_classes == 9
+    assert square.n_queries == 5000
+    fast = [f(0.1) for _, f in cascade("autoattack_fast")]
+    assert (fast[0].steps, fast[1].n_target_classes, fast[2].steps, fast[3].n_queries) == (
+        50,
+        3,
+        50,
+        250,
     )
+    assert set(BUDGETS) == {"apgd", "apgd_fast", "autoattack", "autoattack_fast"}
+
+
+def test_a_cascade_is_explicit_data_that_names_every_attack_and_its_budget():
+    described = threat_model("autoattack", seed=2)
+    assert described["norm"] == "Linf" and described["budget"]["square_queries"] == 5000
+    assert [a["name"] for a in described["attacks"]] == ["apgd_ce", "apgd_t", "fab_t", "square"]
+    assert described["attacks"][2]["attack"] == "FAB" and described["attacks"][2]["steps"] == 100
+    assert all(a["seed"] == 2 for a in described["attacks"] if "seed" in a)
+    assert "eps" not in described["attacks"][0]
+    assert threat_model("pgd_linf")["budget"] is None
+    assert threat_model("autoattack") != threat_model("autoattack_fast")
 
 
 @pytest.fixture

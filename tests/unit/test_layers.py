@@ -185,7 +185,15 @@ def test_names_that_moved_inside_a_module_are_still_readable():
     from safetycheck.study import run_study
 
     assert DEFAULT_PROFILE["clean_accuracy"] == 0.98 and "pgd_linf" in REGISTRY
-    assert ATTACK_FAMILIES == ("fgsm", "pgd_linf", "apgd", "autoattack", "pgd_l2")
+    assert ATTACK_FAMILIES == (
+        "fgsm",
+        "pgd_linf",
+        "apgd",
+        "apgd_fast",
+        "autoattack",
+        "autoattack_fast",
+        "pgd_l2",
+    )
     assert callable(accuracy) and callable(run_study)
     with pytest.raises(ImportError):
         importlib.import_module("safetycheck.no_such_module")
