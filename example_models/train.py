@@ -28,6 +28,7 @@ from example_models.fashion_mnist import FASHION_MNIST_MEAN, FASHION_MNIST_STD
 from example_models.lenet import MNIST_MEAN, MNIST_STD, LeNet5
 from example_models.linear import LinearClassifier
 from example_models.recipes import RECIPES, Phase, Recipe, batch_loss
+from example_models.small_cnn import SmallCNN
 from safetycheck.io.data import load_split
 
 WEIGHTS_DIR = Path(__file__).with_name("weights")
@@ -54,6 +55,7 @@ def train(
     phases = phases or (Phase("plain", epochs),)
     epochs = sum(phase.epochs for phase in phases)
     schedule_of_epochs = [phase for phase in phases for _ in range(phase.epochs)]
+    epoch_within_phase = [k for phase in phases for k in range(phase.epochs)]
     generator = torch.Generator().manual_seed(seed)
     optimiser = torch.optim.Adam(model.parameters(), lr=lr)
     steps_per_epoch = (len(labels) + batch_size - 1) // batch_size
@@ -63,11 +65,13 @@ def train(
     for epoch, phase in enumerate(schedule_of_epochs):
         order = torch.randperm(len(labels), generator=generator)
         total = 0.0
-        first_epoch_of_phase = epoch == 0 or schedule_of_epochs[epoch - 1] is not phase
+        epoch_of_phase = epoch_within_phase[epoch]
+        ramp = phase.params.get("ramp_epochs", 1) * steps_per_epoch
         for step, start in enumerate(range(0, len(labels), batch_size)):
             batch = order[start : start + batch_size]
-            # Adversarial phases ramp eps up over their first epoch (from a tenth of it).
-            warmup = min(1.0, 0.1 + 0.9 * step / steps_per_epoch) if first_epoch_of_phase else 1.0
+            # Adversarial phases ramp eps up over their first epoch (from a tenth of it), or
+            # over ``ramp_epochs`` epochs where the phase says so.
+            warmup = min(1.0, 0.1 + 0.9 * (epoch_of_phase * steps_per_epoch + step) / ramp)
             loss = batch_loss(model, phase, images[batch], labels[batch], generator, warmup)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
@@ -136,6 +140,8 @@ def build_model(recipe: Recipe) -> torch.nn.Module:
     seed's)."""
     if recipe.architecture == "linear":
         return LinearClassifier()
+    if recipe.architecture == "small_cnn":
+        return SmallCNN()
     mean, std = NORMALISATION[recipe.dataset]
     return LeNet5(width=recipe.width, mean=mean, std=std)
 

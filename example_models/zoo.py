@@ -18,9 +18,11 @@ from torch import nn
 try:
     from example_models.lenet import LeNet5
     from example_models.recipes import ENSEMBLES, ZOO
+    from example_models.small_cnn import SmallCNN
 except ImportError:  # loaded by file path: safetycheck puts this folder on sys.path
     from lenet import LeNet5
     from recipes import ENSEMBLES, ZOO
+    from small_cnn import SmallCNN
 
 from safetycheck.io.models import Ensemble
 
@@ -38,6 +40,7 @@ TESTED = (
     "pgd_at_0.3",
     "mixup_then_pgd_at",
     "pgd_at_then_mixup",
+    "ibp_small_cnn",
 )
 
 
@@ -54,7 +57,7 @@ def load(name: str) -> nn.Module:
         model.family = "ensemble"
     else:
         recipe = ZOO[name]
-        model = LeNet5(width=recipe.width)
+        model = SmallCNN() if recipe.architecture == "small_cnn" else LeNet5(width=recipe.width)
         model.load_state_dict(
             torch.load(WEIGHTS / f"{name}.pt", map_location="cpu", weights_only=True)
         )

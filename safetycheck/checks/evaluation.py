@@ -172,6 +172,11 @@ class ModelEvaluation:
                 self.progress(what, time.perf_counter() - started)
         return cast(T, self._cache[key])
 
+    def computed(self, prefix: str) -> dict[str, object]:
+        """The results computed so far whose keys start with ``prefix`` (``"sweep:"``: every
+        attack sweep this model has run), computing nothing."""
+        return {key: value for key, value in self._cache.items() if key.startswith(prefix)}
+
     def sweep(self, key: str, run: Callable[[ModelEvaluation], SweepResult]) -> SweepResult:
         """An attack sweep, cached like any other result."""
         return self.cached(f"sweep:{key}", run)
