@@ -23,8 +23,12 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 GOLDEN = REPO / "tests" / "golden"
 NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:e[-+]?\d+)?")
-EXACT = ("model", "check", "family", "params", "n", "passed", "skipped", "bound", "metric",
+EXACT = ("model", "check", "family", "n", "passed", "skipped", "bound", "metric",
          "threshold_source", "randomized")  # fmt: skip
+# Issue #20 put every attack result's threat model in its params beside the id's own (eps), and
+# added the IBP-trained small CNN to the zoo: the only additions a fresh run may show.
+THREAT_MODEL_PARAMS = {"attacks", "budget", "device"}
+ADDED_MODELS = {"ibp_small_cnn"}
 
 pytestmark = [pytest.mark.real_data, pytest.mark.slow]
 
@@ -75,6 +79,12 @@ def differences(golden: dict, document: dict) -> list[str]:
     ):
         if missing := sorted(set(golden[key]) - set(fields)):
             found.append(f"{key}: {missing} are gone")
+    golden_models = {r["model"] for r in golden["results"]}
+    if added := {r["model"] for r in document["results"]} - golden_models - ADDED_MODELS:
+        found.append(f"models {sorted(added)} are new")
+    document = dict(
+        document, results=[r for r in document["results"] if r["model"] in golden_models]
+    )
     ids = [(r["model"], r["check"]) for r in document["results"]]
     expected_ids = [(r["model"], r["check"]) for r in golden["results"]]
     if ids != expected_ids:
@@ -86,6 +96,13 @@ def differences(golden: dict, document: dict) -> list[str]:
             for field in EXACT
             if fresh[field] != recorded[field]
         ]
+        fresh_params, recorded_params = fresh["params"] or {}, recorded["params"] or {}
+        added_params = set(fresh_params) - set(recorded_params)
+        if (
+            any(fresh_params.get(k) != v for k, v in recorded_params.items())
+            or added_params - THREAT_MODEL_PARAMS
+        ):
+            found.append(f"{where} params: {fresh_params!r} != {recorded_params!r}")
         found += [
             f"{where} {field}: {fresh[field]!r} != {recorded[field]!r}"
             for field in ("value", "threshold", "ci")
@@ -122,11 +139,22 @@ def test_the_comparison_catches_a_moved_number():
     document["results"][7]["details"] = document["results"][7]["details"] + " changed"
     found = differences(golden, document)
     assert len(found) == 3 and "value" in found[0] and " n:" in found[1], found
+    # The threat model may join an attack record's params; any other change of params may not.
+    attacked = next(r for r in document["results"] if r["family"] == "pgd_linf")
+    attacked["params"] = {**attacked["params"], "budget": "fixed", "device": "cpu"}
+    assert len(differences(golden, document)) == 3
+    attacked["params"] = {**attacked["params"], "eps": 0.123}
+    assert any(" params: " in line for line in differences(golden, document))
+    stranger = dict(document["results"][0], model="stranger")
+    document["results"].append(stranger)
+    assert any("models ['stranger'] are new" in line for line in differences(golden, document))
 
 
 def test_the_html_report_of_the_golden_document_is_unchanged(tmp_path):
     """The HTML report stays compatible: rendered from the main job's whole results document (as
-    the code before the restructure wrote it), it is byte for byte the page that code rendered."""
+    the code before the restructure wrote it), it is byte for byte the page that code rendered,
+    but for issue #20's notes that PGD and FGSM give upper bounds (the recorded hash is of that
+    page; the two notes are its only difference from the page before)."""
     import hashlib
 
     from safetycheck.report.html import render_html
