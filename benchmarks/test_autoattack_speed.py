@@ -1,0 +1,144 @@
+"""The full ``autoattack`` cascade (the standard protocol: APGD-CE, APGD-T 9 x 100, FAB-T 9 x 100,
+Square 5000) against the official AutoAttack on the same images, side by side in one run:
+
+    SAFETYCHECK_DATA=../shared/data pytest benchmarks/test_autoattack_speed.py -p no:randomly -s
+
+On the 1,000 attacked MNIST test images of a default run (the first 1,000 of the seeded
+permutation, seed 0) of the undefended LeNet at eps 0.1 and of the PGD-trained zoo model at eps
+0.3: wall time, model passes per attacked image (forward passes of one image, and how many of them
+carried a backward pass) and robust accuracy, for ours and for the reference. The reference is
+the official code (``pip install git+https://github.com/fra31/auto-attack``) where it is
+installed, else torchattacks' port of it (``torchattacks.AutoAttack``, the dev extra's), and the
+output says which. Ours must be at least as strong (robust accuracy no higher, up to one image in
+a hundred for the reference's random Square draws). Quick mode (``--benchmark-disable``, in CI)
+only proves the command works: the LeNet at eps 0.3 on 8 images (APGD-CE breaks them all in a few
+steps on both sides; a robust image costs each side about 8,000 passes, half a minute alone).
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+from torch import nn
+
+from safetycheck.measures.attacks.cascades import cascade
+from safetycheck.measures.robustness import robust_accuracy_sweep
+
+CASES = {"lenet": 0.1, "pgd_at_0.3": 0.3}
+FULL, QUICK = 1000, 8
+
+
+class PassCounter(nn.Module):
+    """The model, counting the images it evaluates and those evaluated with a gradient."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+        self.forward_images = 0
+        self.gradient_images = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.forward_images += len(x)
+        if torch.is_grad_enabled() and x.requires_grad:
+            self.gradient_images += len(x)
+        return self.model(x)
+
+
+def _model(name: str) -> nn.Module:
+    if name == "lenet":
+        from example_models.lenet import safety_model
+
+        return safety_model()
+    from example_models.zoo import load
+
+    return load(name)
+
+
+def _reference(model: nn.Module, eps: float):
+    """(name, run(images, labels) -> adversarial images)."""
+    try:
+        from autoattack import AutoAttack
+    except ImportError:
+        import torchattacks
+
+        attack = torchattacks.AutoAttack(model, norm="Linf", eps=eps, version="standard", seed=0)
+        return "torchattacks.AutoAttack (a port of the official code)", attack
+    official = AutoAttack(
+        model, norm="Linf", eps=eps, version="standard", device="cpu", verbose=False
+    )
+    official.seed = 0
+
+    def run(images, labels):
+        return official.run_standard_evaluation(images, labels, bs=500)
+
+    return "official AutoAttack (fra31/auto-attack)", run
+
+
+@pytest.fixture(scope="module")
+def attacked(mnist_test):
+    order = torch.randperm(len(mnist_test.labels), generator=torch.Generator().manual_seed(0))
+    return mnist_test.images[order[:FULL]], mnist_test.labels[order[:FULL]]
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_autoattack_against_the_official_protocol(benchmark, name, attacked, quick, capsys):
+    if quick and name != "lenet":
+        pytest.skip("full mode only: the robust model's images cost minutes each on a CPU")
+    eps = 0.3 if quick else CASES[name]
+    count = QUICK if quick else FULL
+    images, labels = attacked[0][:count], attacked[1][:count]
+    model = PassCounter(_model(name)).eval()
+    figures: dict = {}
+
+    def run():
+        model.forward_images = model.gradient_images = 0
+        started = time.perf_counter()
+        sweep = robust_accuracy_sweep(model, images, labels, [eps], cascade("autoattack"))
+        figures["ours"] = (
+            time.perf_counter() - started,
+            model.forward_images / count,
+            model.gradient_images / count,
+            sweep.accuracy(eps),
+            dict(sweep.broken_by[eps]),
+        )
+        reference_name, reference = _reference(model, eps)
+        model.forward_images = model.gradient_images = 0
+        torch.manual_seed(0)
+        started = time.perf_counter()
+        adversarial = reference(images, labels)
+        seconds = time.perf_counter() - started
+        passes, gradients = model.forward_images / count, model.gradient_images / count
+        with torch.no_grad():
+            inside = (adversarial - images).abs().flatten(1).amax(1) <= eps + 1e-6
+            robust = (model.model(adversarial).argmax(1) == labels) | ~inside
+        figures["reference"] = (seconds, passes, gradients, float(robust.float().mean()))
+        figures["reference_name"] = reference_name
+
+    benchmark.pedantic(run, rounds=1, iterations=1)
+    ours, theirs = figures["ours"], figures["reference"]
+    benchmark.extra_info.update(
+        images=count,
+        eps=eps,
+        reference=figures["reference_name"],
+        ours_seconds=round(ours[0], 1),
+        ours_passes_per_image=round(ours[1], 1),
+        ours_gradient_passes_per_image=round(ours[2], 1),
+        ours_robust=ours[3],
+        ours_broken_by=ours[4],
+        reference_seconds=round(theirs[0], 1),
+        reference_passes_per_image=round(theirs[1], 1),
+        reference_gradient_passes_per_image=round(theirs[2], 1),
+        reference_robust=theirs[3],
+    )
+    with capsys.disabled():
+        print(
+            f"\nautoattack standard, {name} at eps {eps:g} on {count} MNIST images: ours "
+            f"{ours[0]:.1f} s, {ours[1]:.0f} passes per image ({ours[2]:.0f} with a gradient), "
+            f"robust {ours[3]:.3f} (broken by {ours[4]}); {figures['reference_name']} "
+            f"{theirs[0]:.1f} s, {theirs[1]:.0f} passes per image ({theirs[2]:.0f} with a "
+            f"gradient), robust {theirs[3]:.3f}; time ratio {theirs[0] / max(ours[0], 1e-9):.2f}x"
+        )
+    # At least as strong: Square's random draws differ, so one image in a hundred (or one image).
+    assert ours[3] <= theirs[3] + max(0.01, 1 / count), (ours[3], theirs[3])
