@@ -130,7 +130,8 @@ def _study_column(params) -> str | None:
     method, eps = params.get("method"), params.get("eps")
     if method not in METHODS or isinstance(eps, bool) or not isinstance(eps, (int, float)):
         return None
-    return f"certified_{method}@{float(eps):g}"
+    # Not an "<attack>@<eps>" column: a certificate is a lower bound, never compared as an attack.
+    return f"certified:{method}:{float(eps):g}"
 
 
 CERTIFIED = CheckFamily(

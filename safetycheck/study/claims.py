@@ -411,7 +411,11 @@ def evaluate_claims(document: dict, groups: dict | None) -> list[Claim]:
                 )
             )
         ]
-    absent = [f for f in ("apgd", "autoattack") if not data.attack_keys(f)]
+    absent = [
+        f
+        for f in ("apgd", "autoattack")
+        if not (data.attack_keys(f) or data.attack_keys(f"{f}_fast"))
+    ]
     claims.append(
         _claim(
             "a",

@@ -277,7 +277,12 @@ def eps_panels(data: StudyData, groups: dict, width: int = 700) -> str | None:
 
 def _primary_attack(data: StudyData) -> str | None:
     return next(
-        (f for f in ("pgd_linf", "apgd", "autoattack", "fgsm") if data.attack_keys(f)), None
+        (
+            f
+            for f in ("pgd_linf", "apgd", "apgd_fast", "autoattack", "autoattack_fast", "fgsm")
+            if data.attack_keys(f)
+        ),
+        None,
     )
 
 
