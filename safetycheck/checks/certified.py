@@ -56,20 +56,22 @@ def certified_sweep(evaluation: ModelEvaluation, method: str) -> CertifiedSweep:
         certified: dict[float, torch.Tensor] = {}
         used: dict[float, str] = {}
         seconds = 0.0
+        try:  # whether the model can be bounded at all, even if no image is left to certify
+            probe = images[:1].to(ev.settings.device), labels[:1].to(ev.settings.device)
+            certify(ev.model, *probe, 0.0, method=method)
+        except NotCertifiable as exc:
+            return CertifiedSweep({}, {}, seconds, skipped=str(exc))
         for eps in sorted(ev.settings.epsilons):
             rows = torch.nonzero(alive).flatten()
             if len(rows):
-                try:
-                    result = certify(
-                        ev.model,
-                        images[rows].to(ev.settings.device),
-                        labels[rows].to(ev.settings.device),
-                        float(eps),
-                        method=method,
-                        batch_size=ev.settings.batch_size,
-                    )
-                except NotCertifiable as exc:
-                    return CertifiedSweep({}, {}, seconds, skipped=str(exc))
+                result = certify(
+                    ev.model,
+                    images[rows].to(ev.settings.device),
+                    labels[rows].to(ev.settings.device),
+                    float(eps),
+                    method=method,
+                    batch_size=ev.settings.batch_size,
+                )
                 alive[rows] = result.certified.cpu()
                 used[float(eps)] = result.method
                 seconds += result.seconds

@@ -405,3 +405,28 @@ def test_shared_computations_report_progress_unless_quiet(pytester, tiny):
     result.stdout.fnmatch_lines(["safety[[]tiny[]] *[[]tiny: sweep:pgd_linf ... *s[]]*"])
     quiet = run(pytester, tiny, "--safety-thresholds=gate.toml", "-q")
     assert "sweep:pgd_linf" not in quiet.stdout.str()
+
+
+def test_certified_family_skips_an_unsupported_layer_with_its_name(pytester, data_root):
+    pytester.makepyfile(
+        tanh="import torch\nfrom torch import nn\ndef safety_model():\n"
+        "    torch.manual_seed(0)\n"
+        "    return nn.Sequential(nn.Flatten(), nn.Linear(784, 8), nn.Tanh(), nn.Linear(8, 10))\n"
+    )
+    result = pytester.runpytest(
+        "--safety-model=tanh.py",
+        "--safety-checks=certified",
+        "--safety-eps=0.1",
+        "--safety-attack-samples=10",
+        "-rs",
+        *QUIET,
+    )
+    result.assert_outcomes(skipped=2)
+    result.stdout.fnmatch_lines(["*not certifiable: 2 (Tanh)*"])
+
+
+def test_attack_names_carry_their_budget_and_a_typo_gets_the_nearest(pytester, tiny):
+    assert "did you mean 'autoattack_fast'" in usage_error(
+        pytester, tiny, "--safety-checks=autoattack_fats"
+    )
+    assert "did you mean 'apgd_fast'" in usage_error(pytester, tiny, "--safety-checks=apgd_fst")
