@@ -64,8 +64,12 @@ class SafetyCheckItem(pytest.Item):
             "dataset",
         ):
             self.user_properties.append((f"safetycheck.{name}", record[name]))
-        for name, value in self.planned.params.items():
+        for name, value in (record["params"] or self.planned.params).items():
             self.user_properties.append((f"safetycheck.param.{name}", value))
+        point = (record.get("artifacts") or {}).get("operating_point")
+        if isinstance(point, dict):  # ood_fpr95: the detector's score threshold
+            for name in ("threshold", "tpr"):
+                self.user_properties.append((f"safetycheck.operating_point.{name}", point[name]))
         # Where it ran: with `-n N --dist loadgroup` every check of a model names the same worker.
         self.user_properties.append(
             ("safetycheck.worker", getattr(self.config, "workerinput", {}).get("workerid", "main"))

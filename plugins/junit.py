@@ -39,6 +39,9 @@ def suite_property(record: dict) -> tuple[str, str]:
     relation = ">=" if record["bound"] == "min" else "<="
     value = "nan" if record["value"] is None else f"{record['value']:.4f}"
     params = ", ".join(f"{key}={value}" for key, value in record["params"].items())
+    point = (record.get("artifacts") or {}).get("operating_point")
+    if isinstance(point, dict):  # ood_fpr95: the score threshold a deployment uses
+        params += f", score threshold={point['threshold']:.6g} at TPR {point['tpr']:g}"
     return name, (
         f"{'PASS' if record['passed'] else 'FAIL'}: {record['metric']} {value} "
         f"(need {relation} {record['threshold']:.4f}; n={record['n']}"

@@ -1,4 +1,6 @@
-"""OOD detection AUROC, one check per (OOD set, score): MNIST test (positive) against the set.
+"""OOD detection, one check per (OOD set, score): MNIST test (positive) against the set. AUROC
+(``ood_auroc``) and the operating point a deployment runs, the false-positive rate at 95% TPR with
+its score threshold (``ood_fpr95``).
 
 All checks of one model share one :class:`~safetycheck.measures.ood.ModelOOD`, cached on its
 :class:`~safetycheck.checks.evaluation.ModelEvaluation`: the MNIST test logits are the evaluation's
@@ -15,6 +17,7 @@ import torch
 
 from safetycheck.checks.evaluation import ModelEvaluation, RunSettings
 from safetycheck.core.registry import CheckFamily, CheckSkipped, Measurement
+from safetycheck.core.stats import wilson_interval
 from safetycheck.measures.ood import (
     IN_DISTRIBUTION,
     SCORES,
@@ -154,4 +157,63 @@ OOD_AUROC = CheckFamily(
     study_rank=3,
 )
 
-FAMILIES = (OOD_AUROC,)
+
+def _measure_ood_fpr95(evaluation: ModelEvaluation, params: dict) -> Measurement:
+    result = model_ood(evaluation).result(str(params["set"]), str(params["score"]))
+    if result.skipped:
+        raise CheckSkipped(result.skipped)
+    m = result.metrics
+    assert m is not None, "an OOD result that is not skipped has metrics"
+    accepted = round(m.fpr_at_95_tpr * m.n_out)
+    title = evaluation.settings.dataset.title
+    return Measurement(
+        m.fpr_at_95_tpr,
+        m.n_out,
+        # The threshold is taken as given (it is the deployed detector's): the interval is the
+        # binomial one of the OOD images it accepts.
+        ci=wilson_interval(accepted, m.n_out),
+        artifacts={
+            "operating_point": {
+                "tpr": 0.95,
+                "threshold": m.threshold_at_95_tpr,
+                "fpr": m.fpr_at_95_tpr,
+            }
+        },
+        details=(
+            f"{result.description}; a detector accepting a score >= {m.threshold_at_95_tpr:.6g} "
+            f"keeps at least 95% of {m.n_in} {title} test images and accepts {accepted} of "
+            f"{m.n_out} OOD images; higher score = in-distribution"
+        ),
+    )
+
+
+OOD_FPR95 = CheckFamily(
+    name="ood_fpr95",
+    metric="OOD false-positive rate at 95% TPR",
+    bound="max",
+    variants=_variants,
+    measure=_measure_ood_fpr95,
+    param_names=("set", "score"),
+    positional=True,  # ood_fpr95[fmnist-msp]
+    param_choices={"score": tuple(SCORES)},
+    # The operating point OpenOOD and the OOD literature report beside AUROC. Every score at
+    # least better than chance (a detector that keeps 95% of the test images by chance accepts
+    # 95% of any OOD set); MSP, the gated score, at most a fifth of each OOD set (the example
+    # LeNet-5: Fashion-MNIST 0.011, KMNIST 0.145, uniform 0.0, Gaussian noise 0.005).
+    default_bounds={
+        "ood_fpr95": 0.95,
+        "ood_fpr95[fmnist-msp]": 0.20,
+        "ood_fpr95[kmnist-msp]": 0.20,
+        "ood_fpr95[uniform-msp]": 0.20,
+        "ood_fpr95[gaussian-msp]": 0.20,
+    },
+    note="share of OOD images a detector keeping 95% of the test images accepts",
+    study_column=lambda params: (
+        f"fpr95:{params['set']}-{params['score']}"
+        if params.get("set") is not None and params.get("score") is not None
+        else None
+    ),
+    study_rank=3,
+)
+
+FAMILIES = (OOD_AUROC, OOD_FPR95)

@@ -45,6 +45,8 @@ class OODMetrics:
     aupr_in: float
     aupr_out: float
     fpr_at_95_tpr: float
+    # The score threshold of that operating point (accept at or above it).
+    threshold_at_95_tpr: float
     n_in: int
     n_out: int
     confidence: float
@@ -127,15 +129,38 @@ def aupr_out(in_scores, out_scores) -> float:
     return float(_sklearn().average_precision_score(1 - labels, -scores))
 
 
-def fpr_at_tpr(in_scores, out_scores, tpr: float = 0.95) -> float:
-    """Fraction of OOD inputs scoring at or above the highest threshold that keeps at least
-    ``tpr`` of in-distribution inputs (ties at the threshold are accepted on both sides)."""
-    if not 0.0 < tpr <= 1.0:
+@dataclass(frozen=True)
+class OperatingPoint:
+    """A detector's operating point: accept an input as in-distribution when its score is at
+    least ``threshold``. ``tpr``: the share of in-distribution inputs accepted (at least the
+    asked-for rate, e.g. 0.95); ``fpr``: the share of OOD inputs accepted."""
+
+    threshold: float
+    tpr: float
+    fpr: float
+
+
+def operating_point(in_scores, out_scores, tpr: float = 0.95) -> OperatingPoint:
+    """The highest score threshold that keeps at least ``tpr`` of the in-distribution inputs, and
+    the false-positive rate there (ties at the threshold are accepted on both sides): the
+    detector a deployment would run, so that the gate's FPR95 is that detector's.
+
+    ``tpr`` in (0, 1]; scores as in :func:`auroc` (higher = more in-distribution). The point is a
+    vertex of scikit-learn's ``roc_curve`` (no interpolation between thresholds, which no real
+    detector can run at)."""
+    if isinstance(tpr, bool) or not isinstance(tpr, (int, float)) or not 0.0 < tpr <= 1.0:
         raise ConfigError(f"tpr={tpr!r} must lie in (0, 1].")
     labels, scores, _, _ = _labelled(in_scores, out_scores)
     # drop_intermediate=False keeps every threshold, so the first point reaching ``tpr`` is exact.
-    fprs, tprs, _ = _sklearn().roc_curve(labels, scores, drop_intermediate=False)
-    return float(fprs[np.searchsorted(tprs, tpr, side="left")])
+    fprs, tprs, thresholds = _sklearn().roc_curve(labels, scores, drop_intermediate=False)
+    index = int(np.searchsorted(tprs, tpr, side="left"))
+    return OperatingPoint(float(thresholds[index]), float(tprs[index]), float(fprs[index]))
+
+
+def fpr_at_tpr(in_scores, out_scores, tpr: float = 0.95) -> float:
+    """Fraction of OOD inputs scoring at or above the highest threshold that keeps at least
+    ``tpr`` of in-distribution inputs (ties at the threshold are accepted on both sides)."""
+    return operating_point(in_scores, out_scores, tpr).fpr
 
 
 def weighted_auroc(
@@ -221,12 +246,14 @@ def ood_metrics(
     ``out_scores`` (N_out,) on OOD inputs; higher means more in-distribution."""
     positives = as_score_array(in_scores, "in-distribution")
     negatives = as_score_array(out_scores, "out-of-distribution")
+    point = operating_point(positives, negatives, 0.95)
     return OODMetrics(
         auroc=auroc(positives, negatives),
         auroc_ci=auroc_confidence_interval(positives, negatives, confidence, n_resamples, seed),
         aupr_in=aupr_in(positives, negatives),
         aupr_out=aupr_out(positives, negatives),
-        fpr_at_95_tpr=fpr_at_tpr(positives, negatives, 0.95),
+        fpr_at_95_tpr=point.fpr,
+        threshold_at_95_tpr=point.threshold,
         n_in=int(positives.size),
         n_out=int(negatives.size),
         confidence=float(confidence),

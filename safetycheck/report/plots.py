@@ -545,6 +545,22 @@ def _roc(record: dict) -> list[tuple[float, float]] | None:
     return points or None
 
 
+def _operating_points(
+    records: list[dict],
+) -> dict[tuple[str, str, str], tuple[float, float, float]]:
+    """(model, set, score) -> (fpr, tpr, threshold) of the ``ood_fpr95`` records, for the ROC
+    charts' markers."""
+    found = {}
+    for r in measured(records, "ood_fpr95"):
+        point, p = artifacts(r).get("operating_point"), params(r)
+        if not isinstance(point, dict):
+            continue
+        fpr, tpr, threshold = (num(point.get(k)) for k in ("fpr", "tpr", "threshold"))
+        if fpr is not None and tpr is not None and threshold is not None:
+            found[(str(r["model"]), str(p.get("set")), str(p.get("score")))] = (fpr, tpr, threshold)
+    return found
+
+
 def ood_section(records: list[dict], styles: dict[str, tuple[str, str]]) -> str:
     groups: dict[tuple[str, str], list[dict]] = {}
     for r in plot_records(records, "ood"):
@@ -552,6 +568,7 @@ def ood_section(records: list[dict], styles: dict[str, tuple[str, str]]) -> str:
         groups.setdefault((str(p.get("set", "?")), str(p.get("score", "?"))), []).append(r)
     if not groups:
         return ""
+    points_at_95 = _operating_points(records)
     charts, missing = [], []
     for (ood_set, score), rs in groups.items():
         series, keys = [], []
@@ -568,7 +585,24 @@ def ood_section(records: list[dict], styles: dict[str, tuple[str, str]]) -> str:
                 if auroc is not None
                 else f"{model} \u2014 AUROC n/a"
             )
-            series.append({"label": model, "points": points, "colour": c, "marker": m, "dash": ""})
+            point = points_at_95.get((model, ood_set, score))
+            marks = []
+            if point is not None:
+                fpr, tpr, threshold = point
+                text += f", FPR95 {fpr:.4f} (score \u2265 {threshold:.4g})"
+                marks.append(
+                    (fpr, tpr, f"{model}: FPR {fpr:.4f} at TPR {tpr:.4f}, score >= {threshold:.6g}")
+                )
+            series.append(
+                {
+                    "label": model,
+                    "points": points,
+                    "colour": c,
+                    "marker": m,
+                    "dash": "",
+                    "marks": marks,
+                }
+            )
             keys.append((text, c, m, ""))
         if series:
             chart = svg.line_chart(
@@ -596,7 +630,8 @@ def ood_section(records: list[dict], styles: dict[str, tuple[str, str]]) -> str:
         "ood",
         "Out-of-distribution detection: ROC curves",
         "MNIST test images are the positives (in-distribution), the named set the "
-        "negatives; one chart per OOD set and score. The dashed diagonal is chance.",
+        "negatives; one chart per OOD set and score. The dashed diagonal is chance; a marker "
+        "shows the operating point at 95% TPR (ood_fpr95) and the legend its score threshold.",
         '<div class="plots">' + "".join(charts) + "</div>" + note,
     )
 

@@ -217,6 +217,10 @@ def line_chart(
                 for px, py, x, y in run:
                     tip = f"{s['label']}: {x_label} {tick_label(x)} \u2192 {y:.4f}"
                     out.append(marker(s.get("marker", "circle"), px, py, s["colour"], tooltip=tip))
+        # Marked points (an operating point on a ROC curve), drawn whatever ``markers`` says.
+        for x, y, tip in s.get("marks", ()):
+            px, py = fr.x(_clamp(x, *x_domain)), fr.y(_clamp(y, *y_domain))
+            out.append(marker(s.get("marker", "circle"), px, py, s["colour"], tooltip=tip))
     out.append("</svg>")
     return "".join(out)
 

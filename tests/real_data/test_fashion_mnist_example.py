@@ -95,7 +95,7 @@ def test_fashion_mnist_example_passes_its_gate(data_root, tmp_path):
     document = json.loads(out.read_text())
     assert document["metadata"]["dataset"]["name"] == "fashion_mnist"
     records = document["results"]
-    assert len(records) == 66 and all(r["dataset"] == "fashion_mnist" for r in records)
+    assert len(records) == 90 and all(r["dataset"] == "fashion_mnist" for r in records)
     assert all(r["passed"] for r in records)
     sources = {r["check"]: r["threshold_source"] for r in records}
     assert sources["clean_accuracy"].endswith(

@@ -35,6 +35,7 @@ from safetycheck.measures.ood_metrics import (
     auroc_confidence_interval,
     fpr_at_tpr,
     ood_metrics,
+    operating_point,
     roc_curve_data,
     weighted_auroc,
 )
@@ -99,6 +100,30 @@ def test_metrics_agree_with_scikit_learn(inside, outside):
     # FPR95 from its definition: the highest threshold keeping >= 95% of in-distribution inputs.
     threshold = max(t for t in np.unique(inside) if (inside >= t).mean() >= 0.95)
     assert m.fpr_at_95_tpr == pytest.approx((outside >= threshold).mean(), abs=1e-12)
+
+
+@settings(max_examples=60, deadline=None, derandomize=True, database=None)
+@given(
+    st.lists(st.floats(-50, 50, allow_nan=False), min_size=1, max_size=60),
+    st.lists(st.floats(-50, 50, allow_nan=False), min_size=1, max_size=60),
+    st.sampled_from([0.5, 0.9, 0.95, 1.0]),
+)
+def test_the_operating_point_is_a_detector_that_runs_at_it(inside, outside, tpr):
+    """The threshold is what a deployment applies (accept a score >= it): it keeps at least
+    ``tpr`` of the in-distribution inputs, no higher threshold does, and the FPR is exactly the
+    share of OOD inputs it accepts; all equal to scikit-learn's roc_curve vertex within 1e-6."""
+    from sklearn.metrics import roc_curve
+
+    inside, outside = np.array(inside), np.array(outside)
+    point = operating_point(inside, outside, tpr)
+    assert (inside >= point.threshold).mean() == pytest.approx(point.tpr, abs=1e-12)
+    assert point.tpr >= tpr - 1e-12
+    assert (outside >= point.threshold).mean() == pytest.approx(point.fpr, abs=1e-12)
+    assert all((inside >= t).mean() < tpr for t in np.unique(inside) if t > point.threshold)
+    labels = np.r_[np.ones(inside.size), np.zeros(outside.size)]
+    fprs, tprs, thresholds = roc_curve(labels, np.r_[inside, outside], drop_intermediate=False)
+    first = int(np.argmax(tprs >= tpr))
+    assert abs(point.fpr - fprs[first]) <= 1e-6 and abs(point.threshold - thresholds[first]) <= 1e-6
 
 
 def test_fpr_at_95_tpr_on_a_constructed_example():
@@ -515,6 +540,23 @@ def test_lenet_detects_fashion_mnist_and_kmnist(lenet_ood, set_name):
     )
     assert results["energy"].metrics.auroc > 0.93 and results["knn"].metrics.auroc > 0.93
     json.dumps(lenet_ood.report())
+
+
+@pytest.mark.parametrize("set_name", ["fmnist", "kmnist"])
+def test_fpr95_on_real_sets_is_scikit_learns_roc_curve_at_95_tpr(lenet_ood, set_name):
+    """On every real OOD set and every score: FPR95 and its threshold are the first vertex of
+    scikit-learn's ROC curve with TPR >= 0.95, within 1e-6."""
+    from sklearn.metrics import roc_curve
+
+    for score in ("msp", "max_logit", "energy", "mahalanobis", "vim", "knn"):
+        inside = lenet_ood.scores(IN_DISTRIBUTION, score).values.numpy()
+        outside = lenet_ood.scores(set_name, score).values.numpy()
+        m = lenet_ood.result(set_name, score).metrics
+        labels = np.r_[np.ones(inside.size), np.zeros(outside.size)]
+        fprs, tprs, thresholds = roc_curve(labels, np.r_[inside, outside], drop_intermediate=False)
+        first = int(np.argmax(tprs >= 0.95))
+        assert abs(m.fpr_at_95_tpr - fprs[first]) <= 1e-6, score
+        assert abs(m.threshold_at_95_tpr - thresholds[first]) <= 1e-6, score
 
 
 def test_the_family_measures_lenet_through_a_shared_evaluation(
