@@ -36,7 +36,13 @@ class Outputs:
         if baseline:
             from safetycheck.gate.baseline import load_baseline
 
-            outputs.baseline = load_baseline(Path(baseline))
+            outputs.baseline = load_baseline(
+                Path(baseline), alpha=config.getoption("safety_baseline_alpha")
+            )
+        elif config.getoption("safety_baseline_alpha") != 0.05:
+            from safetycheck.gate.paired import check_alpha
+
+            check_alpha(config.getoption("safety_baseline_alpha"), "--safety-baseline-alpha")
         thresholds = config.getoption("safety_thresholds")
         if config.getoption("safety_update_thresholds"):
             _check_margin(outputs.margin)

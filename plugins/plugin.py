@@ -32,6 +32,7 @@ class SafetyRun:
         self.settings = None
         self.models = []
         self.records: list[dict] = []
+        self.holm_flagged: list[dict] = []  # regressions found by Holm's later steps, at the end
         self.teardowns: list = []
         self.torch_threads: int | None = (
             None  # torch's intra-op threads in this process, once models are set
@@ -59,6 +60,19 @@ class SafetyRun:
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         for teardown in self.teardowns:
             teardown()
+        if (
+            self.records
+            and self.outputs is not None
+            and self.outputs.baseline is not None
+            and not hasattr(self.config, "workerinput")
+        ):
+            from safetycheck.gate.baseline import holm_on_records
+
+            # Each paired check was judged at Holm's first step when measured; the rest of the
+            # step-down needs every p-value, so it runs now and can still fail the run.
+            self.holm_flagged = holm_on_records(self.records)
+            if self.holm_flagged:
+                session.exitstatus = pytest.ExitCode.TESTS_FAILED
         if self.records and self.junit_path:
             junit.add_suite_properties(
                 self.junit_path, [junit.suite_property(record) for record in self.records]

@@ -156,6 +156,11 @@ def terminal_summary(terminalreporter, run) -> None:
         _single_model_lines(write, measured)
     else:
         _matrix_lines(write, run.records, models)
+    for record in getattr(run, "holm_flagged", ()):
+        write(
+            f"REGRESSED {record['model']} {record['check']}: {record['baseline']['message']}",
+            red=True,
+        )
     outputs = run.outputs
     if outputs is not None and outputs.update_target:
         from safetycheck.gate.update import format_changes

@@ -14,8 +14,11 @@ def accuracy(correct) -> float:
     return int(correct.sum()) / max(int(correct.numel()), 1)
 
 
-def accuracy_measurement(correct, details: str, artifacts: dict | None = None) -> Measurement:
-    """Accuracy of a bool tensor, with its sample count and 95% Wilson interval."""
+def accuracy_measurement(
+    correct, details: str, artifacts: dict | None = None, per_example=None
+) -> Measurement:
+    """Accuracy of a bool tensor, with its sample count and 95% Wilson interval; ``per_example``
+    (a :class:`~safetycheck.core.per_example.PerExample` of ``correct``) goes into the record."""
     n = int(correct.numel())
     return Measurement(
         accuracy(correct),
@@ -23,11 +26,16 @@ def accuracy_measurement(correct, details: str, artifacts: dict | None = None) -
         details,
         ci=wilson_interval(int(correct.sum()), n),
         artifacts=artifacts or {},
+        per_example=per_example,
     )
 
 
 def _measure_clean_accuracy(evaluation: ModelEvaluation, params: dict) -> Measurement:
-    return accuracy_measurement(evaluation.clean_correct, evaluation.describe_test_set())
+    return accuracy_measurement(
+        evaluation.clean_correct,
+        evaluation.describe_test_set(),
+        per_example=evaluation.per_example(evaluation.clean_correct, "test"),
+    )
 
 
 CLEAN_ACCURACY = CheckFamily(

@@ -43,16 +43,25 @@ def pgd_sweep(evaluation: ModelEvaluation, norm: str) -> SweepResult:
     return attack_sweep(evaluation, f"pgd_{norm.lower()}", attacks)
 
 
-def sweep_measurement(sweep: SweepResult, eps: float, details: str) -> Measurement:
+def sweep_measurement(
+    sweep: SweepResult, eps: float, details: str, evaluation: ModelEvaluation | None = None
+) -> Measurement:
     """Robust accuracy at ``eps`` with its Wilson interval; the artifacts say which attack of the
-    cascade broke how many images there, for the reports."""
+    cascade broke how many images there, for the reports. With ``evaluation``, the record gets
+    each attacked image's verdict (per-example results)."""
     robust = int(sweep.robust[eps].sum())
+    per_example = None
+    if evaluation is not None:
+        per_example = evaluation.per_example(
+            sweep.robust[eps], "attacked", subset=evaluation.attack_indices
+        )
     return Measurement(
         sweep.accuracy(eps),
         sweep.n,
         details,
         ci=wilson_interval(robust, sweep.n),
         artifacts={"broken_by": {name: int(count) for name, count in sweep.broken_by[eps].items()}},
+        per_example=per_example,
     )
 
 
@@ -105,7 +114,10 @@ def _measure_pgd_linf(evaluation: ModelEvaluation, params: dict) -> Measurement:
     sweep = pgd_sweep(evaluation, "Linf")
     eps = float(params["eps"])
     measurement = sweep_measurement(
-        sweep, eps, f"{'; '.join(sweep.descriptions[eps])}; {attacked_subset(evaluation)}"
+        sweep,
+        eps,
+        f"{'; '.join(sweep.descriptions[eps])}; {attacked_subset(evaluation)}",
+        evaluation,
     )
     return attack_params(
         measurement, pgd_linf_attacks(evaluation.settings.seed), "fixed", evaluation

@@ -61,6 +61,7 @@ def _measurer(name: str):
             eps,
             f"{NORM[name]} worst case over {'; '.join(sweep.descriptions[eps])}{budget}; {broken}; "
             f"{attacked_subset(evaluation)}",
+            evaluation,
         )
         attacks = cascade(name, seed=evaluation.settings.seed)
         return attack_params(measurement, attacks, budget_of(name), evaluation)

@@ -117,6 +117,9 @@ def _measure(evaluation: ModelEvaluation, params: dict) -> Measurement:
         f"lower bound of the robust accuracy: certified by {how} in the Linf ball of radius "
         f"{eps:g} (images certified at the next smaller radius only); "
         f"{attacked_subset(evaluation)}",
+        per_example=evaluation.per_example(
+            certified, f"certified:{method}", subset=evaluation.attack_indices
+        ),
     )
 
 

@@ -287,7 +287,10 @@ def _measure_one(evaluation: ModelEvaluation, params: dict) -> Measurement:
     if severity is not None:
         correct, source = corrupted_correct(evaluation, name, int(severity))
         return accuracy_measurement(
-            correct, f"{name} at severity {severity}; {_details(evaluation, source)}"
+            correct,
+            f"{name} at severity {severity}; {_details(evaluation, source)}",
+            # The corrupted images are those of this source (generated: parameters and seed).
+            per_example=evaluation.per_example(correct, f"corrupted:{source}:{name}:{severity}"),
         )
     per_severity = [corrupted_correct(evaluation, name, s)[0] for s in SEVERITIES]
     pooled = torch.cat(per_severity)

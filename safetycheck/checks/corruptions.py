@@ -109,9 +109,11 @@ def _measure_mean(evaluation: ModelEvaluation, params: dict) -> Measurement:
 
 
 def _measure_one(evaluation: ModelEvaluation, params: dict) -> Measurement:
+    correct = corrupted_correct(evaluation, params["corruption"])
     return accuracy_measurement(
-        corrupted_correct(evaluation, params["corruption"]),
+        correct,
         f"corruption {params['corruption']}; {_details(evaluation)}",
+        per_example=evaluation.per_example(correct, f"mnist_c:{params['corruption']}"),
     )
 
 

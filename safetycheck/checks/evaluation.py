@@ -17,6 +17,7 @@ from typing import Any, TypeVar, cast
 import torch
 from torch import nn
 
+from safetycheck.core.per_example import PerExample, images_digest
 from safetycheck.io.data import DataRoot, LabelledImages, resolve_data_root
 from safetycheck.io.models import ModelUnderTest
 from safetycheck.io.predict import predict
@@ -156,6 +157,20 @@ class ModelEvaluation:
         """The rows of a per-test-image tensor (e.g. predictions on a corrupted test set) that
         belong to the evaluated images."""
         return values if self.test_indices is None else values[self.test_indices]
+
+    def per_example(
+        self, correct: torch.Tensor, what: str, subset: torch.Tensor | None = None
+    ) -> PerExample:
+        """``correct`` (one verdict per scored image) with the digest of which images were
+        scored: the evaluated test images (``subset`` None) or ``subset`` of them (the attacked
+        ones), ``what`` naming how they were scored ("test", "attacked", "mnist_c:fog"...)."""
+        index = self.test_indices
+        if index is None:
+            index = torch.arange(len(self.test_set))
+        if subset is not None:
+            index = index[subset]
+        digest = images_digest(self.settings.dataset.name, what, self.settings.seed, index)
+        return PerExample(correct.detach().cpu().bool(), digest, self.settings.seed)
 
     def cached(self, key: str, compute: Callable[[ModelEvaluation], T], announce: bool = True) -> T:
         """The result named ``key``, computed by ``compute(self)`` the first time it is asked for;

@@ -234,6 +234,16 @@ OPTIONS: tuple[Option, ...] = (
         front_ends=(PYTEST,),
     ),
     Option(
+        "baseline-alpha",
+        "family-wise error rate of the paired regression tests against {prefix}baseline, per "
+        "model (McNemar's exact test on the images both runs scored, Holm-corrected over the "
+        "model's checks); in (0, 1), default 0.05.",
+        type=float,
+        default=0.05,
+        metavar="A",
+        front_ends=(PYTEST,),
+    ),
+    Option(
         "update-thresholds",
         "write the measured values (less {prefix}threshold-margin) into the threshold file "
         "({prefix}thresholds, else pyproject.toml), keeping its comments; report the changes.",

@@ -66,6 +66,9 @@ class Measurement:
     # What else shaped the value (an attack family's cascade, budget and device): recorded in the
     # result's params beside the check id's own, without changing the id.
     params: dict = field(default_factory=dict)
+    # For an accuracy-type value: which scored images were right (a PerExample), so that a later
+    # run on the same images can be compared image by image (issue #21's paired test).
+    per_example: Any = None
 
 
 def format_param(value: object) -> str:

@@ -20,6 +20,17 @@ For two independent runs the standard error of the difference is ``sqrt(se1**2 +
 the noise is ``sqrt(h1**2 + h2**2)`` (half-widths of 95% intervals are rescaled to ``z`` by
 ``z / 1.96``). The two runs are rarely independent (same seed, same images), which makes this
 noise conservative: it flags a regression only when it is clearly there.
+
+Paired
+------
+Where both runs recorded per-example results (format 2) on the same images, an accuracy-type
+check is compared image by image instead, with McNemar's exact test on the discordant images
+(:mod:`safetycheck.gate.paired`), one-sided, at the baseline's ``alpha`` Holm-corrected over the
+model's paired checks: a check whose p-value is at most ``alpha / m`` (Holm's first step, ``m``
+the model's paired checks in the baseline) fails as soon as it is measured, and
+:func:`holm_regressions` applies the whole procedure once every check is in (the terminal summary
+and the run's exit status). Where the images differ, or a document has no per-example results,
+the rule above applies, and the comparison says why.
 """
 
 from __future__ import annotations
@@ -30,11 +41,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from safetycheck.core.errors import ConfigError
 from safetycheck.core.stats import Z_95_ROUNDED
+from safetycheck.gate.paired import PairedTest
 
 FORMAT = "safetycheck-results"
-FORMAT_VERSIONS = (1,)
+FORMAT_VERSIONS = (1, 2)  # 2 adds per-example results; 1 is still read, for unpaired comparison
+DEFAULT_ALPHA = 0.05
 _TOLERANCE = 1e-12  # differences this small are floating-point noise, never a regression
 SETTINGS = {  # metadata key -> what a person calls it
     "seed": "seed",
@@ -61,6 +76,8 @@ class Baseline:
     path: Path
     metadata: dict
     records: list[dict]
+    alpha: float = DEFAULT_ALPHA  # family-wise level of the paired tests, per model
+    format_version: int = 1
     _index: dict = field(default_factory=dict, repr=False)
 
     def __post_init__(self):
@@ -69,6 +86,20 @@ class Baseline:
     def lookup(self, model: str, check: str) -> dict | None:
         """The baseline's record of ``check`` for ``model``; None when it was not measured."""
         return self._index.get((model, check))
+
+    def paired_checks(self, model: str) -> int:
+        """How many of ``model``'s measured records carry per-example results: the ``m`` of
+        Holm's correction."""
+        return sum(
+            1 for (name, _), r in self._index.items() if name == model and r.get("per_example")
+        )
+
+    def level(self, model: str) -> float:
+        """The level at which one paired check of ``model`` is judged as soon as it is measured:
+        Holm's first step, ``alpha / m``."""
+        from safetycheck.gate.paired import first_step_level
+
+        return first_step_level(self.alpha, self.paired_checks(model))
 
 
 @dataclass(frozen=True)
@@ -102,6 +133,12 @@ class Comparison:
     check: str = ""
     bound: str = "min"
     compared: bool = True
+    # The paired test, where both runs scored the same images: McNemar's counts and p-value, and
+    # the level it was judged at.
+    paired: PairedTest | None = None
+    level: float | None = None
+
+    noise_images: int = 0  # the paired test's image count
 
     @property
     def improved(self) -> bool:
@@ -113,6 +150,16 @@ class Comparison:
         from the 95% intervals)``."""
         if not self.compared:
             return f"not compared with the baseline: {self.method}"
+        if self.paired is not None and self.value is not None:
+            test = self.paired
+            verdict = "regression vs baseline" if self.regressed else "no regression vs baseline"
+            relation = "<=" if self.level is not None and test.p_value <= self.level else ">"
+            level = "" if self.level is None else f" {relation} {self.level:.3g}"
+            return (
+                f"{verdict}: {self.value:.4f} now vs {self.base_value:.4f}; on the same "
+                f"{self.noise_images} images {test.lost} newly wrong, {test.gained} newly right "
+                f"(McNemar's exact test, one-sided p = {test.p_value:.3g}{level}, {self.method})"
+            )
         if self.value is None:
             return (
                 f"regression vs baseline: no value measured (NaN or missing) where the baseline "
@@ -139,16 +186,22 @@ class Comparison:
         )
 
 
-def load_baseline(path: str | Path) -> Baseline:
-    """Read a results document written by ``--safety-json``.
+def load_baseline(path: str | Path, alpha: float = DEFAULT_ALPHA) -> Baseline:
+    """Read a results document written by ``--safety-json``; ``alpha`` in (0, 1) is the
+    family-wise level of the paired tests (``--safety-baseline-alpha``).
 
     Raises
     ------
     ConfigError
         When the file is missing or unreadable, is not JSON, is not a safetycheck results
-        document, or has a ``format_version`` this version does not read; the message names the
-        file and says to re-run the baseline with ``--safety-json``.
+        document, has a ``format_version`` this version does not read, or a record's per-example
+        results are damaged (a bitmap whose length does not match its count, say); the message
+        names the file, the record and the field, and says to re-run the baseline with
+        ``--safety-json``. Also when ``alpha`` is not in (0, 1).
     """
+    from safetycheck.gate.paired import check_alpha
+
+    alpha = check_alpha(alpha, "--safety-baseline-alpha")
     path = Path(path)
     redo = f"re-run the baseline with this version of safetycheck and --safety-json {path}"
     try:
@@ -190,10 +243,35 @@ def load_baseline(path: str | Path) -> Baseline:
             f'baseline {path} is damaged: "metadata" must be an object and "results" a '
             f'list of records with "model" and "check"; {redo}.'
         )
-    return Baseline(path, metadata, records)
+    from safetycheck.core.per_example import decode
+
+    for record in records:
+        if record.get("per_example") is not None and not record.get("skipped"):
+            where = f"baseline {path}, {record['model']} {record['check']}"
+            try:
+                correct, _ = decode(record["per_example"], where)
+            except ConfigError as exc:
+                raise ConfigError(f"{str(exc).rstrip('.')}; {redo}.") from None
+            n = record.get("n")
+            if isinstance(n, int) and not isinstance(n, bool) and n != len(correct):
+                raise ConfigError(
+                    f"{where}: per_example.count is {len(correct)} but the record's n is {n}; "
+                    f"the file is damaged; {redo}."
+                )
+            value = _number(record.get("value"))
+            share = float(correct.mean()) if len(correct) else None
+            if value is not None and share is not None and abs(value - share) > 1e-9:
+                raise ConfigError(
+                    f"{where}: the value {value:.6g} is not the share of images its "
+                    f"per_example results count as right ({share:.6g}); the file was edited or "
+                    f"damaged; {redo}."
+                )
+    return Baseline(path, metadata, records, alpha=alpha, format_version=int(version))
 
 
-def compare(record: dict, base: dict, z: float = Z_95_ROUNDED) -> Comparison:
+def compare(
+    record: dict, base: dict, z: float = Z_95_ROUNDED, level: float | None = None
+) -> Comparison:
     """Compare a current record with its baseline record.
 
     Parameters
@@ -204,6 +282,10 @@ def compare(record: dict, base: dict, z: float = Z_95_ROUNDED) -> Comparison:
         ``"min"`` (higher is better) or ``"max"`` (lower is better).
     z : float, default=1.96
         The normal quantile of the noise band (1.96: 95%); must be finite and positive.
+    level : float, optional
+        Where both records carry per-example results on the same images, the level of the
+        paired test (McNemar's, one-sided): a regression when its p-value is at most ``level``.
+        None: the unpaired rule only.
 
     Returns
     -------
@@ -239,27 +321,95 @@ def compare(record: dict, base: dict, z: float = Z_95_ROUNDED) -> Comparison:
     if value is None:
         return Comparison(None, base_value, None, 0.0, True, "no value measured", **label)
     difference = base_value - value if bound == "min" else value - base_value
+    pairing, why_not = _pairing(record, base)
+    if pairing is not None and level is not None:
+        from safetycheck.gate.paired import mcnemar_regression
+
+        base_correct, correct = pairing
+        if bound == "max":  # an upper-bounded share: a regression is more images flagged
+            base_correct, correct = ~base_correct, ~correct
+        test = mcnemar_regression(base_correct, correct)
+        return Comparison(
+            value,
+            base_value,
+            difference + 0.0,
+            0.0,
+            test.p_value <= level,
+            "Holm-corrected over the model's paired checks",
+            paired=test,
+            level=level,
+            noise_images=len(correct),
+            **label,
+        )
     h_current, how_current = _half_width(record, value, z)
     h_base, how_base = _half_width(base, base_value, z)
     noise = math.hypot(h_current, h_base)
     method = _method(how_current, how_base)
+    if why_not and level is not None:
+        method += f"; unpaired: {why_not}"
     regressed = difference > noise + _TOLERANCE
     return Comparison(value, base_value, difference + 0.0, noise, regressed, method, **label)
+
+
+def _pairing(record: dict, base: dict) -> tuple[tuple[np.ndarray, np.ndarray] | None, str]:
+    """The two runs' per-example verdicts on the same images, or None and why not ("" where
+    neither run is of a kind that could be paired)."""
+    from safetycheck.core.per_example import decode
+
+    mine, theirs = record.get("per_example"), base.get("per_example")
+    if mine is None and theirs is None:
+        return None, ""
+    if theirs is None:
+        return None, "the baseline has no per-example results (an older format or another check)"
+    if mine is None:
+        return None, "this run has no per-example results for the check"
+    correct, images = decode(mine, f"{record.get('model')} {record.get('check')}")
+    base_correct, base_images = decode(theirs, f"baseline {base.get('model')} {base.get('check')}")
+    if images != base_images or len(correct) != len(base_correct):
+        return None, "the two runs scored different images (another subset, seed or dataset)"
+    return (base_correct, correct), ""
 
 
 def compare_all(
     records: list[dict], baseline: Baseline, z: float = Z_95_ROUNDED
 ) -> list[Comparison]:
-    """:func:`compare` every measured record that the baseline also measured, in record order.
-    Skipped records and checks absent from the baseline are left out."""
+    """:func:`compare` every measured record that the baseline also measured, in record order,
+    the paired ones with Holm's procedure over each model's paired checks
+    (:func:`holm_regressions`). Skipped records and checks absent from the baseline are left
+    out."""
     comparisons = []
     for record in records:
         if record.get("skipped"):
             continue
         base = baseline.lookup(record["model"], record["check"])
         if base is not None:
-            comparisons.append(compare(record, base, z))
-    return comparisons
+            level = baseline.level(record["model"])
+            comparisons.append(compare(record, base, z, level=level))
+    return holm_regressions(comparisons, baseline.alpha)
+
+
+def holm_regressions(comparisons: list[Comparison], alpha: float) -> list[Comparison]:
+    """The comparisons with each model's paired checks judged by Holm's whole step-down procedure
+    at ``alpha`` (each was judged alone at its first step, ``alpha / m``, when measured; Holm may
+    flag more once every p-value is known). Unpaired comparisons are returned as they are."""
+    import dataclasses
+
+    from safetycheck.gate.paired import holm
+
+    judged = list(comparisons)
+    for model in dict.fromkeys(c.model for c in comparisons):
+        paired = [i for i, c in enumerate(comparisons) if c.model == model and c.paired is not None]
+        if not paired:
+            continue
+        rejected = holm([comparisons[i].paired.p_value for i in paired], alpha)  # type: ignore[union-attr]
+        for index, reject in zip(paired, rejected, strict=True):
+            if reject and not judged[index].regressed:
+                judged[index] = dataclasses.replace(
+                    judged[index],
+                    regressed=True,
+                    method="Holm's step-down over the model's paired checks",
+                )
+    return judged
 
 
 def baseline_dataset(baseline: Baseline) -> str:
@@ -402,3 +552,34 @@ def _show(value) -> str:
     if isinstance(value, (list, tuple)):
         return ", ".join(_show(v) for v in value)
     return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def holm_on_records(records: list[dict]) -> list[dict]:
+    """Apply Holm's whole procedure to a run's records, model by model, once every check is in:
+    a paired check that Holm rejects but its first step did not (its record's ``baseline`` has
+    ``p_value`` and ``alpha``) is marked regressed, with the reason. Returns the records newly
+    marked (the run then fails)."""
+    from safetycheck.gate.paired import holm
+
+    newly = []
+    for model in dict.fromkeys(r.get("model") for r in records):
+        paired = [
+            r
+            for r in records
+            if r.get("model") == model and (r.get("baseline") or {}).get("p_value") is not None
+        ]
+        if not paired:
+            continue
+        alpha = float(paired[0]["baseline"]["alpha"])
+        rejected = holm([float(r["baseline"]["p_value"]) for r in paired], alpha)
+        for record, reject in zip(paired, rejected, strict=True):
+            base = record["baseline"]
+            if reject and not base["regressed"]:
+                base["regressed"] = True
+                base["message"] = (
+                    f"regression vs baseline by Holm's step-down at {alpha:g} over the "
+                    f"{len(paired)} paired checks of {model}: {base['lost']} images newly wrong, "
+                    f"{base['gained']} newly right, one-sided p = {float(base['p_value']):.3g}"
+                )
+                newly.append(record)
+    return newly

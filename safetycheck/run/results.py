@@ -3,7 +3,7 @@
 The JSON shape is stable: later versions add keys, never remove or rename them::
 
     {
-      "format": "safetycheck-results", "format_version": 1,
+      "format": "safetycheck-results", "format_version": 2,
       "metadata": {...versions, device, seed, data root, models...},
       "results": [
         {"model": "lenet", "check": "pgd_linf[eps=0.1]", "params": {"eps": 0.1},
@@ -29,7 +29,7 @@ from safetycheck.core.files import write_atomic
 if TYPE_CHECKING:
     from safetycheck.io.profiles import DatasetProfile
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: records may carry per_example (safetycheck.core.per_example)
 
 
 @dataclass(frozen=True)
@@ -52,6 +52,8 @@ class CheckResult:
     skipped: str | None = None  # why the check could not be measured (value is then NaN)
     baseline: dict | None = None  # the comparison with --safety-baseline, when one was given
     dataset: str = "mnist"  # the dataset profile the check was measured on
+    # Which scored images were right, for accuracy-type checks (PerExample.encode()'s form).
+    per_example: dict | None = None
 
     def record(self) -> dict:
         record = asdict(self)

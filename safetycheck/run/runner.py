@@ -50,6 +50,7 @@ def run_check(
         details=measurement.details,
         ci=measurement.ci,
         artifacts=measurement.artifacts,
+        per_example=None if measurement.per_example is None else measurement.per_example.encode(),
         **common,
     )
     if baseline is None:
@@ -65,8 +66,8 @@ def baseline_comparison(record: dict, baseline) -> dict:
     base = baseline.lookup(record["model"], record["check"])
     if base is None:
         return {"value": None, "regressed": False, "message": "not in the baseline"}
-    comparison = compare_to_baseline(record, base)
-    return {
+    comparison = compare_to_baseline(record, base, level=baseline.level(record["model"]))
+    compared = {
         "value": comparison.base_value,
         "regressed": comparison.regressed,
         "noise": comparison.noise,
@@ -74,3 +75,13 @@ def baseline_comparison(record: dict, baseline) -> dict:
         "method": comparison.method,
         "message": comparison.describe(),
     }
+    if comparison.paired is not None:
+        compared.update(
+            paired=True,
+            lost=comparison.paired.lost,
+            gained=comparison.paired.gained,
+            p_value=comparison.paired.p_value,
+            level=comparison.level,
+            alpha=baseline.alpha,
+        )
+    return compared

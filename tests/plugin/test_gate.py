@@ -76,6 +76,9 @@ def test_baseline_regression_fails_with_both_values(pytester, tiny):
     for record in document["results"]:
         if record["check"] == "clean_accuracy":
             record["value"], record["ci"] = 0.9, [0.894, 0.906]  # a much better past model
+            # Its images' verdicts would contradict that value (a damaged file: refused); as a
+            # record of the older format, without them, it is compared by the unpaired rule.
+            del record["per_example"]
     (pytester.path / "base.json").write_text(json.dumps(document))
     result = run(
         pytester,

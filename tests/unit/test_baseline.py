@@ -99,8 +99,28 @@ def test_load_and_lookup(tmp_path):
             "is not a safetycheck results document",
         ),
         (
-            document([], format_version=2),
-            "format_version 2, which this version of safetycheck does not read",
+            document([], format_version=3),
+            "format_version 3, which this version of safetycheck does not read (it reads 1, 2)",
+        ),
+        (
+            document([record(per_example={"count": 20, "correct": "AAA=", "images": "ab"})]),
+            "lenet pgd_linf[eps=0.1]: per_example.correct holds 16 bits for a count of 20",
+        ),
+        (
+            document([record(per_example={"count": 8, "correct": "@@", "images": "ab"})]),
+            "per_example.correct is not valid base64",
+        ),
+        (
+            document([record(per_example={"count": 8, "correct": "AA==", "images": "ab"})]),
+            "per_example.count is 8 but the record's n is 1000",
+        ),
+        (
+            document([record(n=4, per_example={"count": 4, "correct": "/w==", "images": "ab"})]),
+            "has bits set past its count of 4",
+        ),
+        (
+            document([record(per_example={"count": -1, "correct": "", "images": "ab"})]),
+            "per_example.count must be a non-negative integer",
         ),
         (document([], format_version="1"), "format_version '1'"),
         (document([], format_version=True), "format_version True"),
