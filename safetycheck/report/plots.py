@@ -630,8 +630,13 @@ def ood_section(records: list[dict], styles: dict[str, tuple[str, str]]) -> str:
         "ood",
         "Out-of-distribution detection: ROC curves",
         "MNIST test images are the positives (in-distribution), the named set the "
-        "negatives; one chart per OOD set and score. The dashed diagonal is chance; a marker "
-        "shows the operating point at 95% TPR (ood_fpr95) and the legend its score threshold.",
+        "negatives; one chart per OOD set and score. The dashed diagonal is chance"
+        + (
+            "; a marker shows the operating point at 95% TPR (ood_fpr95) and the legend its "
+            "score threshold."
+            if points_at_95
+            else "."
+        ),
         '<div class="plots">' + "".join(charts) + "</div>" + note,
     )
 

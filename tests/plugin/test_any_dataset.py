@@ -32,6 +32,7 @@ corruptions_mean = 0.0
 corruptions = 0.0
 corruptions_drop = 1.0
 ood_auroc = 0.0
+ood_fpr95 = 1.0
 attack_trust = 0.0
 attack_invariants = 0.0
 """
@@ -112,8 +113,8 @@ def assert_every_family_ran(document: dict, dataset: str, common_corruptions: bo
     families = {r["family"] for r in records}
     assert families >= {
         "clean_accuracy", "pgd_linf", "fgsm", "calibration", "mnist_c_mean", "mnist_c",
-        "mnist_c_drop", "ood_auroc", "attack_trust", "attack_invariants", "corruptions_mean",
-        "corruptions", "corruptions_drop",
+        "mnist_c_drop", "ood_auroc", "ood_fpr95", "attack_trust", "attack_invariants",
+        "corruptions_mean", "corruptions", "corruptions_drop",
     }  # fmt: skip
     not_applicable = [r for r in records if r["family"].startswith("mnist_c")]
     common = [r for r in records if r["family"].startswith("corruptions")]
