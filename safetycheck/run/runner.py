@@ -74,10 +74,10 @@ def baseline_comparison(record: dict, baseline) -> dict:
         "difference": comparison.difference,
         "method": comparison.method,
         "message": comparison.describe(),
+        "paired": comparison.paired is not None,
     }
     if comparison.paired is not None:
         compared.update(
-            paired=True,
             lost=comparison.paired.lost,
             gained=comparison.paired.gained,
             p_value=comparison.paired.p_value,
