@@ -5,9 +5,10 @@ import math
 
 from safetycheck.checks.evaluation import ModelEvaluation
 from safetycheck.core.registry import CheckFamily, Measurement
+from safetycheck.core.sequential import confidence_sequence, sequential_verdict
 from safetycheck.core.stats import wilson_interval
 from safetycheck.measures.attacks.pgd import PGD
-from safetycheck.measures.robustness import SweepResult, robust_accuracy_sweep
+from safetycheck.measures.robustness import StopRule, SweepResult, robust_accuracy_sweep
 
 
 def attack_sweep(
@@ -19,17 +20,59 @@ def attack_sweep(
 
     def run(ev: ModelEvaluation) -> SweepResult:
         index = ev.attack_indices
+        radii = ev.settings.epsilons if epsilons is None else epsilons
         return robust_accuracy_sweep(
             ev.attack_model,
             ev.test_set.images[index].to(ev.settings.device),
             ev.test_set.labels[index].to(ev.settings.device),
-            ev.settings.epsilons if epsilons is None else epsilons,
+            radii,
             attacks,
             clean_correct=ev.clean_correct[index],
             batch_size=ev.settings.batch_size,
+            stop=early_stop_rule(ev, key, radii),
+            block=ev.settings.early_stop_block,
         )
 
     return evaluation.sweep(key, run)
+
+
+def early_stop_rule(evaluation: ModelEvaluation, family_name: str, epsilons) -> StopRule | None:
+    """The sweep's stopping rule under ``--safety-early-stop``: stop once, at every epsilon, the
+    anytime-valid confidence sequence of the robust accuracy (:mod:`safetycheck.core.sequential`)
+    lies wholly on one side of that check's threshold. None where early stopping is off or the
+    thresholds are unknown (a study run)."""
+    alpha, threshold_of = evaluation.settings.early_stop_alpha, evaluation.threshold_of
+    if alpha is None or threshold_of is None:
+        return None
+    from safetycheck.checks import families
+
+    family = families().get(family_name)
+    if family is None:
+        return None
+    thresholds = {}
+    for eps in sorted(set(float(e) for e in epsilons)):
+        threshold = threshold_of(family_name, family.check_id({"eps": eps}))
+        if threshold is None or not math.isfinite(threshold):
+            return None  # a check without a threshold has no verdict to wait for
+        thresholds[eps] = threshold
+
+    def stop(sweep: SweepResult) -> str | None:
+        verdicts = {}
+        for eps, threshold in thresholds.items():
+            robust = int(sweep.robust[eps].sum())
+            verdict = sequential_verdict(robust, sweep.n, threshold, family.bound, alpha)
+            if verdict is None:
+                return None
+            low, high = confidence_sequence(robust, sweep.n, alpha)
+            side = "above" if (verdict == "pass") == (family.bound == "min") else "below"
+            verdicts[eps] = f"eps {eps:g}: [{low:.3f}, {high:.3f}] {side} {threshold:g}, {verdict}"
+        return (
+            f"stopped early after {sweep.n} of {sweep.planned} images: every epsilon's "
+            f"{1 - alpha:.0%} confidence sequence lies on one side of its threshold "
+            f"({'; '.join(verdicts.values())}; --safety-early-stop)"
+        )
+
+    return stop
 
 
 def pgd_sweep(evaluation: ModelEvaluation, norm: str) -> SweepResult:
@@ -53,14 +96,20 @@ def sweep_measurement(
     per_example = None
     if evaluation is not None:
         per_example = evaluation.per_example(
-            sweep.robust[eps], "attacked", subset=evaluation.attack_indices
+            sweep.robust[eps], "attacked", subset=evaluation.attack_indices[: sweep.n]
         )
+    artifacts: dict = {
+        "broken_by": {name: int(count) for name, count in sweep.broken_by[eps].items()}
+    }
+    if sweep.stopped:
+        details = f"{details}; {sweep.stopped}"
+        artifacts["early_stop"] = {"images": sweep.n, "planned": sweep.planned}
     return Measurement(
         sweep.accuracy(eps),
         sweep.n,
         details,
         ci=wilson_interval(robust, sweep.n),
-        artifacts={"broken_by": {name: int(count) for name, count in sweep.broken_by[eps].items()}},
+        artifacts=artifacts,
         per_example=per_example,
     )
 

@@ -87,9 +87,10 @@ def _check_soundness(evaluation: ModelEvaluation, eps: float, certified: torch.T
     """Raise if an attack of this run broke an image certified at ``eps``."""
     for key, sweep in evaluation.computed("sweep:").items():
         robust = getattr(sweep, "robust", {}).get(eps)
-        if robust is None or len(robust) != len(certified):
+        if robust is None or len(robust) > len(certified):
             continue
-        broken = certified & ~robust.cpu()
+        # an early-stopped sweep attacked a prefix of the same images
+        broken = certified[: len(robust)] & ~robust.cpu()
         if bool(broken.any()):
             raise SafetyCheckError(
                 f"{evaluation.mut.name}: {int(broken.sum())} image(s) certified robust at "

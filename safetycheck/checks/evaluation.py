@@ -54,6 +54,10 @@ class RunSettings:
     # The baseline model's errors that mCE normalises by (--safety-corruption-baseline), a
     # safetycheck.checks.common_corruptions.CorruptionBaseline; None: no mCE checks.
     corruption_baseline: Any = None
+    # Attack sweeps stop once every epsilon's verdict is known at this level (--safety-early-stop;
+    # safetycheck.core.sequential), attacking blocks of early_stop_block images; None: never.
+    early_stop_alpha: float | None = None
+    early_stop_block: int = 100
 
 
 class ModelEvaluation:
@@ -72,6 +76,9 @@ class ModelEvaluation:
         self.model = mut.module.to(settings.device)
         self.progress = progress
         self._cache: dict[str, object] = {}
+        # The gate's threshold of a check, ``threshold_of(family, check_id)`` (None: unknown), set
+        # by whoever judges the checks; early stopping needs it, and stops nothing without it.
+        self.threshold_of: Callable[[str, str], float | None] | None = None
 
     @cached_property
     def attack_model(self) -> nn.Module:

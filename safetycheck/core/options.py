@@ -165,6 +165,27 @@ OPTIONS: tuple[Option, ...] = (
         engine=True,
     ),
     Option(
+        "early-stop",
+        "stop an attack sweep once every epsilon's verdict is known: the images are attacked in "
+        "blocks of 100, in the seeded order, until an anytime-valid confidence sequence of each "
+        "robust accuracy lies wholly on one side of its threshold; on, off, or auto (the "
+        "default: on under {prefix}samples, off for the full gate).",
+        default="auto",
+        choices=("auto", "on", "off"),
+        front_ends=(PYTEST,),
+        engine=True,
+    ),
+    Option(
+        "early-stop-alpha",
+        "error rate of {prefix}early-stop: the chance that a sweep stops with a verdict the "
+        "whole sweep would reverse, per check; in (0, 1), default 0.01.",
+        type=float,
+        default=0.01,
+        metavar="A",
+        front_ends=(PYTEST,),
+        engine=True,
+    ),
+    Option(
         "attack-samples",
         "MNIST test images attacked per sweep, a seeded random subset (default 1000, or the "
         "threshold file's attack_samples; under {prefix}samples N, at most N/2 unless given here).",

@@ -26,7 +26,9 @@ AttackFactory = Callable[[float], Callable[[nn.Module, torch.Tensor, torch.Tenso
 @dataclass
 class SweepResult:
     """``robust[eps]``: (N,) bool per sample; ``broken_by[eps]``: how many samples each attack broke
-    first at that eps; ``descriptions``: each attack's parameters at each eps, for reports."""
+    first at that eps; ``descriptions``: each attack's parameters at each eps, for reports.
+    ``stopped``: why a sweep with a stopping rule ended before its last image (None: it scored
+    every one); ``planned``: how many images it was given (``n`` were scored, a prefix)."""
 
     epsilons: list[float]
     clean_correct: torch.Tensor
@@ -34,6 +36,8 @@ class SweepResult:
     broken_by: dict[float, dict[str, int]] = field(default_factory=dict)
     descriptions: dict[float, list[str]] = field(default_factory=dict)
     forward_passes: int = 0
+    stopped: str | None = None
+    planned: int | None = None
 
     @property
     def n(self) -> int:
@@ -41,6 +45,9 @@ class SweepResult:
 
     def accuracy(self, eps: float) -> float:
         return int(self.robust[eps].sum()) / self.n if self.n else float("nan")
+
+
+StopRule = Callable[[SweepResult], "str | None"]
 
 
 def robust_accuracy_sweep(
@@ -51,6 +58,8 @@ def robust_accuracy_sweep(
     attacks: Sequence[tuple[str, AttackFactory]],
     clean_correct: torch.Tensor | None = None,
     batch_size: int = 500,
+    stop: StopRule | None = None,
+    block: int = 100,
 ) -> SweepResult:
     """Run the attack cascade over the epsilons.
 
@@ -61,37 +70,74 @@ def robust_accuracy_sweep(
         attacks: ``(name, factory)`` pairs, cheapest first; ``factory(eps)`` returns an attack.
         clean_correct: (N,) bool if already known (saves a forward pass), else computed.
         batch_size: images per attack call, bounding memory.
+        stop: a stopping rule: the images are then swept in blocks of ``block`` (in order, so the
+            images scored are always a prefix), and after each block ``stop`` is given the sweep so
+            far; a reason (a string) ends the sweep there, with ``stopped`` set to it. None: one
+            pass over every image.
     """
     if not attacks:
         raise ConfigError("the attack cascade is empty; configure at least one attack.")
     if any(not isinstance(e, (int, float)) or e < 0 for e in epsilons):
         raise ConfigError(f"epsilons must be non-negative numbers; got {list(epsilons)}.")
+    if isinstance(block, bool) or not isinstance(block, int) or block < 1:
+        raise ConfigError(f"the early-stopping block must be a positive integer; got {block!r}.")
     epsilons = sorted(set(float(e) for e in epsilons))
     if clean_correct is None:
         clean_correct = _clean_correct(model, images, labels, batch_size)
     clean_correct = clean_correct.cpu()
-    result = SweepResult(epsilons=epsilons, clean_correct=clean_correct)
-    survivors = clean_correct.clone()
+    planned = len(clean_correct)
+    result = SweepResult(epsilons=epsilons, clean_correct=clean_correct[:0], planned=planned)
     for eps in epsilons:
-        result.broken_by[eps] = {}
+        result.broken_by[eps] = {name: 0 for name, _ in attacks}
         result.descriptions[eps] = []
+        result.robust[eps] = torch.zeros(0, dtype=torch.bool)
+    step = planned if stop is None else block
+    for first in range(0, max(planned, 1), max(step, 1)):
+        part = slice(first, min(first + step, planned))
+        robust = _sweep_images(model, images[part], labels[part], clean_correct[part], attacks,
+                               result, batch_size)  # fmt: skip
+        result.clean_correct = clean_correct[: part.stop]
+        for eps in epsilons:
+            result.robust[eps] = torch.cat([result.robust[eps], robust[eps]])
+        if stop is not None and part.stop < planned:
+            reason = stop(result)
+            if reason:
+                result.stopped = reason
+                break
+    return result
+
+
+def _sweep_images(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    clean_correct: torch.Tensor,
+    attacks: Sequence[tuple[str, AttackFactory]],
+    result: SweepResult,
+    batch_size: int,
+) -> dict[float, torch.Tensor]:
+    """One pass of the sweep over ``images`` (a block of the whole): each image's robustness at
+    each eps; the attack counts and forward passes are added to ``result``."""
+    survivors = clean_correct.clone()
+    robust = {}
+    for eps in result.epsilons:
+        describe = not result.descriptions[eps]
         for name, factory in attacks:
             attack = factory(eps)
-            result.descriptions[eps].append(
-                attack.describe() if hasattr(attack, "describe") else name
-            )
+            if describe:
+                result.descriptions[eps].append(
+                    attack.describe() if hasattr(attack, "describe") else name
+                )
             index = survivors.nonzero().squeeze(1)
-            broken = 0
             for start in range(0, len(index), batch_size):
                 chunk = index[start : start + batch_size]
                 outcome = attack(model, images[chunk], labels[chunk])
                 result.forward_passes += outcome.forward_passes
                 fooled = outcome.fooled.cpu()
                 survivors[chunk[fooled]] = False
-                broken += int(fooled.sum())
-            result.broken_by[eps][name] = broken
-        result.robust[eps] = survivors.clone()
-    return result
+                result.broken_by[eps][name] += int(fooled.sum())
+        robust[eps] = survivors.clone()
+    return robust
 
 
 def _clean_correct(

@@ -126,6 +126,13 @@ def run_metadata(settings, models: list) -> dict:
         # None: whole test sets; N: every family saw a stratified, seeded subset of N MNIST test
         # images.
         "samples": settings.samples,
+        # None: every attack sweep attacked all its images; else --safety-early-stop's level and
+        # block (each stopped record says where and why in its details).
+        "early_stop": (
+            None
+            if getattr(settings, "early_stop_alpha", None) is None
+            else {"alpha": settings.early_stop_alpha, "block": settings.early_stop_block}
+        ),
         "epsilons": list(settings.epsilons),
         "data_root": str(settings.data_root.path),
         "data_root_source": settings.data_root.source,

@@ -23,6 +23,10 @@ def run_check(
     family, model = planned.family, evaluation.mut.name
     dataset = evaluation.settings.dataset.name
     threshold = file_config.threshold(model, family.name, planned.id, dataset)
+    if evaluation.threshold_of is None:
+        evaluation.threshold_of = lambda family_name, check_id: (
+            file_config.threshold(model, family_name, check_id, dataset).value
+        )
     common: dict[str, Any] = dict(
         model=model,
         check=planned.id,

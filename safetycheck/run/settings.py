@@ -7,6 +7,7 @@ Shared by the pytest plugin (``--safety-samples``...) and ``safetycheck study`` 
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,6 +43,8 @@ class Options:
     precision: str = option_default("precision")
     channels_last: bool = option_default("channels_last")
     compile: bool = option_default("compile")
+    early_stop: str = option_default("early_stop")
+    early_stop_alpha: float = option_default("early_stop_alpha")
 
 
 def build_settings(
@@ -96,7 +99,30 @@ def build_settings(
         ood=_ood(dataset, file_config),
         checks=_families(options.checks, prefix) or tuple(file_config.settings.get("checks", ())),
         corruption_baseline=_corruption_baseline(options.corruption_baseline, dataset),
+        early_stop_alpha=_early_stop(options, samples, prefix),
     )
+
+
+def _early_stop(options: Options, samples: int | None, prefix: str) -> float | None:
+    """The early-stopping level, or None where sweeps run every image: ``auto`` stops early in
+    quick mode (``samples``) only."""
+    if options.early_stop not in ("auto", "on", "off"):
+        raise ConfigError(
+            f"{prefix}early-stop must be auto, on or off; got {options.early_stop!r}."
+        )
+    alpha = options.early_stop_alpha
+    if (
+        isinstance(alpha, bool)
+        or not isinstance(alpha, (int, float))
+        or not math.isfinite(alpha)
+        or not 0.0 < alpha < 1.0
+    ):
+        raise ConfigError(
+            f"{prefix}early-stop-alpha must be a number strictly between 0 and 1 (e.g. 0.01); "
+            f"got {alpha!r}."
+        )
+    on = options.early_stop == "on" or (options.early_stop == "auto" and samples is not None)
+    return float(alpha) if on else None
 
 
 def _corruption_baseline(path: str | None, dataset: DatasetProfile):
