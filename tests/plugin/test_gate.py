@@ -330,3 +330,46 @@ def test_an_unknown_precision_is_a_usage_error(pytester, tiny):
     result = pytester.runpytest(tiny, "--safety-precision=bf8", *QUIET)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*--safety-precision*invalid choice*bf8*"])
+
+
+def early_stop_run(pytester, *args):
+    return pytester.runpytest(
+        "--safety-model=tiny.py",
+        "--safety-checks=pgd_linf",
+        "--safety-eps=0.1,0.3",
+        "--safety-samples=600",
+        "--safety-json=r.json",
+        *args,
+        *QUIET,
+    )
+
+
+def test_quick_mode_stops_a_sweep_once_every_verdict_is_known_and_says_where(pytester, tiny):
+    """The untrained model's robust accuracy is near 0 against the default bounds of 0.5: after
+    the first block of 100 of the 300 attacked images both verdicts are known (fail)."""
+    result = early_stop_run(pytester)
+    result.assert_outcomes(failed=2)
+    document = json.loads((pytester.path / "r.json").read_text())
+    assert document["metadata"]["early_stop"] == {"alpha": 0.01, "block": 100}
+    for record in document["results"]:
+        assert record["n"] == 100 and not record["passed"]
+        assert "stopped early after 100 of 300 images" in record["details"]
+        assert "99% confidence sequence" in record["details"]
+        assert record["artifacts"]["early_stop"] == {"images": 100, "planned": 300}
+        assert record["per_example"]["count"] == 100
+    full = early_stop_run(pytester, "--safety-early-stop=off")
+    full.assert_outcomes(failed=2)
+    document = json.loads((pytester.path / "r.json").read_text())
+    assert document["metadata"]["early_stop"] is None
+    assert all(r["n"] == 300 and "stopped" not in r["details"] for r in document["results"])
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        ("--safety-early-stop-alpha=0", "--safety-early-stop-alpha must be a number strictly"),
+        ("--safety-early-stop-alpha=1.5", "--safety-early-stop-alpha must be a number strictly"),
+    ],
+)
+def test_a_bad_early_stop_setting_is_a_usage_error(pytester, tiny, option, message):
+    assert message in usage_error(pytester, tiny, option, "--safety-samples=100")
