@@ -56,21 +56,21 @@ def early_stop_rule(evaluation: ModelEvaluation, family_name: str, epsilons) -> 
             return None  # a check without a threshold has no verdict to wait for
         thresholds[eps] = threshold
 
-    def stop(sweep: SweepResult) -> str | None:
-        verdicts = {}
+    def stop(sweep: SweepResult) -> dict[float, str]:
+        known = {}
         for eps, threshold in thresholds.items():
-            robust = int(sweep.robust[eps].sum())
-            verdict = sequential_verdict(robust, sweep.n, threshold, family.bound, alpha)
+            scored, robust = sweep.scored(eps), int(sweep.robust[eps].sum())
+            verdict = sequential_verdict(robust, scored, threshold, family.bound, alpha)
             if verdict is None:
-                return None
-            low, high = confidence_sequence(robust, sweep.n, alpha)
+                continue
+            low, high = confidence_sequence(robust, scored, alpha)
             side = "above" if (verdict == "pass") == (family.bound == "min") else "below"
-            verdicts[eps] = f"eps {eps:g}: [{low:.3f}, {high:.3f}] {side} {threshold:g}, {verdict}"
-        return (
-            f"stopped early after {sweep.n} of {sweep.planned} images: every epsilon's "
-            f"{1 - alpha:.0%} confidence sequence lies on one side of its threshold "
-            f"({'; '.join(verdicts.values())}; --safety-early-stop)"
-        )
+            known[eps] = (
+                f"stopped early after {scored} of {sweep.planned} images: the robust accuracy's "
+                f"{1 - alpha:.0%} confidence sequence [{low:.3f}, {high:.3f}] lies {side} the "
+                f"threshold {threshold:g} ({verdict}; --safety-early-stop)"
+            )
+        return known
 
     return stop
 
@@ -92,23 +92,23 @@ def sweep_measurement(
     """Robust accuracy at ``eps`` with its Wilson interval; the artifacts say which attack of the
     cascade broke how many images there, for the reports. With ``evaluation``, the record gets
     each attacked image's verdict (per-example results)."""
-    robust = int(sweep.robust[eps].sum())
+    robust, scored = int(sweep.robust[eps].sum()), sweep.scored(eps)
     per_example = None
     if evaluation is not None:
         per_example = evaluation.per_example(
-            sweep.robust[eps], "attacked", subset=evaluation.attack_indices[: sweep.n]
+            sweep.robust[eps], "attacked", subset=evaluation.attack_indices[:scored]
         )
     artifacts: dict = {
         "broken_by": {name: int(count) for name, count in sweep.broken_by[eps].items()}
     }
-    if sweep.stopped:
-        details = f"{details}; {sweep.stopped}"
-        artifacts["early_stop"] = {"images": sweep.n, "planned": sweep.planned}
+    if eps in sweep.stopped:
+        details = f"{details}; {sweep.stopped[eps]}"
+        artifacts["early_stop"] = {"images": scored, "planned": sweep.planned}
     return Measurement(
         sweep.accuracy(eps),
-        sweep.n,
+        scored,
         details,
-        ci=wilson_interval(robust, sweep.n),
+        ci=wilson_interval(robust, scored),
         artifacts=artifacts,
         per_example=per_example,
     )

@@ -27,8 +27,9 @@ AttackFactory = Callable[[float], Callable[[nn.Module, torch.Tensor, torch.Tenso
 class SweepResult:
     """``robust[eps]``: (N,) bool per sample; ``broken_by[eps]``: how many samples each attack broke
     first at that eps; ``descriptions``: each attack's parameters at each eps, for reports.
-    ``stopped``: why a sweep with a stopping rule ended before its last image (None: it scored
-    every one); ``planned``: how many images it was given (``n`` were scored, a prefix)."""
+    ``stopped``: for each eps whose attacks a stopping rule ended before the last image, why;
+    ``planned``: how many images the sweep was given. Each eps scored a prefix of them,
+    ``len(robust[eps])`` images; ``n`` is the longest prefix (the smallest eps's)."""
 
     epsilons: list[float]
     clean_correct: torch.Tensor
@@ -36,18 +37,24 @@ class SweepResult:
     broken_by: dict[float, dict[str, int]] = field(default_factory=dict)
     descriptions: dict[float, list[str]] = field(default_factory=dict)
     forward_passes: int = 0
-    stopped: str | None = None
+    stopped: dict[float, str] = field(default_factory=dict)
     planned: int | None = None
 
     @property
     def n(self) -> int:
         return int(self.clean_correct.numel())
 
+    def scored(self, eps: float) -> int:
+        """How many images were scored at ``eps`` (fewer than ``n`` where it stopped early)."""
+        return int(self.robust[eps].numel())
+
     def accuracy(self, eps: float) -> float:
-        return int(self.robust[eps].sum()) / self.n if self.n else float("nan")
+        scored = self.scored(eps)
+        return int(self.robust[eps].sum()) / scored if scored else float("nan")
 
 
-StopRule = Callable[[SweepResult], "str | None"]
+# Given the sweep so far, the epsilons whose verdicts are known, each with the reason.
+StopRule = Callable[[SweepResult], dict[float, str]]
 
 
 def robust_accuracy_sweep(
@@ -72,8 +79,10 @@ def robust_accuracy_sweep(
         batch_size: images per attack call, bounding memory.
         stop: a stopping rule: the images are then swept in blocks of ``block`` (in order, so the
             images scored are always a prefix), and after each block ``stop`` is given the sweep so
-            far; a reason (a string) ends the sweep there, with ``stopped`` set to it. None: one
-            pass over every image.
+            far and names the epsilons whose verdicts are known. The largest epsilons stop being
+            attacked once they and every larger one are known (a smaller one is still needed: an
+            image it breaks is broken at every larger one), and the sweep ends once all are;
+            ``stopped`` records each reason. None: one pass over every image.
     """
     if not attacks:
         raise ConfigError("the attack cascade is empty; configure at least one attack.")
@@ -94,15 +103,19 @@ def robust_accuracy_sweep(
     step = planned if stop is None else block
     for first in range(0, max(planned, 1), max(step, 1)):
         part = slice(first, min(first + step, planned))
+        active = [eps for eps in epsilons if eps not in result.stopped]
         robust = _sweep_images(model, images[part], labels[part], clean_correct[part], attacks,
-                               result, batch_size)  # fmt: skip
+                               active, result, batch_size)  # fmt: skip
         result.clean_correct = clean_correct[: part.stop]
-        for eps in epsilons:
+        for eps in active:
             result.robust[eps] = torch.cat([result.robust[eps], robust[eps]])
         if stop is not None and part.stop < planned:
-            reason = stop(result)
-            if reason:
-                result.stopped = reason
+            known = stop(result)
+            for eps in reversed(active):
+                if eps not in known:
+                    break
+                result.stopped[eps] = known[eps]
+            if len(result.stopped) == len(epsilons):
                 break
     return result
 
@@ -113,14 +126,16 @@ def _sweep_images(
     labels: torch.Tensor,
     clean_correct: torch.Tensor,
     attacks: Sequence[tuple[str, AttackFactory]],
+    epsilons: Sequence[float],
     result: SweepResult,
     batch_size: int,
 ) -> dict[float, torch.Tensor]:
-    """One pass of the sweep over ``images`` (a block of the whole): each image's robustness at
-    each eps; the attack counts and forward passes are added to ``result``."""
+    """One pass of the sweep over ``images`` (a block of the whole) at ``epsilons`` (ascending):
+    each image's robustness at each; the attack counts and forward passes are added to
+    ``result``."""
     survivors = clean_correct.clone()
     robust = {}
-    for eps in result.epsilons:
+    for eps in epsilons:
         describe = not result.descriptions[eps]
         for name, factory in attacks:
             attack = factory(eps)

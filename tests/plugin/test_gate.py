@@ -354,7 +354,10 @@ def test_quick_mode_stops_a_sweep_once_every_verdict_is_known_and_says_where(pyt
     for record in document["results"]:
         assert record["n"] == 100 and not record["passed"]
         assert "stopped early after 100 of 300 images" in record["details"]
-        assert "99% confidence sequence" in record["details"]
+        assert (
+            "99% confidence sequence" in record["details"]
+            and "below the threshold 0.5" in (record["details"])
+        )
         assert record["artifacts"]["early_stop"] == {"images": 100, "planned": 300}
         assert record["per_example"]["count"] == 100
     full = early_stop_run(pytester, "--safety-early-stop=off")

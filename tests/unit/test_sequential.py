@@ -126,24 +126,34 @@ def test_a_sweep_with_a_stopping_rule_scores_a_prefix_and_says_why():
     labels = model(images).argmax(1)  # every image clean-correct
     attacks = [("fgsm", lambda eps: FGSM(eps=eps))]
     full = robust_accuracy_sweep(model, images, labels, [0.01, 0.3], attacks)
-    assert full.stopped is None and full.n == 250 and full.planned == 250
+    assert full.stopped == {} and full.n == 250 and full.planned == 250
     seen = []
 
     def stop(sweep):
         seen.append(sweep.n)
-        return "enough" if sweep.n >= 200 else None
+        return {0.01: "enough", 0.3: "enough"} if sweep.n >= 200 else {}
 
     early = robust_accuracy_sweep(model, images, labels, [0.01, 0.3], attacks, stop=stop, block=100)
-    assert seen == [100, 200] and early.stopped == "enough"
-    assert early.n == 200 and early.planned == 250 and len(early.robust[0.3]) == 200
-    # FGSM is deterministic per image: the prefix's verdicts are the full sweep's
+    assert seen == [100, 200] and early.stopped == {0.01: "enough", 0.3: "enough"}
+    assert early.n == 200 and early.planned == 250 and early.scored(0.3) == 200
     broken = 0  # broken_by counts the images first broken at each eps
     for eps in (0.01, 0.3):
         assert torch.equal(early.robust[eps], full.robust[eps][:200])
         broken += sum(early.broken_by[eps].values())
         assert broken == int((~early.robust[eps]).sum())
-    never = robust_accuracy_sweep(
-        model, images, labels, [0.01, 0.3], attacks, stop=lambda s: None, block=100
+        assert early.accuracy(eps) == int(full.robust[eps][:200].sum()) / 200
+    # The largest eps stops alone once known; a smaller one never stops before the larger ones
+    # (its survivors are the larger ones' candidates).
+    top = robust_accuracy_sweep(
+        model, images, labels, [0.01, 0.3], attacks, stop=lambda s: {0.3: "known"}, block=100
     )
-    assert never.stopped is None and never.n == 250
+    assert top.stopped == {0.3: "known"} and (top.scored(0.3), top.scored(0.01)) == (100, 250)
+    bottom = robust_accuracy_sweep(
+        model, images, labels, [0.01, 0.3], attacks, stop=lambda s: {0.01: "known"}, block=100
+    )
+    assert bottom.stopped == {} and bottom.scored(0.01) == bottom.scored(0.3) == 250
+    never = robust_accuracy_sweep(
+        model, images, labels, [0.01, 0.3], attacks, stop=lambda s: {}, block=100
+    )
+    assert never.stopped == {} and never.n == 250
     assert all(torch.equal(never.robust[e], full.robust[e]) for e in (0.01, 0.3))
