@@ -124,9 +124,10 @@ def pytest_collection_modifyitems(
         file_config = load_threshold_config(config)
         run.settings = settings = run_settings(config, file_config, _fixture_dataset(config, run))
         if run.outputs is not None and run.outputs.baseline is not None:
-            from safetycheck.gate.baseline import refuse_other_dataset
+            from safetycheck.gate.baseline import refuse_other_dataset, refuse_other_models
 
             refuse_other_dataset(run.outputs.baseline, settings.dataset.name)
+            refuse_other_models(run.outputs.baseline, [model.name for model in models])
         for model in models:
             check_contract(
                 model,

@@ -430,6 +430,18 @@ def refuse_other_dataset(baseline: Baseline, dataset: str) -> None:
         )
 
 
+def refuse_other_models(baseline: Baseline, models: Sequence[str]) -> None:
+    """ConfigError when none of this run's ``models`` is in the baseline: every comparison would
+    be "not in the baseline", a silent pass of the whole regression gate."""
+    theirs = sorted({str(r.get("model")) for r in baseline.records})
+    if models and not set(models) & set(theirs):
+        raise ConfigError(
+            f"baseline {baseline.path} has results for the models {', '.join(theirs) or 'none'} "
+            f"and this run tests {', '.join(models)}; give the baseline of these models (a "
+            "model's name is its safety_model's .name, else its file name)."
+        )
+
+
 def settings_mismatch(current_metadata: dict, baseline_metadata: dict) -> list[str]:
     """Warnings, one sentence each, for the run settings that differ from the baseline's.
 

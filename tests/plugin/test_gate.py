@@ -107,6 +107,12 @@ def test_baseline_regression_fails_with_both_values(pytester, tiny):
             "format_version",
         ),
         ('{"format": "something-else"}', "safetycheck-results"),
+        (
+            '{"format": "safetycheck-results", "format_version": 2, "metadata": {}, "results": '
+            '[{"model": "other", "check": "clean_accuracy", "value": 0.9, "n": 10, '
+            '"bound": "min", "family": "clean_accuracy"}]}',
+            "has results for the models other and this run tests tiny",
+        ),
     ],
 )
 def test_incompatible_baseline_is_a_usage_error_before_any_work(pytester, tiny, content, message):
