@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-QUICK_MODELS = "lenet_wide or mixup"
+QUICK_MODELS = "lenet_wide or (mixup and not pgd)"  # two models
 
 
 def run_gate(tmp_path: Path, early_stop: str, samples: int, select: str | None) -> dict:

@@ -45,5 +45,6 @@ def test_benchmark_suite_runs_in_quick_mode(data_root):
         "common corruptions, all 19 x 5 at 32x32",
         "autoattack standard, lenet at eps 0.3",
         "certified bounds, lenet ibp",
+        "early stopping on the zoo",
     ):
         assert figure in result.stdout, f"{figure!r} missing from the benchmark output"
