@@ -18,7 +18,12 @@ import math
 from safetycheck.checks.evaluation import ModelEvaluation
 from safetycheck.core.registry import CheckFamily, Measurement
 from safetycheck.core.stats import BOOTSTRAP_RESAMPLES  # a module global: tests patch it here
-from safetycheck.measures.calibration import CalibrationReport, calibration_report
+from safetycheck.measures.calibration import (
+    PER_IMAGE_QUANTITIES,
+    CalibrationReport,
+    calibration_report,
+    per_image_quantities,
+)
 
 GATED_METRICS = ("ece", "adaptive_ece", "rms", "brier", "nll")
 
@@ -51,12 +56,24 @@ def _measure_calibration(evaluation: ModelEvaluation, params: dict) -> Measureme
             "accuracy": diagram.accuracy,
             "count": diagram.count,
         }
+    quantities = evaluation.cached(
+        "calibration_per_image",
+        lambda ev: per_image_quantities(ev.clean_logits, ev.test_set.labels),
+        announce=False,
+    )
+    # Each image's share of the metric, so that a baseline comparison can pair the two runs.
+    per_example = evaluation.per_example(
+        quantities["correct"] > 0.5,
+        "test",
+        values={name: quantities[name] for name in PER_IMAGE_QUANTITIES[metric]},
+    )
     return Measurement(
         estimate.value,
         report.n,
         f"{report.describe(metric)}; {evaluation.describe_test_set()}",
         ci=(estimate.interval.low, estimate.interval.high),
         artifacts=artifacts,
+        per_example=per_example,
     )
 
 

@@ -166,18 +166,23 @@ class ModelEvaluation:
         return values if self.test_indices is None else values[self.test_indices]
 
     def per_example(
-        self, correct: torch.Tensor, what: str, subset: torch.Tensor | None = None
+        self,
+        correct: torch.Tensor,
+        what: str,
+        subset: torch.Tensor | None = None,
+        values: dict[str, torch.Tensor] | None = None,
     ) -> PerExample:
         """``correct`` (one verdict per scored image) with the digest of which images were
         scored: the evaluated test images (``subset`` None) or ``subset`` of them (the attacked
-        ones), ``what`` naming how they were scored ("test", "attacked", "mnist_c:fog"...)."""
+        ones), ``what`` naming how they were scored ("test", "attacked", "mnist_c:fog"...);
+        ``values``: per-image quantities of a check that is not a share (calibration)."""
         index = self.test_indices
         if index is None:
             index = torch.arange(len(self.test_set))
         if subset is not None:
             index = index[subset]
         digest = images_digest(self.settings.dataset.name, what, self.settings.seed, index)
-        return PerExample(correct.detach().cpu().bool(), digest, self.settings.seed)
+        return PerExample(correct.detach().cpu().bool(), digest, self.settings.seed, values)
 
     def cached(self, key: str, compute: Callable[[ModelEvaluation], T], announce: bool = True) -> T:
         """The result named ``key``, computed by ``compute(self)`` the first time it is asked for;

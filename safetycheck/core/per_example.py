@@ -7,6 +7,10 @@ S}``: the N verdicts as a bitmap (``numpy.packbits``, most significant bit first
 ``images``, a digest of which images were scored (the dataset, what was scored and the images'
 indices into the test set under the run's seed), so that two runs are paired only where they
 scored the very same images in the same order.
+
+A check whose value is not a share of right images (calibration) adds ``"values": {name:
+"<base64>"}``: per-image float32 quantities (little-endian), from which its metric and a paired
+bootstrap of it are computed (:func:`decode_values`).
 """
 
 from __future__ import annotations
@@ -30,16 +34,25 @@ class PerExample:
     correct: torch.Tensor
     images: str
     seed: int = 0
+    values: dict[str, torch.Tensor] | None = None  # per-image quantities, (N,) each
 
     def encode(self) -> dict:
         """The JSON form (the module docstring's)."""
         bits = np.packbits(self.correct.detach().cpu().numpy().astype(bool))
-        return {
+        encoded = {
             "count": int(self.correct.numel()),
             "correct": base64.b64encode(bits.tobytes()).decode("ascii"),
             "images": self.images,
             "seed": int(self.seed),
         }
+        if self.values:
+            encoded["values"] = {
+                name: base64.b64encode(value.detach().cpu().numpy().astype("<f4").tobytes()).decode(
+                    "ascii"
+                )
+                for name, value in self.values.items()
+            }
+        return encoded
 
 
 def images_digest(dataset: str, what: str, seed: int, indices: torch.Tensor) -> str:
@@ -85,3 +98,37 @@ def decode(data: object, where: str) -> tuple[np.ndarray, str]:
     if bits[count:].any():
         raise ConfigError(f"{where}: per_example.correct has bits set past its count of {count}.")
     return bits[:count].astype(bool), images
+
+
+def decode_values(data: dict, where: str) -> dict[str, np.ndarray]:
+    """The per-image quantities of a record's ``per_example`` (``{}`` where it has none), each a
+    (count,) float64 array.
+
+    Raises
+    ------
+    ConfigError
+        Naming ``where`` and the field, when ``values`` is not an object of base64 strings of
+        ``count`` finite float32 numbers each.
+    """
+    values = data.get("values")
+    if values is None:
+        return {}
+    count = data.get("count")
+    if not isinstance(values, dict) or not all(isinstance(v, str) for v in values.values()):
+        raise ConfigError(f"{where}: per_example.values must map names to base64 strings.")
+    decoded = {}
+    for name, text in values.items():
+        try:
+            raw = base64.b64decode(text.encode("ascii"), validate=True)
+        except (binascii.Error, ValueError, UnicodeEncodeError):
+            raise ConfigError(f"{where}: per_example.values.{name} is not valid base64.") from None
+        if not isinstance(count, int) or len(raw) != 4 * count:
+            raise ConfigError(
+                f"{where}: per_example.values.{name} holds {len(raw) // 4} numbers for a count "
+                f"of {count}; the file is damaged."
+            )
+        array = np.frombuffer(raw, dtype="<f4").astype(np.float64)
+        if not np.isfinite(array).all():
+            raise ConfigError(f"{where}: per_example.values.{name} has non-finite numbers.")
+        decoded[name] = array
+    return decoded

@@ -45,7 +45,7 @@ import numpy as np
 
 from safetycheck.core.errors import ConfigError
 from safetycheck.core.stats import Z_95_ROUNDED
-from safetycheck.gate.paired import PairedTest
+from safetycheck.gate.paired import PairedBootstrap, PairedTest
 
 FORMAT = "safetycheck-results"
 FORMAT_VERSIONS = (1, 2)  # 2 adds per-example results; 1 is still read, for unpaired comparison
@@ -135,7 +135,7 @@ class Comparison:
     compared: bool = True
     # The paired test, where both runs scored the same images: McNemar's counts and p-value, and
     # the level it was judged at.
-    paired: PairedTest | None = None
+    paired: PairedTest | PairedBootstrap | None = None
     level: float | None = None
 
     noise_images: int = 0  # the paired test's image count
@@ -155,6 +155,12 @@ class Comparison:
             verdict = "regression vs baseline" if self.regressed else "no regression vs baseline"
             relation = "<=" if self.level is not None and test.p_value <= self.level else ">"
             level = "" if self.level is None else f" {relation} {self.level:.3g}"
+            if isinstance(test, PairedBootstrap):
+                return (
+                    f"{verdict}: {self.value:.4f} now vs {self.base_value:.4f} on the same "
+                    f"{self.noise_images} images (paired bootstrap of {test.resamples} "
+                    f"resamples, one-sided p = {test.p_value:.3g}{level}, {self.method})"
+                )
             return (
                 f"{verdict}: {self.value:.4f} now vs {self.base_value:.4f}; on the same "
                 f"{self.noise_images} images {test.lost} newly wrong, {test.gained} newly right "
@@ -258,6 +264,13 @@ def load_baseline(path: str | Path, alpha: float = DEFAULT_ALPHA) -> Baseline:
                     f"{where}: per_example.count is {len(correct)} but the record's n is {n}; "
                     f"the file is damaged; {redo}."
                 )
+            if _metric_mismatch(record, correct, where):
+                raise ConfigError(
+                    f"{where}: the value {record.get('value')!r} is not the metric of its "
+                    f"per_example values; the file was edited or damaged; {redo}."
+                )
+            if "values" in record["per_example"]:
+                continue
             value = _number(record.get("value"))
             share = float(correct.mean()) if len(correct) else None
             if value is not None and share is not None and abs(value - share) > 1e-9:
@@ -267,6 +280,23 @@ def load_baseline(path: str | Path, alpha: float = DEFAULT_ALPHA) -> Baseline:
                     f"damaged; {redo}."
                 )
     return Baseline(path, metadata, records, alpha=alpha, format_version=int(version))
+
+
+def _metric_mismatch(record: dict, correct: np.ndarray, where: str) -> bool:
+    """Whether a record with per-image quantities has a value its quantities do not give (within
+    1e-4: they are stored as float32); validates the quantities on the way."""
+    from safetycheck.core.per_example import decode_values
+    from safetycheck.measures.calibration import PER_IMAGE_QUANTITIES, metric_from_quantities
+
+    quantities = decode_values(record["per_example"], where)
+    metric = (record.get("params") or {}).get("metric")
+    value = _number(record.get("value"))
+    if not quantities or metric not in PER_IMAGE_QUANTITIES or value is None or not len(correct):
+        return False
+    if not set(PER_IMAGE_QUANTITIES[metric]) <= set(quantities):
+        return True
+    recomputed = metric_from_quantities(metric, {**quantities, "correct": correct.astype(float)})
+    return abs(recomputed - value) > 1e-4
 
 
 def compare(
@@ -322,7 +352,24 @@ def compare(
         return Comparison(None, base_value, None, 0.0, True, "no value measured", **label)
     difference = base_value - value if bound == "min" else value - base_value
     pairing, why_not = _pairing(record, base)
-    if pairing is not None and level is not None:
+    if pairing is not None and level is not None and _has_values(record, base):
+        bootstrap = _bootstrap(record, base, bound)
+        if bootstrap is None:
+            why_not = "the two runs kept different per-image quantities"
+        else:
+            return Comparison(
+                value,
+                base_value,
+                difference + 0.0,
+                0.0,
+                bootstrap.p_value <= level,
+                "Holm-corrected over the model's paired checks",
+                paired=bootstrap,
+                level=level,
+                noise_images=len(pairing[0]),
+                **label,
+            )
+    elif pairing is not None and level is not None:
         from safetycheck.gate.paired import mcnemar_regression
 
         base_correct, correct = pairing
@@ -349,6 +396,31 @@ def compare(
         method += f"; unpaired: {why_not}"
     regressed = difference > noise + _TOLERANCE
     return Comparison(value, base_value, difference + 0.0, noise, regressed, method, **label)
+
+
+def _has_values(record: dict, base: dict) -> bool:
+    return any("values" in (r.get("per_example") or {}) for r in (record, base))
+
+
+def _bootstrap(record: dict, base: dict, bound: str) -> PairedBootstrap | None:
+    """The paired bootstrap of a calibration record against its baseline; None where the two do
+    not keep the quantities its metric needs."""
+    from safetycheck.core.per_example import decode, decode_values
+    from safetycheck.gate.paired import bootstrap_regression
+    from safetycheck.measures.calibration import PER_IMAGE_QUANTITIES
+
+    metric = (record.get("params") or {}).get("metric")
+    if metric not in PER_IMAGE_QUANTITIES:
+        return None
+    runs = []
+    for which in (base, record):
+        where = f"{which.get('model')} {which.get('check')}"
+        correct, _ = decode(which["per_example"], where)
+        quantities = decode_values(which["per_example"], where)
+        if not set(PER_IMAGE_QUANTITIES[metric]) <= set(quantities):
+            return None
+        runs.append({**quantities, "correct": correct.astype(float)})
+    return bootstrap_regression(metric, runs[0], runs[1], bound)
 
 
 def _pairing(record: dict, base: dict) -> tuple[tuple[np.ndarray, np.ndarray] | None, str]:
@@ -588,10 +660,15 @@ def holm_on_records(records: list[dict]) -> list[dict]:
             base = record["baseline"]
             if reject and not base["regressed"]:
                 base["regressed"] = True
+                evidence = (
+                    f"{base['lost']} images newly wrong, {base['gained']} newly right"
+                    if "lost" in base
+                    else f"paired bootstrap of {base.get('resamples')} resamples"
+                )
                 base["message"] = (
                     f"regression vs baseline by Holm's step-down at {alpha:g} over the "
-                    f"{len(paired)} paired checks of {model}: {base['lost']} images newly wrong, "
-                    f"{base['gained']} newly right, one-sided p = {float(base['p_value']):.3g}"
+                    f"{len(paired)} paired checks of {model}: {evidence}, one-sided p = "
+                    f"{float(base['p_value']):.3g}"
                 )
                 newly.append(record)
     return newly

@@ -112,3 +112,45 @@ def check_alpha(alpha: object, name: str = "baseline_alpha") -> float:
             f"{name} must be a number strictly between 0 and 1 (e.g. 0.05); got {alpha!r}."
         )
     return float(alpha)
+
+
+@dataclass(frozen=True)
+class PairedBootstrap:
+    """A paired bootstrap test of one metric against its baseline on the same images.
+
+    ``difference``: the metric now less the baseline's, signed so that positive is worse;
+    ``p_value``: one-sided, of "no worse", the share of the ``resamples`` paired replicates whose
+    difference is at most 0 (with the usual +1 in numerator and denominator, so never 0)."""
+
+    metric: str
+    difference: float
+    p_value: float
+    resamples: int
+
+
+def bootstrap_regression(
+    metric: str,
+    base_quantities: dict,
+    quantities: dict,
+    bound: str,
+    *,
+    resamples: int = 1000,
+    seed: int = 0,
+) -> PairedBootstrap:
+    """Whether ``metric`` (a calibration metric) got worse on the same images: the paired
+    bootstrap of :func:`safetycheck.measures.calibration.paired_bootstrap_differences`, one-sided.
+    ``bound`` "max" (lower is better) or "min" says which direction is worse."""
+    from safetycheck.measures.calibration import (
+        metric_from_quantities,
+        paired_bootstrap_differences,
+    )
+
+    sign = 1.0 if bound == "max" else -1.0
+    replicates = sign * paired_bootstrap_differences(
+        metric, base_quantities, quantities, resamples=resamples, seed=seed
+    )
+    observed = sign * (
+        metric_from_quantities(metric, quantities) - metric_from_quantities(metric, base_quantities)
+    )
+    not_worse = int((replicates <= 0).sum())
+    return PairedBootstrap(metric, observed, (1 + not_worse) / (resamples + 1), resamples)

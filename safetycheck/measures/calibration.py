@@ -622,3 +622,79 @@ def calibration_report(
         reliability=_reliability(p, n_bins, "equal_width"),
         reliability_after_scaling=_reliability(after, n_bins, "equal_width"),
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-image quantities and the paired bootstrap (a run against its baseline on the same images)
+
+# What each gated metric needs besides the per-image verdicts (stored in the results JSON).
+PER_IMAGE_QUANTITIES = {
+    "ece": ("confidence",),
+    "adaptive_ece": ("confidence",),
+    "mce": ("confidence",),
+    "rms": ("confidence",),
+    "brier": ("brier",),
+    "nll": ("nll",),
+}
+
+
+def per_image_quantities(logits, labels) -> dict[str, torch.Tensor]:
+    """(N,) float64 each: ``confidence`` (top softmax probability), ``correct`` (1.0 or 0.0),
+    ``brier`` (the image's Brier score) and ``nll`` (its negative log-likelihood); every metric of
+    :data:`METRICS` is a function of these."""
+    p = _predictions(logits, labels)
+    return {"confidence": p.confidence, "correct": p.correct, "brier": p.brier, "nll": p.nll}
+
+
+def _from_quantities(quantities: dict) -> _Predictions:
+    count = len(quantities["correct"])
+
+    def column(name: str) -> torch.Tensor:
+        value = quantities.get(name)
+        if value is None:
+            return torch.zeros(count, dtype=torch.float64)
+        return torch.as_tensor(value, dtype=torch.float64)
+
+    return _Predictions(column("confidence"), column("correct"), column("brier"), column("nll"))
+
+
+def metric_from_quantities(metric: str, quantities: dict, n_bins: int = DEFAULT_BINS) -> float:
+    """``metric`` on the images, from :func:`per_image_quantities` (or the subset of them that
+    :data:`PER_IMAGE_QUANTITIES` names, with ``correct``)."""
+    weights = torch.ones(1, len(quantities["correct"]), dtype=torch.float64)
+    return float(_weighted_metrics(_from_quantities(quantities), weights, n_bins)[metric][0])
+
+
+def paired_bootstrap_differences(
+    metric: str,
+    base: dict,
+    current: dict,
+    *,
+    n_bins: int = DEFAULT_BINS,
+    resamples: int = BOOTSTRAP_RESAMPLES,
+    seed: int = 0,
+) -> torch.Tensor:
+    """(resamples,) replicates of ``metric(current) - metric(base)`` where both runs scored the
+    same N images in the same order: each replicate draws N images with replacement (seeded) and
+    evaluates both runs on that one draw (a paired bootstrap, Efron & Tibshirani 1993, ch. 15),
+    so that the images' own difficulty cancels out of the difference."""
+    _metric(metric)
+    _validate_bootstrap(resamples, CONFIDENCE, seed)
+    mine, theirs = _from_quantities(current), _from_quantities(base)
+    count = len(mine.confidence)
+    if len(theirs.confidence) != count:
+        raise ValueError(
+            f"paired runs must score the same images; got {count} and {len(theirs.confidence)}"
+        )
+    generator = torch.Generator().manual_seed(seed)
+    block = max(1, 2_000_000 // max(count, 1))
+    differences = []
+    for start in range(0, resamples, block):
+        index = torch.randint(count, (min(block, resamples - start), count), generator=generator)
+        weights = torch.zeros(index.shape, dtype=torch.float64)
+        weights.scatter_add_(1, index, torch.ones(index.shape, dtype=torch.float64))
+        differences.append(
+            _weighted_metrics(mine, weights, n_bins)[metric]
+            - _weighted_metrics(theirs, weights, n_bins)[metric]
+        )
+    return torch.cat(differences)

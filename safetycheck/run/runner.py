@@ -66,6 +66,7 @@ def baseline_comparison(record: dict, baseline) -> dict:
     """The record's comparison with ``baseline`` as JSON-ready data (``regressed``,
     ``message``...)."""
     from safetycheck.gate.baseline import compare as compare_to_baseline
+    from safetycheck.gate.paired import PairedBootstrap
 
     base = baseline.lookup(record["model"], record["check"])
     if base is None:
@@ -80,11 +81,14 @@ def baseline_comparison(record: dict, baseline) -> dict:
         "message": comparison.describe(),
         "paired": comparison.paired is not None,
     }
-    if comparison.paired is not None:
+    test = comparison.paired
+    if isinstance(test, PairedBootstrap):
+        compared.update(test="paired bootstrap", resamples=test.resamples)
+    elif test is not None:
+        compared.update(test="McNemar exact", lost=test.lost, gained=test.gained)
+    if test is not None:
         compared.update(
-            lost=comparison.paired.lost,
-            gained=comparison.paired.gained,
-            p_value=comparison.paired.p_value,
+            p_value=test.p_value,
             level=comparison.level,
             alpha=baseline.alpha,
         )

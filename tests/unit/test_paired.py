@@ -206,3 +206,120 @@ def test_a_run_on_other_images_falls_back_to_the_unpaired_rule_and_says_so():
     assert comparison.paired is None and not comparison.regressed
     assert "unpaired: the two runs scored different images" in comparison.method
     assert compare(record(now), record(base), level=ALPHA).regressed
+
+
+def calibration_record(logits: torch.Tensor, labels: torch.Tensor, metric: str) -> dict:
+    """A calibration record with its per-image quantities, as the calibration family writes it."""
+    from safetycheck.measures.calibration import (
+        PER_IMAGE_QUANTITIES,
+        metric_from_quantities,
+        per_image_quantities,
+    )
+
+    quantities = per_image_quantities(logits, labels)
+    kept = {name: quantities[name] for name in PER_IMAGE_QUANTITIES[metric]}
+    encoded = PerExample(quantities["correct"] > 0.5, "same", 0, kept).encode()
+    # the value as a reader of the file recomputes it (float32 quantities)
+    from safetycheck.core.per_example import decode, decode_values
+
+    correct, _ = decode(encoded, "r")
+    value = metric_from_quantities(
+        metric, {**decode_values(encoded, "r"), "correct": correct * 1.0}
+    )
+    return {
+        "model": "m",
+        "check": f"calibration[{metric}]",
+        "family": "calibration",
+        "params": {"metric": metric},
+        "bound": "max",
+        "value": value,
+        "n": len(labels),
+        "ci": [value * 0.5, value * 1.5],
+        "per_example": encoded,
+    }
+
+
+@pytest.fixture(scope="module")
+def logits_and_labels():
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.randint(10, (2_000,), generator=generator)
+    logits = torch.randn(2_000, 10, generator=generator)
+    logits[torch.arange(2_000), labels] += 3.0
+    return logits * 3, labels  # mostly right; ECE 0.014
+
+
+@pytest.mark.parametrize("metric", ["ece", "adaptive_ece", "rms", "brier", "nll"])
+def test_the_paired_bootstrap_flags_an_overconfident_model_and_passes_an_equal_one(
+    logits_and_labels, metric
+):
+    """The same predictions made underconfident (logits / 3, the same arg-max, so McNemar sees
+    nothing; ECE 0.30) are worse by every calibration metric, and the paired bootstrap says so;
+    the same model against itself has every replicate difference 0, p = 1."""
+    from safetycheck.measures.calibration import (
+        brier_score,
+        expected_calibration_error,
+        negative_log_likelihood,
+    )
+
+    logits, labels = logits_and_labels
+    base = calibration_record(logits, labels, metric)
+    same = compare(calibration_record(logits, labels, metric), base, level=ALPHA)
+    assert same.paired is not None and same.paired.p_value == 1.0 and not same.regressed
+    worse = compare(calibration_record(logits / 3, labels, metric), base, level=ALPHA)
+    assert worse.regressed and worse.paired.p_value < 0.01, worse.describe()
+    assert "paired bootstrap of 1000 resamples" in worse.describe()
+    # and the metric the record carries is the library's own, from the float32 quantities
+    reference = {
+        "ece": lambda: expected_calibration_error(logits, labels),
+        "brier": lambda: brier_score(logits, labels),
+        "nll": lambda: negative_log_likelihood(logits, labels),
+    }
+    if metric in reference:
+        assert base["value"] == pytest.approx(float(reference[metric]()), abs=1e-5)
+
+
+def test_paired_bootstrap_replicates_are_the_metric_on_one_shared_draw(logits_and_labels):
+    """Replicate k evaluates both runs on the k-th seeded draw of images: recomputing it from the
+    public metric on the drawn images gives the same difference."""
+    from safetycheck.measures.calibration import (
+        expected_calibration_error,
+        paired_bootstrap_differences,
+        per_image_quantities,
+    )
+
+    logits, labels = logits_and_labels
+    base, current = per_image_quantities(logits, labels), per_image_quantities(logits * 2, labels)
+    differences = paired_bootstrap_differences("ece", base, current, resamples=20, seed=3)
+    generator = torch.Generator().manual_seed(3)
+    draws = torch.randint(len(labels), (20, len(labels)), generator=generator)
+    for k in (0, 7, 19):
+        index = draws[k]
+        expected = float(expected_calibration_error(logits[index] * 2, labels[index])) - float(
+            expected_calibration_error(logits[index], labels[index])
+        )
+        assert float(differences[k]) == pytest.approx(expected, abs=1e-9)
+
+
+def test_a_calibration_baseline_whose_value_or_quantities_were_edited_is_a_usage_error(
+    logits_and_labels, tmp_path
+):
+    import json
+
+    from safetycheck.gate.baseline import load_baseline
+
+    logits, labels = logits_and_labels
+    record = calibration_record(logits, labels, "ece")
+    document = {"format": "safetycheck-results", "format_version": 2, "metadata": {}}
+    path = tmp_path / "base.json"
+    path.write_text(json.dumps({**document, "results": [record]}))
+    assert load_baseline(path).lookup("m", "calibration[ece]") is not None
+    edited = dict(record, value=record["value"] / 2)
+    path.write_text(json.dumps({**document, "results": [edited]}))
+    with pytest.raises(ConfigError, match="not the metric of its per_example values"):
+        load_baseline(path)
+    damaged = dict(
+        record, per_example={**record["per_example"], "values": {"confidence": "AAAAAA=="}}
+    )
+    path.write_text(json.dumps({**document, "results": [damaged]}))
+    with pytest.raises(ConfigError, match="per_example.values.confidence holds 1 numbers"):
+        load_baseline(path)
