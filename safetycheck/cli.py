@@ -73,7 +73,10 @@ def _study(args) -> int:
         checks = ",".join(dict.fromkeys(expanded))
     values = engine_values(CLI, lambda dest: getattr(args, dest))
     settings = build_settings(
-        Options(**{**values, "checks": checks}), file_config, prefix=PREFIXES[CLI]
+        # A study compares values, not verdicts: no early stopping (it needs thresholds).
+        Options(**{**values, "checks": checks, "early_stop": "off"}),
+        file_config,
+        prefix=PREFIXES[CLI],
     )
     models = [model for path in args.models for model in load_model_file(path)]
     if args.only:
