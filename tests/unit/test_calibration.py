@@ -447,6 +447,11 @@ class FakeEvaluation:
     def describe_test_set(self) -> str:
         return f"all {len(self.clean_logits)} test images"
 
+    def per_example(self, correct, what, subset=None, values=None):
+        from safetycheck.core.per_example import PerExample
+
+        return PerExample(correct.bool(), what, 0, values)
+
 
 def test_family_registers_gated_metrics_and_computes_one_report_per_model(monkeypatch):
     from safetycheck.checks import calibration as family_module
@@ -495,6 +500,10 @@ def test_family_registers_gated_metrics_and_computes_one_report_per_model(monkey
     assert sum(reliability["count"]) == 300 and len(reliability["bin_lower"]) == len(
         reliability["accuracy"]
     )
+    # Each record keeps what its paired bootstrap needs, one value per image.
+    assert set(measurements["ece"].per_example.values) == {"confidence"}
+    assert set(measurements["nll"].per_example.values) == {"nll"}
+    assert all(len(m.per_example.correct) == 300 for m in measurements.values())
 
 
 # --- the real trained LeNet-5 on the real MNIST test set ----------------------------------------
