@@ -7,7 +7,6 @@ Shared by the pytest plugin (``--safety-samples``...) and ``safetycheck study`` 
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -110,19 +109,11 @@ def _early_stop(options: Options, samples: int | None, prefix: str) -> float | N
         raise ConfigError(
             f"{prefix}early-stop must be auto, on or off; got {options.early_stop!r}."
         )
-    alpha = options.early_stop_alpha
-    if (
-        isinstance(alpha, bool)
-        or not isinstance(alpha, (int, float))
-        or not math.isfinite(alpha)
-        or not 0.0 < alpha < 1.0
-    ):
-        raise ConfigError(
-            f"{prefix}early-stop-alpha must be a number strictly between 0 and 1 (e.g. 0.01); "
-            f"got {alpha!r}."
-        )
+    from safetycheck.gate.paired import check_alpha
+
+    alpha = check_alpha(options.early_stop_alpha, f"{prefix}early-stop-alpha")
     on = options.early_stop == "on" or (options.early_stop == "auto" and samples is not None)
-    return float(alpha) if on else None
+    return alpha if on else None
 
 
 def _corruption_baseline(path: str | None, dataset: DatasetProfile):
