@@ -358,15 +358,19 @@ def _bootstrap_replicates(
     block = max(1, 2_000_000 // count)  # about 16 MB per (block, N) float64 tensor
     replicates: dict[str, list[torch.Tensor]] = {name: [] for name in metrics}
     for start in range(0, resamples, block):
-        index = torch.randint(count, (min(block, resamples - start), count), generator=generator)
-        weights = torch.zeros(index.shape, dtype=torch.float64)
-        weights.scatter_add_(
-            1, index, torch.ones(index.shape, dtype=torch.float64)
-        )  # draws per sample
+        weights = _resample_weights(count, min(block, resamples - start), generator)
         values = _weighted_metrics(p, weights, n_bins)
         for name in metrics:
             replicates[name].append(values[name])
     return {name: torch.cat(values) for name, values in replicates.items()}
+
+
+def _resample_weights(count: int, resamples: int, generator: torch.Generator) -> torch.Tensor:
+    """(resamples, count) float64: how often each of ``count`` samples was drawn in each of
+    ``resamples`` seeded draws of ``count`` with replacement."""
+    index = torch.randint(count, (resamples, count), generator=generator)
+    weights = torch.zeros(index.shape, dtype=torch.float64)
+    return weights.scatter_add_(1, index, torch.ones(index.shape, dtype=torch.float64))
 
 
 def _weighted_metrics(
@@ -690,9 +694,7 @@ def paired_bootstrap_differences(
     block = max(1, 2_000_000 // max(count, 1))
     differences = []
     for start in range(0, resamples, block):
-        index = torch.randint(count, (min(block, resamples - start), count), generator=generator)
-        weights = torch.zeros(index.shape, dtype=torch.float64)
-        weights.scatter_add_(1, index, torch.ones(index.shape, dtype=torch.float64))
+        weights = _resample_weights(count, min(block, resamples - start), generator)
         differences.append(
             _weighted_metrics(mine, weights, n_bins)[metric]
             - _weighted_metrics(theirs, weights, n_bins)[metric]
