@@ -28,6 +28,8 @@ def _metadata(run) -> dict:
         for name in dict.fromkeys(r["model"] for r in run.records)
     ]
     metadata = run_metadata(settings, models)
+    if run.shard.active:  # one process's results, computed in slices over the job's ranks
+        metadata["ranks"] = {"world_size": run.shard.world_size, "backend": "gloo"}
     baseline = run.outputs.baseline if run.outputs is not None else None
     if baseline is not None:
         metadata["baseline"] = {

@@ -31,6 +31,7 @@ def attack_sweep(
             batch_size=ev.settings.batch_size,
             stop=early_stop_rule(ev, key, radii),
             block=ev.settings.early_stop_block,
+            shard=ev.shard,
         )
 
     return evaluation.sweep(key, run)

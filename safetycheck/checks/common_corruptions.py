@@ -32,7 +32,6 @@ from safetycheck.checks.evaluation import ModelEvaluation, RunSettings
 from safetycheck.core.errors import ConfigError
 from safetycheck.core.registry import CheckFamily, CheckSkipped, Measurement
 from safetycheck.core.stats import wilson_interval
-from safetycheck.io.predict import predict
 from safetycheck.measures.common_corruptions import BENCHMARK, NAMES, SEVERITIES, get_corruption
 from safetycheck.measures.common_corruptions.dataset import (
     content_digest,
@@ -168,7 +167,6 @@ def corrupted_correct(
     _applicable(evaluation)
 
     def run(ev: ModelEvaluation) -> tuple[torch.Tensor, str]:
-        settings = ev.settings
         folder = _published_folder(ev)
         if folder is not None and has_published(folder, name):
             published = load_published(folder, name, severity)
@@ -176,45 +174,52 @@ def corrupted_correct(
             if len(images) == len(ev.full_test_set):
                 images, labels = ev.select(images), ev.select(labels)
             source = published.source
-        else:
-            _unavailable(name)
-            test = ev.test_set
-            generated = load_generated(
-                test.images,
-                test.labels,
-                root=settings.data_root,
-                dataset=settings.dataset.name,
-                name=name,
-                severity=severity,
-                seed=settings.seed,
-                params=settings.dataset.corruption_params,
-                indices=ev.test_indices,
-                device=settings.device,
-                content=ev.cached(
-                    "corruptions/content", lambda e: content_digest(e.test_set.images), False
-                ),
-            )
-            images, labels, source = generated.images, generated.labels, generated.source
-        step = settings.batch_size * 4
-        predictions = (
-            torch.cat(
-                [
-                    predict(
-                        ev.model,
-                        images[start : start + step].to(torch.float32).div_(255.0),
-                        batch_size=step,
-                        device=settings.device,
-                        transform=lambda logits: logits.argmax(dim=1),
-                    )
-                    for start in range(0, len(images), step)
-                ]
-            )
-            if len(images)
-            else torch.zeros(0, dtype=torch.int64)
-        )
-        return predictions == labels, source
+            predictions = ev.predictions(images, f"{name} at severity {severity}")
+            return predictions == labels, source
+        _unavailable(name)
+        return _generated_correct(ev, name, severity)
 
     return evaluation.cached(f"corruptions/{name}/{severity}", run)
+
+
+def _generated_correct(
+    evaluation: ModelEvaluation, name: str, severity: int
+) -> tuple[torch.Tensor, str]:
+    """Which evaluated test images the model classifies correctly under the generated corruption,
+    and the source. Each image is corrupted from its own seed and index, so in a torchrun job each
+    rank makes (and caches, under a key that names its slice) and predicts only its slice; the
+    verdicts are gathered, the same as one process's."""
+    settings, test, shard = evaluation.settings, evaluation.test_set, evaluation.shard
+
+    def rows(part: slice) -> tuple[torch.Tensor, str]:
+        index = evaluation.test_indices
+        if shard.active:
+            index = (torch.arange(len(test)) if index is None else index)[part]
+        generated = load_generated(
+            test.images[part],
+            test.labels[part],
+            root=settings.data_root,
+            dataset=settings.dataset.name,
+            name=name,
+            severity=severity,
+            seed=settings.seed,
+            params=settings.dataset.corruption_params,
+            indices=index,
+            device=settings.device,
+            content=None
+            if shard.active
+            else evaluation.cached(
+                "corruptions/content", lambda e: content_digest(e.test_set.images), False
+            ),
+        )
+        everything = slice(0, len(generated.images))
+        correct = evaluation.predict_rows(generated.images, everything) == generated.labels
+        return correct, generated.source
+
+    def join(parts: list[tuple[torch.Tensor, str]]) -> tuple[torch.Tensor, str]:
+        return torch.cat([correct for correct, _ in parts]), parts[0][1]
+
+    return shard.rows(f"generating {name} at severity {severity}", len(test), rows, join)
 
 
 def _accuracies(evaluation: ModelEvaluation, names) -> dict[tuple[str, int], torch.Tensor]:

@@ -18,7 +18,6 @@ from safetycheck.checks.accuracy import accuracy, accuracy_measurement
 from safetycheck.checks.evaluation import ModelEvaluation
 from safetycheck.core.registry import CheckFamily, CheckSkipped, Measurement
 from safetycheck.core.stats import wilson_interval
-from safetycheck.io.predict import predict
 from safetycheck.measures.corruptions import CORRUPTIONS, load_corrupted
 
 
@@ -50,30 +49,37 @@ def corrupted_correct(evaluation: ModelEvaluation, name: str) -> torch.Tensor:
 
     def run(ev: ModelEvaluation) -> torch.Tensor:
         settings = ev.settings
-        corrupted = load_corrupted(
-            name,
-            source=_source(ev),
-            root=settings.data_root,
-            seed=settings.seed,
-            download=settings.download,
-            dataset=dataset,
-        )
+
+        def load():
+            return load_corrupted(
+                name,
+                source=_source(ev),
+                root=settings.data_root,
+                seed=settings.seed,
+                download=settings.download,
+                dataset=dataset,
+            )
+
+        if ev.shard.active:
+            # The MNIST-C generator draws from one stream over the whole set, so a slice cannot
+            # be made alone: rank 0 makes (and caches) the set while the others wait, then every
+            # rank reads the cache and predicts its own slice.
+            ev.shard.run(f"generating MNIST-C {name}", lambda: _made_on_rank_0(ev, load))
+        corrupted = load()
         # Corrupted sets are generated (and cached) whole, so a subset's images are exactly the
         # full set's: a quick run and a full run agree image by image.
         data = type(corrupted)(
             ev.select(corrupted.images), ev.select(corrupted.labels), corrupted.name
         )
-        predictions = predict(
-            ev.model,
-            data.images,
-            batch_size=settings.batch_size * 4,
-            device=settings.device,
-            transform=lambda logits: logits.argmax(dim=1),
-        )
-        return predictions == data.labels
+        return ev.predictions(data.images, f"MNIST-C {name}") == data.labels
 
     where = "" if dataset == "mnist" else f"{dataset}/"
     return evaluation.cached(f"mnist_c/{where}{_source(evaluation)}/{name}", run)
+
+
+def _made_on_rank_0(evaluation: ModelEvaluation, load) -> None:
+    if evaluation.shard.rank == 0:
+        load()  # cached on disk and in this process; nothing travels to the other ranks
 
 
 def _details(evaluation: ModelEvaluation) -> str:

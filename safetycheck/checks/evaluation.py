@@ -17,6 +17,7 @@ from typing import Any, TypeVar, cast
 import torch
 from torch import nn
 
+from safetycheck.core.distributed import Shard
 from safetycheck.core.per_example import PerExample, images_digest
 from safetycheck.io.data import DataRoot, LabelledImages, resolve_data_root
 from safetycheck.io.models import ModelUnderTest
@@ -68,11 +69,16 @@ class ModelEvaluation:
         mut: ModelUnderTest,
         settings: RunSettings,
         progress: Callable[[str, float | None], None] | None = None,
+        shard: Shard | None = None,
     ):
         """``progress(what, seconds)``, if given, hears of each shared result as it starts
-        (``seconds`` None) and when it is done, so that long computations are never silent."""
+        (``seconds`` None) and when it is done, so that long computations are never silent.
+        ``shard``: this process's place in a torchrun job; each shared result over images is then
+        computed in slices over the ranks and gathered (:mod:`safetycheck.core.distributed`), so
+        that every rank holds the serial result."""
         self.mut = mut
         self.settings = settings
+        self.shard = Shard() if shard is None else shard
         self.model = mut.module.to(settings.device)
         self.progress = progress
         self._cache: dict[str, object] = {}
@@ -129,24 +135,58 @@ class ModelEvaluation:
         last Linear changes between batches, say): the logits then come from a plain pass, and the
         OOD checks report the problem themselves."""
         from safetycheck.core.errors import ModelContractError
-        from safetycheck.measures.ood_scores import model_outputs
 
         try:
-            return model_outputs(self.model, self.test_set.images, self.settings.batch_size * 4)
+            return self.outputs_of(self.test_set.images, "the clean pass")
         except ModelContractError:
             return None
+
+    def outputs_of(self, images: torch.Tensor, what: str, batch_size: int | None = None):
+        """:func:`~safetycheck.measures.ood_scores.model_outputs` of :attr:`model` on ``images``
+        (on the CPU) in batches of ``batch_size`` (four of the run's by default), each rank of a
+        torchrun job computing its slice (see :attr:`shard`)."""
+        from safetycheck.measures.ood_scores import join_outputs, model_outputs
+
+        batch = batch_size or self.settings.batch_size * 4
+        return self.shard.rows(
+            what,
+            len(images),
+            lambda rows: model_outputs(self.model, images[rows], batch),
+            join_outputs,
+        )
+
+    def predictions(self, images: torch.Tensor, what: str, transform=None) -> torch.Tensor:
+        """:meth:`predict_rows` over all of ``images``, each rank of a torchrun job predicting its
+        slice (see :attr:`shard`)."""
+        return self.shard.cat(
+            what, len(images), lambda rows: self.predict_rows(images, rows, transform)
+        )
+
+    def predict_rows(self, images: torch.Tensor, rows: slice, transform=None) -> torch.Tensor:
+        """:func:`~safetycheck.io.predict.predict` of :attr:`model` on ``images[rows]`` (float in
+        [0, 1], or uint8 scaled by 1/255 a batch at a time), on the CPU; ``transform`` of the
+        logits, argmax by default."""
+        step = self.settings.batch_size * 4
+        transform = transform or (lambda logits: logits.argmax(dim=1))
+        chunks = [
+            predict(
+                self.model,
+                _as_float(images[start : min(start + step, rows.stop)]),
+                batch_size=step,
+                device=self.settings.device,
+                transform=transform,
+            )
+            for start in range(rows.start, rows.stop, step)
+        ]
+        return torch.cat(chunks) if chunks else torch.zeros(0, dtype=torch.int64)
 
     @cached_property
     def clean_logits(self) -> torch.Tensor:
         """(N, 10) float32 logits on the evaluated MNIST test images, on the CPU."""
         if self.clean_outputs is not None:
             return self.clean_outputs[0]
-        return predict(
-            self.model,
-            self.test_set.images,
-            batch_size=self.settings.batch_size * 4,
-            device=self.settings.device,
-            transform=lambda logits: logits.float(),
+        return self.predictions(
+            self.test_set.images, "the clean logits", transform=lambda logits: logits.float()
         )
 
     @cached_property
@@ -207,6 +247,11 @@ class ModelEvaluation:
     def sweep(self, key: str, run: Callable[[ModelEvaluation], SweepResult]) -> SweepResult:
         """An attack sweep, cached like any other result."""
         return self.cached(f"sweep:{key}", run)
+
+
+def _as_float(images: torch.Tensor) -> torch.Tensor:
+    """Images in [0, 1]: uint8 ones (cached corrupted sets) scaled by 1/255."""
+    return images.to(torch.float32).div_(255.0) if images.dtype == torch.uint8 else images
 
 
 def stratified_indices(labels: torch.Tensor, n: int, seed: int) -> torch.Tensor:

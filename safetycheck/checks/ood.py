@@ -65,6 +65,11 @@ def model_ood(evaluation: ModelEvaluation) -> ModelOOD:
             profile=ev.settings.dataset,
             # The OOD work goes into the evaluation's one cache (and its progress lines).
             store=lambda key, compute, announce: ev.cached(key, lambda _: compute(), announce),
+            outputs_of=(
+                (lambda images, what: ev.outputs_of(images, what, ev.settings.batch_size))
+                if ev.shard.active
+                else None
+            ),
         )
 
     return evaluation.cached("ood", create, announce=False)

@@ -149,6 +149,15 @@ OPTIONS: tuple[Option, ...] = (
         engine=True,
     ),
     Option(
+        "dist-timeout",
+        "under torchrun: seconds a rank waits for the others at each gather of results before the "
+        "job fails (a rank that died or hangs); default 1800.",
+        type=float,
+        default=1800.0,
+        metavar="SECONDS",
+        front_ends=(PYTEST,),
+    ),
+    Option(
         "threads",
         "torch intra-op threads per process (default: torch's own choice in a serial run; under "
         "pytest-xdist each worker's share of the cores, capped by OMP_NUM_THREADS).",

@@ -431,6 +431,9 @@ class ModelOOD:
     # that a model's OOD work sits with its other shared results (one cache per model); used on
     # its own, a ModelOOD keeps them in a private dict.
     store: Callable[[str, Callable[[], Any], bool], Any] | None = field(default=None, repr=False)
+    # How a set's outputs are computed: ``outputs_of(images, what)``, model_outputs by default; a
+    # torchrun job's evaluation passes its sharded one (ModelEvaluation.outputs_of).
+    outputs_of: Callable[[torch.Tensor, str], tuple] | None = field(default=None, repr=False)
     _memo: dict[str, Any] = field(default_factory=dict, repr=False)
     _measured: list[tuple[str, str]] = field(default_factory=list, repr=False)  # result()s asked
 
@@ -440,6 +443,11 @@ class ModelOOD:
         if key not in self._memo:
             self._memo[key] = compute()
         return cast(T, self._memo[key])
+
+    def _outputs(self, images: torch.Tensor, what: str) -> tuple:
+        if self.outputs_of is not None:
+            return self.outputs_of(images, what)
+        return model_outputs(self.model, images, self.batch_size)
 
     def images(self, set_name: str) -> OODSet:
         def load() -> OODSet:
@@ -462,7 +470,7 @@ class ModelOOD:
             return self.in_outputs
         return self._once(
             f"outputs:{set_name}",
-            lambda: model_outputs(self.model, self.images(set_name).images, self.batch_size),
+            lambda: self._outputs(self.images(set_name).images, f"the OOD set {set_name}"),
             announce=True,
         )
 
@@ -483,7 +491,7 @@ class ModelOOD:
             generator = torch.Generator().manual_seed(self.seed)
             order = torch.randperm(len(train), generator=generator)
             fit = order[: self.settings.fit_samples] if self.settings.fit_samples else order
-            _, members = model_outputs(self.model, train.images[fit], self.batch_size)
+            _, members = self._outputs(train.images[fit], "the OOD detectors' training features")
             return [self._fit_member(m, train.labels[fit]) for m in members]
 
         return self._once("detectors", fit_all, announce=True)

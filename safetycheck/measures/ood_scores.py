@@ -15,6 +15,7 @@ is the model's logits, the layer's weight and bias are the classification head V
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import math
 from dataclasses import dataclass
@@ -294,6 +295,32 @@ def model_outputs(
         return torch.logsumexp(log_probs, dim=0) - math.log(len(members)), members
     single = member_outputs(model, images, batch_size)
     return single.logits, [single]
+
+
+def join_outputs(
+    parts: list[tuple[torch.Tensor, list[MemberOutputs]]],
+) -> tuple[torch.Tensor, list[MemberOutputs]]:
+    """:func:`model_outputs` on consecutive slices of a set of images (a torchrun job's ranks'),
+    as on the whole set: logits and features concatenated in order; the head and the reasons
+    for missing features, which come from the model rather than the images, from the first
+    slice."""
+    if len(parts) == 1:
+        return parts[0]
+    logits = torch.cat([part[0] for part in parts])
+    members = []
+    for index, first in enumerate(parts[0][1]):
+        slices = [part[1][index] for part in parts]
+        features = (
+            None
+            if any(m.features is None for m in slices)
+            else torch.cat([m.features for m in slices])  # type: ignore[misc]
+        )
+        members.append(
+            dataclasses.replace(
+                first, logits=torch.cat([m.logits for m in slices]), features=features
+            )
+        )
+    return logits, members
 
 
 # ---------------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from safetycheck.core.distributed import Shard
 from safetycheck.core.errors import ConfigError
 from safetycheck.io.predict import predict
 from safetycheck.measures.attacks.base import AttackResult
@@ -67,6 +68,7 @@ def robust_accuracy_sweep(
     batch_size: int = 500,
     stop: StopRule | None = None,
     block: int = 100,
+    shard: Shard | None = None,
 ) -> SweepResult:
     """Run the attack cascade over the epsilons.
 
@@ -83,6 +85,9 @@ def robust_accuracy_sweep(
             attacked once they and every larger one are known (a smaller one is still needed: an
             image it breaks is broken at every larger one), and the sweep ends once all are;
             ``stopped`` records each reason. None: one pass over every image.
+        shard: split each pass (the whole set, or each block) over a torchrun job's ranks by
+            contiguous slices and gather every rank's per-image verdicts and counts, so that every
+            rank holds the serial result (:mod:`safetycheck.core.distributed`); None: one process.
     """
     if not attacks:
         raise ConfigError("the attack cascade is empty; configure at least one attack.")
@@ -98,14 +103,26 @@ def robust_accuracy_sweep(
     result = SweepResult(epsilons=epsilons, clean_correct=clean_correct[:0], planned=planned)
     for eps in epsilons:
         result.broken_by[eps] = {name: 0 for name, _ in attacks}
-        result.descriptions[eps] = []
         result.robust[eps] = torch.zeros(0, dtype=torch.bool)
+    shard = Shard() if shard is None else shard
+    for eps in epsilons:
+        result.descriptions[eps] = _describe(attacks, eps)
     step = planned if stop is None else block
     for first in range(0, max(planned, 1), max(step, 1)):
         part = slice(first, min(first + step, planned))
         active = [eps for eps in epsilons if eps not in result.stopped]
-        robust = _sweep_images(model, images[part], labels[part], clean_correct[part], attacks,
-                               active, result, batch_size)  # fmt: skip
+
+        def attack_rows(rows: slice, part=part, active=active) -> _Pass:
+            take = slice(part.start + rows.start, part.start + rows.stop)
+            return _sweep_images(model, images[take], labels[take], clean_correct[take], attacks,
+                                 active, batch_size)  # fmt: skip
+
+        robust = shard.rows(
+            f"the {'/'.join(name for name, _ in attacks)} sweep",
+            part.stop - part.start,
+            attack_rows,
+            _Pass.join,
+        ).add_to(result)
         result.clean_correct = clean_correct[: part.stop]
         for eps in active:
             result.robust[eps] = torch.cat([result.robust[eps], robust[eps]])
@@ -120,6 +137,45 @@ def robust_accuracy_sweep(
     return result
 
 
+def _describe(attacks: Sequence[tuple[str, AttackFactory]], eps: float) -> list[str]:
+    described = []
+    for name, factory in attacks:
+        attack = factory(eps)
+        described.append(attack.describe() if hasattr(attack, "describe") else name)
+    return described
+
+
+@dataclass
+class _Pass:
+    """One pass of the sweep over some images: each image's robustness at each eps, how many
+    images each attack broke first at each eps, and the forward passes spent."""
+
+    robust: dict[float, torch.Tensor]
+    broken_by: dict[float, dict[str, int]]
+    forward_passes: int
+
+    @staticmethod
+    def join(parts: list[_Pass]) -> _Pass:
+        """The passes over consecutive slices of images, as one pass over them all."""
+        first = parts[0]
+        return _Pass(
+            {eps: torch.cat([p.robust[eps] for p in parts]) for eps in first.robust},
+            {
+                eps: {name: sum(p.broken_by[eps][name] for p in parts) for name in counts}
+                for eps, counts in first.broken_by.items()
+            },
+            sum(p.forward_passes for p in parts),
+        )
+
+    def add_to(self, result: SweepResult) -> dict[float, torch.Tensor]:
+        """Add the counts and passes to ``result``; the per-image robustness, per eps."""
+        for eps, counts in self.broken_by.items():
+            for name, count in counts.items():
+                result.broken_by[eps][name] += count
+        result.forward_passes += self.forward_passes
+        return self.robust
+
+
 def _sweep_images(
     model: nn.Module,
     images: torch.Tensor,
@@ -127,32 +183,27 @@ def _sweep_images(
     clean_correct: torch.Tensor,
     attacks: Sequence[tuple[str, AttackFactory]],
     epsilons: Sequence[float],
-    result: SweepResult,
     batch_size: int,
-) -> dict[float, torch.Tensor]:
-    """One pass of the sweep over ``images`` (a block of the whole) at ``epsilons`` (ascending):
-    each image's robustness at each; the attack counts and forward passes are added to
-    ``result``."""
+) -> _Pass:
+    """One pass of the sweep over ``images`` (a block, or a rank's slice of one) at ``epsilons``
+    (ascending)."""
     survivors = clean_correct.clone()
     robust = {}
+    broken_by = {eps: {name: 0 for name, _ in attacks} for eps in epsilons}
+    forward_passes = 0
     for eps in epsilons:
-        describe = not result.descriptions[eps]
         for name, factory in attacks:
             attack = factory(eps)
-            if describe:
-                result.descriptions[eps].append(
-                    attack.describe() if hasattr(attack, "describe") else name
-                )
             index = survivors.nonzero().squeeze(1)
             for start in range(0, len(index), batch_size):
                 chunk = index[start : start + batch_size]
                 outcome = attack(model, images[chunk], labels[chunk])
-                result.forward_passes += outcome.forward_passes
+                forward_passes += outcome.forward_passes
                 fooled = outcome.fooled.cpu()
                 survivors[chunk[fooled]] = False
-                result.broken_by[eps][name] += int(fooled.sum())
+                broken_by[eps][name] += int(fooled.sum())
         robust[eps] = survivors.clone()
-    return robust
+    return _Pass(robust, broken_by, forward_passes)
 
 
 def _clean_correct(
