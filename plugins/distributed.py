@@ -77,12 +77,12 @@ def agree(session: pytest.Session, shard, models, settings) -> None:
 
     config = session.config
     options = {
-        name: value
+        "--" + name.replace("_", "-"): repr(value)
         for name, value in sorted(vars(config.option).items())
         if name.startswith("safety_")
     }
     facts = {
-        "the --safety-* options": repr(options),
+        **options,
         # The device differs by rank (cuda:LOCAL_RANK) and the data root may by machine.
         "the run settings": repr(
             {

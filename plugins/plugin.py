@@ -131,11 +131,13 @@ def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(run, "safetycheck-run")
     config.addinivalue_line("markers", "safetycheck: a generated safety test (added automatically)")
     # Report paths, the baseline and the threshold file to update are checked here, on the
-    # controller and on every worker, before any model is loaded or attacked.
+    # controller and on every worker (and every torchrun rank), before any model is loaded.
+    error = None
     try:
         run.outputs = Outputs.from_config(config)
     except SafetyCheckError as exc:
-        raise pytest.UsageError(str(exc)) from None
+        error = str(exc)
+    distributed.share_errors(run.shard, error)
 
 
 @pytest.hookimpl(tryfirst=True)  # before -k/-m deselection sees the item list

@@ -219,7 +219,10 @@ def _generated_correct(
     def join(parts: list[tuple[torch.Tensor, str]]) -> tuple[torch.Tensor, str]:
         return torch.cat([correct for correct, _ in parts]), parts[0][1]
 
-    return shard.rows(f"generating {name} at severity {severity}", len(test), rows, join)
+    # Whole batches of predictions, as one process predicts them; each image is corrupted alone
+    # (tests/unit/test_distributed.py: a set made in slices is the set made whole).
+    align = settings.batch_size * 4
+    return shard.rows(f"generating {name} at severity {severity}", len(test), rows, join, align)
 
 
 def _accuracies(evaluation: ModelEvaluation, names) -> dict[tuple[str, int], torch.Tensor]:

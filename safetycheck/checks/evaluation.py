@@ -153,13 +153,17 @@ class ModelEvaluation:
             len(images),
             lambda rows: model_outputs(self.model, images[rows], batch),
             join_outputs,
+            align=batch,
         )
 
     def predictions(self, images: torch.Tensor, what: str, transform=None) -> torch.Tensor:
         """:meth:`predict_rows` over all of ``images``, each rank of a torchrun job predicting its
         slice (see :attr:`shard`)."""
         return self.shard.cat(
-            what, len(images), lambda rows: self.predict_rows(images, rows, transform)
+            what,
+            len(images),
+            lambda rows: self.predict_rows(images, rows, transform),
+            align=self.settings.batch_size * 4,  # predict_rows's batches: the serial ones
         )
 
     def predict_rows(self, images: torch.Tensor, rows: slice, transform=None) -> torch.Tensor:

@@ -7,10 +7,15 @@ contiguous slices of the images in their seeded order (:meth:`Shard.part`), comp
 slice locally and gathers the slices back in rank order, so that every rank then holds the whole
 result and judges every check alike; rank 0 alone reports.
 
-Why the result is the serial one: every attack is seeded per image from the image's own content
-(:func:`safetycheck.measures.attacks.base.per_sample_generators`) and a worst case is decided per
-image, so an image's verdict does not depend on which rank attacked it; gathered per-image results
-are concatenated in rank order, which is the serial order.
+Why the result is the serial one: a plain forward pass (clean logits and features, OOD sets,
+corrupted sets) is split in whole batches (``align``), so the model sees exactly the batches one
+process would and returns the same floats bit for bit; every attack is seeded per image from the
+image's own content (:func:`safetycheck.measures.attacks.base.per_sample_generators`) and a worst
+case is decided per image, so an image's verdict does not depend on which rank attacked it.
+Gathered per-image results are concatenated in rank order, which is the serial order. (An attacked
+image does meet other neighbours in its batch than in one process; a verdict could only change
+where the image's final margin is within float rounding of zero, the effect measured across CPU
+kernels in docs/PERFORMANCE.md. No test run has shown one.)
 
 A computation that raises on one rank must not leave the others waiting in a collective that rank
 never reaches: :meth:`Shard.run` catches the local error, gathers every rank's outcome, and raises
@@ -65,16 +70,22 @@ class Shard:
         """Whether this rank writes the terminal summary and the report files (rank 0 only)."""
         return self.rank == 0
 
-    def bounds(self, n: int, rank: int | None = None) -> tuple[int, int]:
+    def bounds(self, n: int, rank: int | None = None, align: int = 1) -> tuple[int, int]:
         """``[start, stop)`` of ``rank``'s (this rank's by default) contiguous slice of ``n``
         items: ``n * r // world_size`` to ``n * (r + 1) // world_size``, so slices differ in length
-        by at most one and a rank may get none (more ranks than items)."""
+        by at most one and a rank may get none (more ranks than items). With ``align``, the same
+        rule over whole runs of ``align`` items (the last one shorter), so that every slice starts
+        where a batch of one process would."""
+        if align < 1:
+            raise ValueError(f"align must be a positive number of items, not {align}")
         r = self.rank if rank is None else rank
-        return n * r // self.world_size, n * (r + 1) // self.world_size
+        units = -(-n // align)
+        first, last = units * r // self.world_size, units * (r + 1) // self.world_size
+        return min(first * align, n), min(last * align, n)
 
-    def part(self, n: int) -> slice:
-        """This rank's slice of ``n`` items, as a ``slice``."""
-        return slice(*self.bounds(n))
+    def part(self, n: int, align: int = 1) -> slice:
+        """This rank's slice of ``n`` items (see :meth:`bounds`), as a ``slice``."""
+        return slice(*self.bounds(n, align=align))
 
     def run(self, what: str, compute: Callable[[], T]) -> list[T]:
         """Every rank's ``compute()``, in rank order, on every rank (``[compute()]`` alone when
@@ -108,22 +119,25 @@ class Shard:
             ) from None
         return gathered
 
-    def rows(self, what: str, n: int, compute: Callable[[slice], T], merge: Callable[[list[T]], T]
-             ) -> T:  # fmt: skip
+    def rows(self, what: str, n: int, compute: Callable[[slice], T], merge: Callable[[list[T]], T],
+             align: int = 1) -> T:  # fmt: skip
         """The result over ``n`` rows computed in slices: this rank computes ``compute(part)``
-        for its :meth:`part` of ``n``, and ``merge`` joins the non-empty slices' results in rank
-        order. A rank with no rows computes nothing (rank 0 computes the empty slice when ``n`` is
-        0, so that the result has its usual type)."""
+        for its :meth:`part` of ``n`` (``align``: in whole batches), and ``merge`` joins the
+        non-empty slices' results in rank order. A rank with no rows computes nothing (rank 0
+        computes the empty slice when ``n`` is 0, so that the result has its usual type)."""
         if not self.active:
             return compute(slice(0, n))
-        part = self.part(n)
+        part = self.part(n, align)
         empty = part.start == part.stop and not (n == 0 and self.rank == 0)
         results = self.run(what, lambda: None if empty else compute(part))
         return merge([result for result in results if result is not None])
 
-    def cat(self, what: str, n: int, compute: Callable[[slice], torch.Tensor]) -> torch.Tensor:
+    def cat(self, what: str, n: int, compute: Callable[[slice], torch.Tensor], align: int = 1
+            ) -> torch.Tensor:  # fmt: skip
         """:meth:`rows` for a per-row tensor (moved to the CPU), concatenated along dim 0."""
-        return self.rows(what, n, lambda part: compute(part).cpu(), lambda parts: torch.cat(parts))
+        return self.rows(
+            what, n, lambda part: compute(part).cpu(), lambda parts: torch.cat(parts), align
+        )
 
     def agree(self, what: str, facts: dict[str, str]) -> None:
         """Raise ConfigError on every rank unless every rank has the same ``facts`` (its options,
@@ -150,7 +164,7 @@ class Shard:
 
 
 def _short(value: object, limit: int = 160) -> str:
-    text = repr(value)
+    text = value if isinstance(value, str) else repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
@@ -229,6 +243,6 @@ def weights_digest(module: torch.nn.Module) -> str:
     return digest.hexdigest()
 
 
-def slices(n: int, world_size: int) -> Sequence[tuple[int, int]]:
+def slices(n: int, world_size: int, align: int = 1) -> Sequence[tuple[int, int]]:
     """Every rank's ``[start, stop)`` of ``n`` items (for reports and tests)."""
-    return [Shard(r, world_size).bounds(n) for r in range(world_size)]
+    return [Shard(r, world_size).bounds(n, align=align) for r in range(world_size)]

@@ -18,13 +18,16 @@ from safetycheck.measures.ood_scores import join_outputs, model_outputs
 from safetycheck.measures.robustness import _Pass, _sweep_images
 
 
-@given(n=st.integers(0, 5000), world=st.integers(1, 64))
-def test_the_slices_cover_every_item_once_in_order(n, world):
-    bounds = slices(n, world)
+@given(n=st.integers(0, 5000), world=st.integers(1, 64), align=st.integers(1, 700))
+def test_the_slices_cover_every_item_once_in_order_in_whole_batches(n, world, align):
+    bounds = slices(n, world, align)
     assert bounds[0][0] == 0 and bounds[-1][1] == n
     assert all(a[1] == b[0] for a, b in zip(bounds, bounds[1:], strict=False))
-    lengths = [stop - start for start, stop in bounds]
-    assert max(lengths) - min(lengths) <= 1 and sum(lengths) == n
+    assert all(start % align == 0 or start == n for start, _ in bounds)
+    batches = [-(-(stop - start) // align) for start, stop in bounds]
+    assert max(batches) - min(batches) <= 1  # the batches are shared out evenly
+    if align == 1:
+        assert sum(stop - start for start, stop in bounds) == n
 
 
 def test_more_ranks_than_items_leaves_some_ranks_without_any():
@@ -131,3 +134,27 @@ def test_a_sweep_over_slices_joins_to_the_sweep_over_all():
     assert joined.broken_by == whole.broken_by
     assert joined.forward_passes == whole.forward_passes
     assert all(torch.equal(joined.robust[e], whole.robust[e]) for e in (0.05, 0.2))
+
+
+def test_a_corrupted_set_made_in_slices_is_the_set_made_whole():
+    """A torchrun job's ranks each corrupt their slice of the test set (and its batches start
+    elsewhere than one process's): every corruption must make each image from its own seed and
+    index alone, whatever else is in its batch."""
+    from sklearn.datasets import load_sample_images
+
+    from safetycheck.measures.common_corruptions import NAMES
+    from safetycheck.measures.common_corruptions.dataset import generate
+
+    photo = load_sample_images().images[0]
+    images = torch.stack(
+        [torch.from_numpy(photo[i : i + 32, j : j + 32].copy()) for i, j in
+         [(0, 0), (40, 70), (100, 200), (200, 5), (300, 400), (150, 300), (50, 500)]]
+    ).permute(0, 3, 1, 2).float() / 255.0  # fmt: skip
+    indices = torch.tensor([3, 8, 13, 21, 34, 55, 89])
+    for name in NAMES:
+        whole = generate(images, name, 3, seed=0, params="cifar", indices=indices)
+        parts = [
+            generate(images[p], name, 3, seed=0, params="cifar", indices=indices[p])
+            for p in (slice(0, 2), slice(2, 3), slice(3, 7))
+        ]
+        assert torch.equal(torch.cat(parts), whole), name
