@@ -203,11 +203,13 @@ def join(timeout_s: float = DEFAULT_TIMEOUT_S) -> Shard:
     """This process's :class:`Shard`: joins torchrun's process group (Gloo) when launched by
     torchrun with several ranks, else the single-process ``Shard()``. ``timeout_s`` bounds every
     collective: a rank that stops answering fails the job after that long."""
+    if not timeout_s > 0:
+        raise ConfigError(
+            f"--safety-dist-timeout must be a positive number of seconds, not {timeout_s:g}."
+        )
     place = torchrun_environment()
     if place is None:
         return Shard()
-    if not timeout_s > 0:
-        raise ConfigError(f"the collective timeout must be positive seconds, not {timeout_s}.")
     import torch.distributed as dist
 
     if not dist.is_available():

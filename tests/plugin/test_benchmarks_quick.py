@@ -46,5 +46,6 @@ def test_benchmark_suite_runs_in_quick_mode(data_root):
         "autoattack standard, lenet at eps 0.3",
         "certified bounds, lenet ibp",
         "early stopping on the zoo",
+        "torchrun scaling",
     ):
         assert figure in result.stdout, f"{figure!r} missing from the benchmark output"

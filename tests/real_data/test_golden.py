@@ -6,14 +6,14 @@ values, thresholds and intervals to 1e-6; the details text exactly once its numb
 few significant digits) are compared to 0.1%. The record, metadata and document field names must
 still be there (new ones may be added), so the JSON stays compatible.
 
-One exception, measured rather than assumed: an attack's verdict on an image whose final margin is
-within float rounding of zero depends on which CPU kernels ran (oneDNN and ATen pick AVX-512, AVX2 or
-SSE code at run time, and their sums round differently; an FGSM sign of a gradient component near
-zero flips). The golden files were written on an AVX-512 machine; on AVX2 machines the same commit
-breaks 1 to 4 more or fewer of 1000 attacked images (docs/PERFORMANCE.md, "Attack numbers across
-CPUs"). So an attack record (one whose params carry a threat model) may move by at most
-:func:`attack_flip_tolerance` images, its interval must then be the Wilson interval of its own count,
-and its details' counts may move by as many; everything else stays exact.
+One exception, measured rather than assumed: an attack's verdict on an image whose final margin
+is within float rounding of zero depends on which CPU kernels ran (oneDNN and ATen pick AVX-512,
+AVX2 or SSE code at run time, and their sums round differently; an FGSM sign of a gradient
+component near zero flips). The golden files were written on another CPU than today's CI machine;
+there the same commit breaks up to 4 of 1000 attacked images more or fewer (docs/PERFORMANCE.md,
+"Attack numbers across CPUs"). So an attack record (one whose params carry a threat model) may move
+by at most :func:`attack_flip_tolerance` images, its interval must then be the Wilson interval of
+its own count, and its details' counts may move by as many; everything else stays exact.
 """
 
 from __future__ import annotations

@@ -39,6 +39,9 @@ def load_reference():
             return os.path.join(os.path.dirname(spec.origin), name)
 
         shim.resource_filename = resource_filename  # type: ignore[attr-defined]
+        # pytest's monkeypatch.syspath_prepend calls this whenever pkg_resources is loaded; a later
+        # test in the same process (tests/plugin/test_entry_points.py) must not trip on the shim.
+        shim.fixup_namespace_packages = lambda path: None  # type: ignore[attr-defined]
         sys.modules["pkg_resources"] = shim
     if not hasattr(np, "float_"):
         np.float_ = np.float64  # type: ignore[attr-defined]
