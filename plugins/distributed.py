@@ -17,6 +17,7 @@ gathers the results, so every rank judges every check alike. Here:
 from __future__ import annotations
 
 import hashlib
+import os
 
 import pytest
 
@@ -24,16 +25,55 @@ from safetycheck.core.errors import SafetyCheckError
 
 
 def join(config: pytest.Config):
-    """This process's Shard; under torchrun, rank 0 keeps the outputs and the others lose them."""
-    from safetycheck.core.distributed import join as join_job
+    """This process's Shard, at configure time. Under torchrun, a run that names models with
+    ``--safety-model`` joins the job's process group now, so that rank 0 alone keeps the JUnit
+    file; any other run stays out of it (a project's own tests under torchrun may build their own
+    process group), and joins at collection if a ``safety_model`` fixture yields models
+    (:func:`join_late`)."""
+    from safetycheck.core.distributed import Shard
 
-    try:
-        shard = join_job(config.getoption("safety_dist_timeout"))
-    except SafetyCheckError as exc:
-        raise pytest.UsageError(str(exc)) from None
+    if not config.getoption("safety_model"):
+        _check_timeout(config)
+        return Shard()
+    shard = _join(config)
     if shard.active and not shard.reports:
         config.option.xmlpath = None  # before pytest's JUnit plugin reads it (tryfirst)
     return shard
+
+
+def join_late(config: pytest.Config, shard):
+    """The Shard once a ``safety_model`` fixture has yielded models: under torchrun, join the
+    job now; the ranks other than 0 then drop their terminal reporter and JUnit writer."""
+    from safetycheck.core.distributed import torchrun_environment
+
+    if shard.active or torchrun_environment() is None:
+        return shard
+    shard = _join(config)
+    if shard.active and not shard.reports:
+        silence(config, shard)
+        # pytest's JUnit writer is already configured (it unregisters itself at the end): its
+        # file goes nowhere on this rank.
+        for plugin in config.pluginmanager.get_plugins():
+            if type(plugin).__module__ == "_pytest.junitxml" and hasattr(plugin, "logfile"):
+                plugin.logfile = os.devnull
+    return shard
+
+
+def _join(config: pytest.Config):
+    from safetycheck.core.distributed import join as join_job
+
+    try:
+        return join_job(config.getoption("safety_dist_timeout"))
+    except SafetyCheckError as exc:
+        raise pytest.UsageError(str(exc)) from None
+
+
+def _check_timeout(config: pytest.Config) -> None:
+    timeout = config.getoption("safety_dist_timeout")
+    if not timeout > 0:
+        raise pytest.UsageError(
+            f"--safety-dist-timeout must be a positive number of seconds, not {timeout:g}."
+        )
 
 
 def silence(config: pytest.Config, shard) -> None:

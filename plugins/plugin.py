@@ -200,6 +200,7 @@ def _collect(session: pytest.Session, config: pytest.Config, run):
     try:
         models, run.teardowns = collect_models(session)
         if models:
+            run.shard = distributed.join_late(config, run.shard)
             collected = _prepare(config, run, models)
     except SafetyCheckError as exc:
         error = str(exc)

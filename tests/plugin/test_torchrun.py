@@ -219,3 +219,38 @@ def test_cuda_on_ranks_without_a_gpu_is_one_clear_error(tmp_path):
     assert output.count("sees no GPU here") == 1, output[-3000:]
     assert "rank 1 of 2 stopped with the job; rank 0 prints why" in output
     assert not (tmp_path / "job.json").exists()
+
+
+def test_a_safety_model_fixture_joins_the_job_at_collection(tmp_path):
+    write_job(tmp_path)
+    (tmp_path / "conftest.py").write_text(
+        "import pytest\nfrom model import safety_model as build\n\n"
+        "@pytest.fixture(scope='session')\ndef safety_model():\n    return build()\n"
+    )
+    args = [a for a in PYTEST_ARGS if a != "--safety-model=model.py"]
+    job = torchrun(
+        tmp_path, 2,
+        launch=["-m", "pytest", *args, "--safety-json=job.json", "--junitxml=job.xml"],
+    )  # fmt: skip
+    output = job.stdout + job.stderr
+    assert job.returncode == 0, output[-4000:]
+    assert json.loads((tmp_path / "job.json").read_text())["metadata"]["ranks"]["world_size"] == 2
+    assert output.count("safetycheck results") == 1 and output.count(" passed in ") == 1
+    assert (tmp_path / "job.xml").read_text().count("<testcase") == len(
+        results(tmp_path / "job.json")
+    )
+
+
+def test_a_run_without_models_stays_out_of_the_process_group(tmp_path):
+    """A project's own tests under torchrun (a DDP test, say) build their own process group; the
+    plugin, installed everywhere, must not have joined one first."""
+    (tmp_path / "test_ddp.py").write_text(
+        "import torch.distributed as dist\n\n"
+        "def test_the_process_group_is_mine():\n"
+        "    assert not dist.is_initialized()\n"
+        "    dist.init_process_group('gloo')\n"
+        "    dist.barrier()\n"
+        "    dist.destroy_process_group()\n"
+    )
+    job = torchrun(tmp_path, 2, launch=["-m", "pytest", "-q", "-p", "no:cacheprovider"])
+    assert job.returncode == 0, (job.stdout + job.stderr)[-3000:]
