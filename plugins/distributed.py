@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 
 import pytest
 
@@ -123,13 +124,18 @@ def agree(session: pytest.Session, shard, models, settings) -> None:
     }
     facts = {
         **options,
-        # The device differs by rank (cuda:LOCAL_RANK) and the data root may by machine.
-        "the run settings": repr(
-            {
-                field: value
-                for field, value in vars(settings).items()
-                if field not in ("device", "data_root")
-            }
+        # The device differs by rank (cuda:LOCAL_RANK) and the data root may by machine; a
+        # function's address (a dataset profile's loader) differs by process.
+        "the run settings": re.sub(
+            r" at 0x[0-9a-fA-F]+",
+            "",
+            repr(
+                {
+                    field: value
+                    for field, value in vars(settings).items()
+                    if field not in ("device", "data_root")
+                }
+            ),
         ),
         "the checks, in order": _digest(
             [item.nodeid for item in session.items if hasattr(item, "evaluation")]
