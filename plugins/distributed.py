@@ -70,11 +70,12 @@ def _join(config: pytest.Config):
 
 
 def _check_timeout(config: pytest.Config) -> None:
-    timeout = config.getoption("safety_dist_timeout")
-    if not timeout > 0:
-        raise pytest.UsageError(
-            f"--safety-dist-timeout must be a positive number of seconds, not {timeout:g}."
-        )
+    from safetycheck.core.distributed import check_timeout
+
+    try:
+        check_timeout(config.getoption("safety_dist_timeout"))
+    except SafetyCheckError as exc:
+        raise pytest.UsageError(str(exc)) from None
 
 
 def silence(config: pytest.Config, shard) -> None:

@@ -144,7 +144,6 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_collection_modifyitems(
     session: pytest.Session, config: pytest.Config, items: list
 ) -> None:
-
     run = config.stash[STATE]
     collected = _collect(session, config, run)
     if collected is None:
@@ -154,7 +153,6 @@ def pytest_collection_modifyitems(
     from safetycheck_pytest import reporting
     from safetycheck_pytest.items import SafetyCheckItem, SafetySuite
 
-    run.models = models
     loadgroup = bool(config.getoption("loadgroup", False))  # what xdist itself reads on its workers
     for model in models:
         evaluation = ModelEvaluation(

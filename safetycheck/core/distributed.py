@@ -199,14 +199,19 @@ def torchrun_environment(environ: os._Environ[str] | dict[str, str] | None = Non
     return {"rank": rank, "world_size": world_size, "local_rank": local_rank}
 
 
-def join(timeout_s: float = DEFAULT_TIMEOUT_S) -> Shard:
-    """This process's :class:`Shard`: joins torchrun's process group (Gloo) when launched by
-    torchrun with several ranks, else the single-process ``Shard()``. ``timeout_s`` bounds every
-    collective: a rank that stops answering fails the job after that long."""
+def check_timeout(timeout_s: float) -> None:
+    """Raise ConfigError unless ``timeout_s`` is a positive number of seconds."""
     if not timeout_s > 0:
         raise ConfigError(
             f"--safety-dist-timeout must be a positive number of seconds, not {timeout_s:g}."
         )
+
+
+def join(timeout_s: float = DEFAULT_TIMEOUT_S) -> Shard:
+    """This process's :class:`Shard`: joins torchrun's process group (Gloo) when launched by
+    torchrun with several ranks, else the single-process ``Shard()``. ``timeout_s`` bounds every
+    collective: a rank that stops answering fails the job after that long."""
+    check_timeout(timeout_s)
     place = torchrun_environment()
     if place is None:
         return Shard()
