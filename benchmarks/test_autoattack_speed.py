@@ -14,12 +14,23 @@ a hundred for the reference's random Square draws). Quick mode (``--benchmark-di
 only proves the command works: the LeNet at eps 0.3 on 8 images (APGD-CE breaks them all in a few
 steps on both sides; a robust image costs each side about 8,000 passes, half a minute alone).
 ``SAFETYCHECK_AA_IMAGES=100`` runs the full mode on the first 100 images only.
+
+The full table costs about ten hours of these 2 cores, more than one working session, so it is
+taken in parts that each run both sides on the same images (the time ratio is always measured in
+one run): ``SAFETYCHECK_AA_SLICE=100:400`` attacks images 100 to 399 of the 1,000,
+``SAFETYCHECK_AA_MODELS=lenet`` picks the rows, and ``SAFETYCHECK_AA_RECORD=benchmarks/records/
+autoattack`` writes one JSON record per part. ``python benchmarks/autoattack_parts.py`` adds the
+parts up (counts and passes exactly; seconds as sums of runs on the same machine) and says which
+images are still missing.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import platform
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -29,8 +40,45 @@ from safetycheck.measures.attacks.cascades import cascade
 from safetycheck.measures.robustness import robust_accuracy_sweep
 
 CASES = {"lenet": 0.1, "pgd_at_0.3": 0.3}
+ATTACKED = 1000
 # SAFETYCHECK_AA_IMAGES=N takes the first N of the 1,000 (the full run costs hours on 2 cores).
-FULL, QUICK = int(os.environ.get("SAFETYCHECK_AA_IMAGES", "1000")), 8
+FULL, QUICK = int(os.environ.get("SAFETYCHECK_AA_IMAGES", str(ATTACKED))), 8
+
+
+def _image_slice() -> tuple[int, int]:
+    """Images [start, stop) of the 1,000: SAFETYCHECK_AA_SLICE=start:stop, else the first FULL."""
+    text = os.environ.get("SAFETYCHECK_AA_SLICE", f"0:{FULL}")
+    try:
+        start, stop = (int(bound) for bound in text.split(":"))
+    except ValueError:
+        raise ValueError(f"SAFETYCHECK_AA_SLICE must be start:stop, not {text!r}") from None
+    if not 0 <= start < stop <= ATTACKED:
+        raise ValueError(f"SAFETYCHECK_AA_SLICE must lie within 0:{ATTACKED}, not {text!r}")
+    return start, stop
+
+
+def _selected(name: str) -> bool:
+    chosen = os.environ.get("SAFETYCHECK_AA_MODELS")
+    return not chosen or name in chosen.split(",")
+
+
+def _record(name: str, start: int, stop: int, fields: dict) -> None:
+    folder = os.environ.get("SAFETYCHECK_AA_RECORD")
+    if not folder:
+        return
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    fields = dict(
+        fields,
+        model=name,
+        start=start,
+        stop=stop,
+        threads=torch.get_num_threads(),
+        torch=torch.__version__,
+        processor=platform.processor() or platform.machine(),
+        finished=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    )
+    path = Path(folder) / f"{name}-{start:04d}-{stop:04d}.json"
+    path.write_text(json.dumps(fields, indent=1, sort_keys=True) + "\n")
 
 
 class PassCounter(nn.Module):
@@ -82,16 +130,19 @@ def _reference(model: nn.Module, eps: float):
 @pytest.fixture(scope="module")
 def attacked(mnist_test):
     order = torch.randperm(len(mnist_test.labels), generator=torch.Generator().manual_seed(0))
-    return mnist_test.images[order[:FULL]], mnist_test.labels[order[:FULL]]
+    return mnist_test.images[order[:ATTACKED]], mnist_test.labels[order[:ATTACKED]]
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_autoattack_against_the_official_protocol(benchmark, name, attacked, quick, capsys):
     if quick and name != "lenet":
         pytest.skip("full mode only: the robust model's images cost minutes each on a CPU")
+    if not quick and not _selected(name):
+        pytest.skip(f"not in SAFETYCHECK_AA_MODELS={os.environ['SAFETYCHECK_AA_MODELS']}")
     eps = 0.3 if quick else CASES[name]
-    count = QUICK if quick else FULL
-    images, labels = attacked[0][:count], attacked[1][:count]
+    start, stop = (0, QUICK) if quick else _image_slice()
+    count = stop - start
+    images, labels = attacked[0][start:stop], attacked[1][start:stop]
     model = PassCounter(_model(name)).eval()
     figures: dict = {}
 
@@ -121,6 +172,29 @@ def test_autoattack_against_the_official_protocol(benchmark, name, attacked, qui
 
     benchmark.pedantic(run, rounds=1, iterations=1)
     ours, theirs = figures["ours"], figures["reference"]
+    if not quick:
+        _record(
+            name,
+            start,
+            stop,
+            {
+                "eps": eps,
+                "reference": figures["reference_name"],
+                "ours": {
+                    "seconds": ours[0],
+                    "forward_images": round(ours[1] * count),
+                    "gradient_images": round(ours[2] * count),
+                    "robust_images": round(ours[3] * count),
+                    "broken_by": ours[4],
+                },
+                "reference_side": {
+                    "seconds": theirs[0],
+                    "forward_images": round(theirs[1] * count),
+                    "gradient_images": round(theirs[2] * count),
+                    "robust_images": round(theirs[3] * count),
+                },
+            },
+        )
     benchmark.extra_info.update(
         images=count,
         eps=eps,
@@ -137,7 +211,7 @@ def test_autoattack_against_the_official_protocol(benchmark, name, attacked, qui
     )
     with capsys.disabled():
         print(
-            f"\nautoattack standard, {name} at eps {eps:g} on {count} MNIST images: ours "
+            f"\nautoattack standard, {name} at eps {eps:g} on images {start}:{stop}: ours "
             f"{ours[0]:.1f} s, {ours[1]:.0f} passes per image ({ours[2]:.0f} with a gradient), "
             f"robust {ours[3]:.3f} (broken by {ours[4]}); {figures['reference_name']} "
             f"{theirs[0]:.1f} s, {theirs[1]:.0f} passes per image ({theirs[2]:.0f} with a "

@@ -12,10 +12,12 @@ with a floor of chance level.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 
 import torch
 
 from safetycheck.checks.evaluation import ModelEvaluation, RunSettings
+from safetycheck.core.per_example import PerExampleRanking, images_digest
 from safetycheck.core.registry import CheckFamily, CheckSkipped, Measurement
 from safetycheck.core.stats import wilson_interval
 from safetycheck.measures.ood import (
@@ -26,6 +28,7 @@ from safetycheck.measures.ood import (
     OODSettings,
     load_ood_set,
 )
+from safetycheck.measures.ood_metrics import misranked_counts
 
 
 def ood_settings(settings: RunSettings) -> OODSettings:
@@ -113,8 +116,34 @@ def _study_column(params) -> str | None:
     return f"auroc:{params['set']}-{params['score']}"
 
 
+def _ranking(evaluation: ModelEvaluation, set_name: str, score: str) -> PerExampleRanking:
+    """The per-image ranking of an AUROC (DeLong's placements as counts), with a digest of the
+    evaluated test images and of the OOD set's very images (their bytes: a set is identified by
+    what was scored, whatever produced it)."""
+    ood = model_ood(evaluation)
+
+    def digest_of_set(_: ModelEvaluation) -> str:
+        images = ood.images(set_name).images.detach().to("cpu", torch.float32).contiguous()
+        return hashlib.sha256(images.numpy().tobytes()).hexdigest()[:16]
+
+    set_digest = evaluation.cached(f"ood_images_digest:{set_name}", digest_of_set, announce=False)
+    index = evaluation.test_indices
+    if index is None:
+        index = torch.arange(len(evaluation.test_set))
+    digest = images_digest(
+        evaluation.settings.dataset.name,
+        f"ood:{set_name}:{set_digest}",
+        evaluation.settings.seed,
+        index,
+    )
+    inside, outside = ood.scores(IN_DISTRIBUTION, score), ood.scores(set_name, score)
+    in_counts, out_counts = misranked_counts(inside.values, outside.values)
+    return PerExampleRanking(in_counts, out_counts, digest, evaluation.settings.seed)
+
+
 def _measure_ood_auroc(evaluation: ModelEvaluation, params: dict) -> Measurement:
-    result = model_ood(evaluation).result(str(params["set"]), str(params["score"]))
+    set_name, score = str(params["set"]), str(params["score"])
+    result = model_ood(evaluation).result(set_name, score)
     if result.skipped:
         raise CheckSkipped(result.skipped)
     m = result.metrics
@@ -124,6 +153,7 @@ def _measure_ood_auroc(evaluation: ModelEvaluation, params: dict) -> Measurement
         m.auroc,
         m.n_in + m.n_out,
         ci=(float(low), float(high)),
+        per_example=_ranking(evaluation, set_name, score),
         artifacts={"roc": {"fpr": result.roc["fpr"], "tpr": result.roc["tpr"]}}
         if result.roc
         else {},

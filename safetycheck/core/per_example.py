@@ -11,6 +11,13 @@ scored the very same images in the same order.
 A check whose value is not a share of right images (calibration) adds ``"values": {name:
 "<base64>"}``: per-image float32 quantities (little-endian), from which its metric and a paired
 bootstrap of it are computed (:func:`decode_values`).
+
+An OOD AUROC record (a ranking of two sets, not a share) has ``{"count": N_in + N_out,
+"positives": N_in, "misranked": "<base64>", "images": ..., "seed": S}`` instead of ``correct``:
+each image's misrankings against the other set (DeLong's placement values as integers, see
+:func:`safetycheck.measures.ood_metrics.misranked_counts`), the N_in in-distribution images first,
+as little-endian uint32 compressed with zlib (most are 0 for a good detector). They depend on the
+scores only through their order: the file keeps no score (:func:`decode_ranking`).
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -53,6 +61,88 @@ class PerExample:
                 for name, value in self.values.items()
             }
         return encoded
+
+
+@dataclass(frozen=True)
+class PerExampleRanking:
+    """An OOD AUROC's per-image results: ``in_misranked`` (N_in,) and ``out_misranked`` (N_out,)
+    int counts (:func:`safetycheck.measures.ood_metrics.misranked_counts`); ``images``: the digest
+    of both sets' images, in order."""
+
+    in_misranked: np.ndarray
+    out_misranked: np.ndarray
+    images: str
+    seed: int = 0
+
+    def encode(self) -> dict:
+        """The JSON form (the module docstring's)."""
+        counts = np.concatenate([self.in_misranked, self.out_misranked]).astype("<u4")
+        return {
+            "count": int(counts.size),
+            "positives": int(self.in_misranked.size),
+            "misranked": base64.b64encode(zlib.compress(counts.tobytes(), 9)).decode("ascii"),
+            "images": self.images,
+            "seed": int(self.seed),
+        }
+
+
+def is_ranking(data: object) -> bool:
+    """Whether a record's ``per_example`` is an OOD ranking (:class:`PerExampleRanking`)."""
+    return isinstance(data, dict) and "misranked" in data
+
+
+def decode_ranking(data: object, where: str) -> tuple[np.ndarray, np.ndarray, str]:
+    """``(in_misranked (N_in,), out_misranked (N_out,), images digest)``, int64, from an OOD
+    record's ``per_example``.
+
+    Raises
+    ------
+    ConfigError
+        Naming ``where`` and the field, when ``count`` or ``positives`` are not integers with
+        ``0 < positives < count``, ``misranked`` is not base64 zlib data of ``count`` uint32
+        numbers, a count exceeds twice the other set's size, or the two sides' sums differ (each
+        is twice the pairs ranked the wrong way round): a damaged file.
+    """
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"{where}: per_example must be an object with count, positives, misranked."
+        )
+    count, positives, images = data.get("count"), data.get("positives"), data.get("images")
+    for name, number in (("count", count), ("positives", positives)):
+        if isinstance(number, bool) or not isinstance(number, int):
+            raise ConfigError(f"{where}: per_example.{name} must be an integer; got {number!r}.")
+    assert isinstance(count, int) and isinstance(positives, int)
+    if not 0 < positives < count:
+        raise ConfigError(
+            f"{where}: per_example.positives must lie between 0 and count ({count}), "
+            f"exclusive; got {positives}."
+        )
+    if not isinstance(images, str) or not images:
+        raise ConfigError(f"{where}: per_example.images must be the digest of the scored images.")
+    encoded = data.get("misranked")
+    try:
+        raw = zlib.decompress(base64.b64decode(str(encoded).encode("ascii"), validate=True))
+    except (binascii.Error, ValueError, UnicodeEncodeError, zlib.error):
+        raise ConfigError(
+            f"{where}: per_example.misranked is not base64 zlib data; the file is damaged."
+        ) from None
+    if len(raw) != 4 * count:
+        raise ConfigError(
+            f"{where}: per_example.misranked holds {len(raw) // 4} numbers for a count of "
+            f"{count}; the file is damaged."
+        )
+    counts = np.frombuffer(raw, dtype="<u4").astype(np.int64)
+    inside, outside = counts[:positives], counts[positives:]
+    if (
+        inside.max() > 2 * outside.size
+        or outside.max() > 2 * inside.size
+        or inside.sum() != outside.sum()
+    ):
+        raise ConfigError(
+            f"{where}: per_example.misranked is not a ranking of {positives} against "
+            f"{count - positives} images (its two sides disagree); the file is damaged."
+        )
+    return inside, outside, images
 
 
 def images_digest(dataset: str, what: str, seed: int, indices: torch.Tensor) -> str:

@@ -45,7 +45,7 @@ import numpy as np
 
 from safetycheck.core.errors import ConfigError
 from safetycheck.core.stats import Z_95_ROUNDED
-from safetycheck.gate.paired import PairedBootstrap, PairedTest
+from safetycheck.gate.paired import PairedBootstrap, PairedDeLong, PairedTest
 
 FORMAT = "safetycheck-results"
 FORMAT_VERSIONS = (1, 2)  # 2 adds per-example results; 1 is still read, for unpaired comparison
@@ -135,7 +135,7 @@ class Comparison:
     compared: bool = True
     # The paired test, where both runs scored the same images: McNemar's counts and p-value, and
     # the level it was judged at.
-    paired: PairedTest | PairedBootstrap | None = None
+    paired: PairedTest | PairedBootstrap | PairedDeLong | None = None
     level: float | None = None
 
     noise_images: int = 0  # the paired test's image count
@@ -155,6 +155,12 @@ class Comparison:
             verdict = "regression vs baseline" if self.regressed else "no regression vs baseline"
             relation = "<=" if self.level is not None and test.p_value <= self.level else ">"
             level = "" if self.level is None else f" {relation} {self.level:.3g}"
+            if isinstance(test, PairedDeLong):
+                return (
+                    f"{verdict}: AUROC {self.value:.4f} now vs {self.base_value:.4f} on the same "
+                    f"{self.noise_images} images (DeLong's paired test, z = {test.z:.2f}, "
+                    f"one-sided p = {test.p_value:.3g}{level}, {self.method})"
+                )
             if isinstance(test, PairedBootstrap):
                 return (
                     f"{verdict}: {self.value:.4f} now vs {self.base_value:.4f} on the same "
@@ -249,10 +255,12 @@ def load_baseline(path: str | Path, alpha: float = DEFAULT_ALPHA) -> Baseline:
             f'baseline {path} is damaged: "metadata" must be an object and "results" a '
             f'list of records with "model" and "check"; {redo}.'
         )
-    from safetycheck.core.per_example import decode
+    from safetycheck.core.per_example import decode, is_ranking
 
     for record in records:
-        if record.get("per_example") is not None and not record.get("skipped"):
+        if is_ranking(record.get("per_example")) and not record.get("skipped"):
+            _check_ranking(record, f"baseline {path}, {record['model']} {record['check']}", redo)
+        elif record.get("per_example") is not None and not record.get("skipped"):
             where = f"baseline {path}, {record['model']} {record['check']}"
             try:
                 correct, _ = decode(record["per_example"], where)
@@ -280,6 +288,30 @@ def load_baseline(path: str | Path, alpha: float = DEFAULT_ALPHA) -> Baseline:
                     f"damaged; {redo}."
                 )
     return Baseline(path, metadata, records, alpha=alpha, format_version=int(version))
+
+
+def _check_ranking(record: dict, where: str, redo: str) -> None:
+    """ConfigError, naming ``where``, when an OOD record's ranking is damaged or does not give its
+    value (its AUROC, exactly: both are computed from the same order)."""
+    from safetycheck.core.per_example import decode_ranking
+
+    try:
+        inside, outside, _ = decode_ranking(record["per_example"], where)
+    except ConfigError as exc:
+        raise ConfigError(f"{str(exc).rstrip('.')}; {redo}.") from None
+    n = record.get("n")
+    if isinstance(n, int) and not isinstance(n, bool) and n != inside.size + outside.size:
+        raise ConfigError(
+            f"{where}: per_example.count is {inside.size + outside.size} but the record's n is "
+            f"{n}; the file is damaged; {redo}."
+        )
+    value = _number(record.get("value"))
+    auroc = 1.0 - float(inside.sum()) / (2.0 * inside.size * outside.size)
+    if value is not None and abs(value - auroc) > 1e-9:
+        raise ConfigError(
+            f"{where}: the value {value:.6g} is not the AUROC of its per_example ranking "
+            f"({auroc:.6g}); the file was edited or damaged; {redo}."
+        )
 
 
 def _metric_mismatch(record: dict, correct: np.ndarray, where: str) -> bool:
@@ -351,7 +383,26 @@ def compare(
     if value is None:
         return Comparison(None, base_value, None, 0.0, True, "no value measured", **label)
     difference = base_value - value if bound == "min" else value - base_value
-    pairing, why_not = _pairing(record, base)
+    from safetycheck.core.per_example import is_ranking
+
+    if is_ranking(record.get("per_example")) or is_ranking(base.get("per_example")):
+        delong, why_not = _delong(record, base)
+        if delong is not None and level is not None:
+            return Comparison(
+                value,
+                base_value,
+                difference + 0.0,
+                0.0,
+                delong.p_value <= level,
+                "Holm-corrected over the model's paired checks",
+                paired=delong,
+                level=level,
+                noise_images=int(record["n"]),
+                **label,
+            )
+        pairing = None
+    else:
+        pairing, why_not = _pairing(record, base)
     if pairing is not None and level is not None and _has_values(record, base):
         bootstrap = _bootstrap(record, base, bound)
         if bootstrap is None:
@@ -421,6 +472,27 @@ def _bootstrap(record: dict, base: dict, bound: str) -> PairedBootstrap | None:
             return None
         runs.append({**quantities, "correct": correct.astype(float)})
     return bootstrap_regression(metric, runs[0], runs[1], bound)
+
+
+def _delong(record: dict, base: dict) -> tuple[PairedDeLong | None, str]:
+    """DeLong's paired test of an OOD AUROC record against its baseline, or None and why not."""
+    from safetycheck.core.per_example import decode_ranking, is_ranking
+    from safetycheck.gate.paired import delong_regression
+
+    mine, theirs = record.get("per_example"), base.get("per_example")
+    if not is_ranking(theirs):
+        return None, "the baseline has no per-image ranking (an older format or another check)"
+    if not is_ranking(mine):
+        return None, "this run has no per-image ranking for the check"
+    inside, outside, images = decode_ranking(mine, f"{record.get('model')} {record.get('check')}")
+    base_in, base_out, base_images = decode_ranking(
+        theirs, f"baseline {base.get('model')} {base.get('check')}"
+    )
+    if images != base_images or (inside.size, outside.size) != (base_in.size, base_out.size):
+        return None, "the two runs scored different images (another subset, seed or dataset)"
+    if min(inside.size, outside.size) < 2:
+        return None, "a set has fewer than 2 images"
+    return delong_regression(base_in, base_out, inside, outside), ""
 
 
 def _pairing(record: dict, base: dict) -> tuple[tuple[np.ndarray, np.ndarray] | None, str]:
@@ -660,11 +732,15 @@ def holm_on_records(records: list[dict]) -> list[dict]:
             base = record["baseline"]
             if reject and not base["regressed"]:
                 base["regressed"] = True
-                evidence = (
-                    f"{base['lost']} images newly wrong, {base['gained']} newly right"
-                    if "lost" in base
-                    else f"paired bootstrap of {base.get('resamples')} resamples"
-                )
+                if "lost" in base:
+                    evidence = f"{base['lost']} images newly wrong, {base['gained']} newly right"
+                elif base.get("test") == "DeLong":
+                    z = base.get("z")
+                    evidence = "DeLong's paired test, " + (
+                        f"z = {float(z):.2f}" if z is not None else "every image ranked worse"
+                    )
+                else:
+                    evidence = f"paired bootstrap of {base.get('resamples')} resamples"
                 base["message"] = (
                     f"regression vs baseline by Holm's step-down at {alpha:g} over the "
                     f"{len(paired)} paired checks of {model}: {evidence}, one-sided p = "

@@ -154,3 +154,68 @@ def bootstrap_regression(
     )
     not_worse = int((replicates <= 0).sum())
     return PairedBootstrap(metric, observed, (1 + not_worse) / (resamples + 1), resamples)
+
+
+@dataclass(frozen=True)
+class PairedDeLong:
+    """DeLong's paired test of an AUROC against its baseline on the same images.
+
+    ``difference``: the baseline's AUROC less the current one (positive is worse); ``z``: that
+    difference over its standard error; ``p_value``: one-sided, of "no worse", in [0, 1]."""
+
+    difference: float
+    z: float
+    p_value: float
+
+
+def delong_regression(
+    base_in: np.ndarray, base_out: np.ndarray, in_counts: np.ndarray, out_counts: np.ndarray
+) -> PairedDeLong:
+    """Whether an AUROC got worse on the same images: DeLong, DeLong & Clarke-Pearson (1988,
+    "Comparing the areas under two or more correlated receiver operating characteristic curves",
+    Biometrics 44), one-sided.
+
+    Parameters
+    ----------
+    base_in, in_counts : numpy.ndarray
+        (N_in,) the baseline's and the current run's misranking counts of the same
+        in-distribution images, in the same order
+        (:func:`safetycheck.measures.ood_metrics.misranked_counts`).
+    base_out, out_counts : numpy.ndarray
+        (N_out,) the same for the OOD images.
+
+    Each image's placement value is ``1 - count / (2 N_other)``, an AUROC the mean of either
+    side's placements, and the variance of the difference of two AUROCs on the same images
+    ``var_i(dV10_i) / N_in + var_j(dV01_j) / N_out`` (sample variances of the per-image
+    differences of placements): DeLong's estimate, the large-sample limit of a paired stratified
+    bootstrap of the two AUROCs (and the default of pROC's ``roc.test`` for paired curves). A zero
+    variance (every image moved alike) gives p = 1 for no loss and 0 for a loss.
+
+    Raises
+    ------
+    ValueError
+        When the two runs' arrays differ in length, or a side has fewer than 2 images (no
+        variance can be estimated).
+    """
+    from scipy.stats import norm
+
+    arrays = [np.asarray(a, dtype=np.float64) for a in (base_in, base_out, in_counts, out_counts)]
+    base_in, base_out, in_counts, out_counts = arrays
+    if base_in.shape != in_counts.shape or base_out.shape != out_counts.shape:
+        raise ValueError(
+            "paired rankings must cover the same images: got "
+            f"{base_in.shape}/{base_out.shape} and {in_counts.shape}/{out_counts.shape}"
+        )
+    n_in, n_out = in_counts.size, out_counts.size
+    if n_in < 2 or n_out < 2:
+        raise ValueError(f"DeLong's test needs 2 images per side; got {n_in} and {n_out}")
+    # Placement differences, baseline less current: positive where an image is ranked worse now.
+    in_loss = (in_counts - base_in) / (2 * n_out)
+    out_loss = (out_counts - base_out) / (2 * n_in)
+    difference = float(in_loss.mean())
+    variance = in_loss.var(ddof=1) / n_in + out_loss.var(ddof=1) / n_out
+    if variance <= 0.0:
+        lost = difference > 1e-12
+        return PairedDeLong(difference, math.inf if lost else 0.0, 0.0 if lost else 1.0)
+    z = difference / math.sqrt(variance)
+    return PairedDeLong(difference, z, float(norm.sf(z)))

@@ -66,7 +66,7 @@ def baseline_comparison(record: dict, baseline) -> dict:
     """The record's comparison with ``baseline`` as JSON-ready data (``regressed``,
     ``message``...)."""
     from safetycheck.gate.baseline import compare as compare_to_baseline
-    from safetycheck.gate.paired import PairedBootstrap
+    from safetycheck.gate.paired import PairedBootstrap, PairedDeLong
 
     base = baseline.lookup(record["model"], record["check"])
     if base is None:
@@ -84,6 +84,9 @@ def baseline_comparison(record: dict, baseline) -> dict:
     test = comparison.paired
     if isinstance(test, PairedBootstrap):
         compared.update(test="paired bootstrap", resamples=test.resamples)
+    elif isinstance(test, PairedDeLong):
+        # JSON has no infinity: a zero-variance loss (every image ranked worse alike) has none.
+        compared.update(test="DeLong", z=test.z if math.isfinite(test.z) else None)
     elif test is not None:
         compared.update(test="McNemar exact", lost=test.lost, gained=test.gained)
     if test is not None:
