@@ -124,16 +124,14 @@ def simulated_scores(rng: np.random.Generator, n: int, worse: float = 0.0):
 def flagged(worse: float, n: int = 2_000, seed: int = 0) -> tuple[float, float]:
     """Shares of SIMULATED_PAIRS flagged by DeLong's paired test at ALPHA and by the unpaired
     rule (the two bootstrap intervals in quadrature)."""
-    from safetycheck.gate.paired import delong_regression as test
-
     rng = np.random.default_rng(seed)
     paired = unpaired = 0
     for index in range(SIMULATED_PAIRS):
         (base_in, base_out), (now_in, now_out) = simulated_scores(rng, n, worse)
-        paired += (
-            test(*misranked_counts(base_in, base_out), *misranked_counts(now_in, now_out)).p_value
-            <= ALPHA
+        test = delong_regression(
+            *misranked_counts(base_in, base_out), *misranked_counts(now_in, now_out)
         )
+        paired += test.p_value <= ALPHA
         if index < 200:  # the bootstrap intervals are the slow part: 200 pairs tell the story
             unpaired += compare(
                 ranking_record(now_in, now_out), ranking_record(base_in, base_out)
