@@ -56,6 +56,8 @@ def pairwise_delong_z(base_in, base_out, now_in, now_out) -> float:
     s10, s01 = np.cov(np.stack(components_in)), np.cov(np.stack(components_out))
     contrast = np.array([1.0, -1.0])
     variance = contrast @ s10 @ contrast / len(base_in) + contrast @ s01 @ contrast / len(base_out)
+    if not variance > 0:
+        return math.nan  # every image moved alike: the gate's special case, tested below
     return (areas[0] - areas[1]) / math.sqrt(variance)
 
 
