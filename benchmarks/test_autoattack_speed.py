@@ -59,6 +59,19 @@ def _image_slice() -> tuple[int, int]:
     return start, stop
 
 
+def _side(figures: tuple, cpu_seconds: float, count: int) -> dict:
+    """One side's part of a record: (seconds, passes/image, gradient passes/image, robust, ...)
+    as totals over the part's ``count`` images."""
+    seconds, passes, gradients, robust = figures[:4]
+    return {
+        "seconds": seconds,
+        "cpu_seconds": cpu_seconds,
+        "forward_images": round(passes * count),
+        "gradient_images": round(gradients * count),
+        "robust_images": round(robust * count),
+    }
+
+
 def _selected(name: str) -> bool:
     chosen = os.environ.get("SAFETYCHECK_AA_MODELS")
     return not chosen or name in chosen.split(",")
@@ -184,21 +197,8 @@ def test_autoattack_against_the_official_protocol(benchmark, name, attacked, qui
             {
                 "eps": eps,
                 "reference": figures["reference_name"],
-                "ours": {
-                    "seconds": ours[0],
-                    "cpu_seconds": figures["ours_cpu"],
-                    "forward_images": round(ours[1] * count),
-                    "gradient_images": round(ours[2] * count),
-                    "robust_images": round(ours[3] * count),
-                    "broken_by": ours[4],
-                },
-                "reference_side": {
-                    "seconds": theirs[0],
-                    "cpu_seconds": figures["reference_cpu"],
-                    "forward_images": round(theirs[1] * count),
-                    "gradient_images": round(theirs[2] * count),
-                    "robust_images": round(theirs[3] * count),
-                },
+                "ours": dict(_side(ours, figures["ours_cpu"], count), broken_by=ours[4]),
+                "reference_side": _side(theirs, figures["reference_cpu"], count),
             },
         )
     benchmark.extra_info.update(
