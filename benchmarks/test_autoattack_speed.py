@@ -17,9 +17,9 @@ steps on both sides; a robust image costs each side about 8,000 passes, half a m
 time each side's process CPU time is taken (all threads), which other jobs on a shared machine
 disturb less.
 
-The full table costs about ten hours of these 2 cores, more than one working session, so it is
-taken in parts that each run both sides on the same images (the time ratio is always measured in
-one run): ``SAFETYCHECK_AA_SLICE=100:400`` attacks images 100 to 399 of the 1,000,
+The full table cost 2.6 hours of these 2 cores (both rows, both sides), so it is taken in parts
+that each run both sides on the same images (the time ratio is always measured in one run):
+``SAFETYCHECK_AA_SLICE=100:400`` attacks images 100 to 399 of the 1,000,
 ``SAFETYCHECK_AA_MODELS=lenet`` picks the rows, and ``SAFETYCHECK_AA_RECORD=benchmarks/records/
 autoattack`` writes one JSON record per part. ``python benchmarks/autoattack_parts.py`` adds the
 parts up (counts and passes exactly; seconds as sums of runs on the same machine) and says which
