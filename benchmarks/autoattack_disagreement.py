@@ -19,19 +19,13 @@ from pathlib import Path
 import torch
 
 # The benchmark beside this script (python puts its folder first on sys.path).
-from test_autoattack_speed import ATTACKED, CASES, _model
+from test_autoattack_speed import CASES, _model, attacked_images, still_robust
 
 from safetycheck.io.data import load_split, resolve_data_root
 from safetycheck.measures.attacks.cascades import cascade
 from safetycheck.measures.robustness import robust_accuracy_sweep
 
 SEEDS = 4
-
-
-def _attacked() -> tuple[torch.Tensor, torch.Tensor]:
-    test = load_split("mnist", "test", root=resolve_data_root())
-    order = torch.randperm(len(test.labels), generator=torch.Generator().manual_seed(0))
-    return test.images[order[:ATTACKED]], test.labels[order[:ATTACKED]]
 
 
 def _ours(model, images, labels, eps, seed):
@@ -46,7 +40,10 @@ def main(name: str, part: str) -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     start, stop = (int(bound) for bound in part.split(":"))
     eps = CASES[name]
-    images, labels = (tensor[start:stop] for tensor in _attacked())
+    images, labels = (
+        tensor[start:stop]
+        for tensor in attacked_images(load_split("mnist", "test", root=resolve_data_root()))
+    )
     model = _model(name).eval()
     ours, broken_by = _ours(model, images, labels, eps, seed=0)
     print(f"ours: robust {ours.float().mean():.3f}, broken by {broken_by}")
@@ -55,9 +52,7 @@ def main(name: str, part: str) -> None:
     torch.manual_seed(0)
     print("official AutoAttack, its own log:")
     adversarial = official.run_standard_evaluation(images, labels, bs=500)
-    with torch.no_grad():
-        inside = (adversarial - images).abs().flatten(1).amax(1) <= eps + 1e-6
-        theirs = (model(adversarial).argmax(1) == labels) | ~inside
+    theirs = still_robust(model, adversarial, images, labels, eps)
     print(f"official: robust {theirs.float().mean():.3f}")
     for index in torch.nonzero(ours != theirs).flatten().tolist():
         breaker = "official" if ours[index] else "ours"
